@@ -1,0 +1,132 @@
+package impression
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+)
+
+const sample = `{"tenant":"acme","environmentId":"env-prod-1","environmentName":"production",` +
+	`"key":"user-1042","bucketingKey":"","split":"new_checkout","treatment":"on",` +
+	`"label":"default rule","time":1767225600123,"splitVersionNumber":1767000000000,` +
+	`"machineName":"web-7","machineIp":"10.1.2.3","sdk":"go","sdkVersion":"6.7.0",` +
+	`"properties":"{\"plan\":\"pro\"}"}`
+
+func TestParseSample(t *testing.T) {
+	imp, err := Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Impression{Tenant: "acme", EnvironmentID: "env-prod-1", EnvironmentName: "production",
+		Key: "user-1042", Split: "new_checkout", Treatment: "on", Label: "default rule",
+		Time: 1767225600123, SplitVersionNumber: 1767000000000, MachineName: "web-7",
+		MachineIP: "10.1.2.3", SDK: "go", SDKVersion: "6.7.0", Properties: `{"plan":"pro"}`}
+	// The id spelled out from CONTRACT §1, independently of ComputeID.
+	ns := uuid.NewSHA1(uuid.NameSpaceURL, []byte("urn:outflow:impression"))
+	want.ID = uuid.NewSHA1(ns, []byte(strings.Join([]string{"acme", "env-prod-1", "production",
+		"user-1042", "", "new_checkout", "on", "default rule", "1767225600123", "1767000000000"}, "\x1f")))
+	if imp != want {
+		t.Errorf("Parse =\n%+v\nwant\n%+v", imp, want)
+	}
+	if want.ID.Version() != 5 {
+		t.Errorf("id version = %d, want 5", want.ID.Version())
+	}
+}
+
+func TestParseTolerates(t *testing.T) {
+	base, _ := Parse([]byte(sample))
+	for name, line := range map[string]string{
+		"CRLF":           sample + "\r\n",
+		"BOM":            "\xEF\xBB\xBF" + sample,
+		"spaces":         "  " + sample + "\t",
+		"unknown fields": strings.Replace(sample, `{"tenant"`, `{"extra":[1,{"a":null}],"tenant"`, 1),
+	} {
+		imp, err := Parse([]byte(line))
+		if err != nil || imp != base {
+			t.Errorf("%s: got %+v, %v", name, imp, err)
+		}
+	}
+	// null counts as absent: an absent optional string is "", an absent integer 0.
+	imp, err := Parse([]byte(`{"tenant":"t","environmentName":"e","key":"k","split":"s","treatment":"on","time":0,"label":null,"splitVersionNumber":null}`))
+	if err != nil || imp.Label != "" || imp.SplitVersionNumber != 0 {
+		t.Errorf("nulls: got %+v, %v", imp, err)
+	}
+}
+
+func TestParseBlank(t *testing.T) {
+	for _, line := range []string{"", "   ", "\r", "\xEF\xBB\xBF\r\n"} {
+		if _, err := Parse([]byte(line)); !errors.Is(err, ErrBlank) {
+			t.Errorf("Parse(%q) = %v, want ErrBlank", line, err)
+		}
+	}
+}
+
+func TestParseInvalid(t *testing.T) {
+	set := func(field, value string) string {
+		i := strings.Index(sample, `"`+field+`":`)
+		j := i + len(field) + 3
+		k := j
+		for depth := 0; ; k++ { // end of the value: next top-level , or }
+			c := sample[k]
+			if c == '"' {
+				k = k + 1 + strings.IndexByte(strings.ReplaceAll(sample[k+1:], `\"`, "xx"), '"')
+				continue
+			}
+			if depth == 0 && (c == ',' || c == '}') {
+				break
+			}
+		}
+		return sample[:j] + value + sample[k:]
+	}
+	cases := map[string]struct{ line, reason string }{
+		"not json":          {"hello", "not a JSON object"},
+		"array":             {"[1,2]", "not a JSON object"},
+		"truncated":         {sample[:50], "invalid JSON"},
+		"trailing garbage":  {sample + " x", "invalid JSON"},
+		"missing tenant":    {strings.Replace(sample, `"tenant":"acme",`, "", 1), `"tenant"`},
+		"empty key":         {set("key", `""`), `"key"`},
+		"null split":        {set("split", `null`), `"split"`},
+		"missing time":      {strings.Replace(sample, `"time":1767225600123,`, "", 1), `"time"`},
+		"null time":         {set("time", "null"), `"time"`},
+		"negative time":     {set("time", "-5"), `"time" must be >= 0`},
+		"fraction":          {set("time", "1767225600123.5"), `"time" must be an integer`},
+		"exponent":          {set("time", "1e12"), `"time" must be an integer`},
+		"quoted integer":    {set("splitVersionNumber", `"7"`), `"splitVersionNumber" must be an integer`},
+		"huge integer":      {set("time", "99999999999999999999"), `"time" is out of range`},
+		"number as string":  {set("treatment", "1"), `"treatment" must be a string`},
+		"object as string":  {set("label", `{"a":1}`), `"label" must be a string`},
+		"bad utf8":          {strings.Replace(sample, "web-7", "web-\xff", 1), "not valid UTF-8"},
+		"bool tenant":       {set("tenant", "true"), `"tenant" must be a string`},
+		"properties object": {set("properties", `{"plan":"pro"}`), `"properties" must be a string`},
+		"too long":          {strings.Replace(sample, "web-7", strings.Repeat("w", MaxLineBytes), 1), "longer than the limit"},
+		"deep nesting":      {`{"x":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + "}", "invalid JSON"},
+	}
+	for name, c := range cases {
+		_, err := Parse([]byte(c.line))
+		var ie *InvalidError
+		if !errors.As(err, &ie) {
+			t.Errorf("%s: Parse = %v, want *InvalidError", name, err)
+			continue
+		}
+		if !strings.Contains(ie.Reason, c.reason) {
+			t.Errorf("%s: reason %q does not mention %q", name, ie.Reason, c.reason)
+		}
+	}
+}
+
+func TestBinaryRoundTrip(t *testing.T) {
+	imp, _ := Parse([]byte(sample))
+	imp.Origin = 1<<40 | 17
+	b, _ := Marshal(imp)
+	got, err := Unmarshal(b)
+	if err != nil || got != imp {
+		t.Fatalf("round trip: got %+v, %v", got, err)
+	}
+	for i := range b { // every truncation is refused, never a panic
+		if _, err := Unmarshal(b[:i]); err == nil {
+			t.Fatalf("Unmarshal of %d of %d bytes succeeded", i, len(b))
+		}
+	}
+}

@@ -1,0 +1,36 @@
+// Package metricname names the Beam metrics operators watch; the --report code reads
+// the same names. Per-integration metrics use the integration id as their namespace;
+// job-wide ones use Job, which no id can take (ids are [a-z0-9-]+).
+package metricname
+
+// Job is the namespace of job-wide metrics.
+const Job = "_job"
+
+// Job-wide counters.
+const (
+	Lines        = "outflow.lines"         // non-blank input lines
+	InvalidLines = "outflow.invalid_lines" // lines dead-lettered as invalid
+	Filtered     = "outflow.filtered"      // valid lines outside --since/--until
+	Valid        = "outflow.valid"         // valid lines in range (copies of one impression included)
+	FileErrors   = "outflow.file_errors"   // input files that could not be read to the end
+)
+
+// Per-integration counters.
+const (
+	Routed       = "outflow.routed"       // impressions routed to the integration, copies included
+	Impressions  = "outflow.impressions"  // unique impressions routed to the integration
+	Duplicates   = "outflow.duplicates"   // copies of an impression dropped
+	Delivered    = "outflow.delivered"    // impressions written or accepted by the destination
+	DeadLettered = "outflow.dead_lettered"
+	Objects      = "outflow.objects" // data objects written
+	Bytes        = "outflow.bytes"   // bytes written or sent
+	Requests     = "outflow.requests"
+	Throttled    = "outflow.throttled"
+	Retries      = "outflow.retries"
+)
+
+// Per-integration distributions and gauges.
+const (
+	DelayMs   = "outflow.delay_ms" // delivery time minus impression time
+	RateLimit = "outflow.rate_limit"
+)

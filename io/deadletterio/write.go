@@ -1,0 +1,124 @@
+package deadletterio
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+)
+
+func init() {
+	register.DoFn2x0[Record, func(string, Record)](&keyFn{})
+	register.DoFn3x1[context.Context, string, func(*Record) bool, error](&writeFn{})
+	register.Emitter2[string, Record]()
+	register.Iter1[Record]()
+}
+
+// Write stores records as NDJSON files under uri (a directory, s3://… or gs://…). The
+// records of one input file, or of one undeliverable batch, share a file whose name
+// is deterministic, so a rerun overwrites it instead of adding a copy.
+//
+// In: PCollection<Record>.
+func Write(s beam.Scope, uri string, records beam.PCollection) {
+	s = s.Scope("deadletterio.Write")
+	keyed := beam.ParDo(s, &keyFn{}, records)
+	beam.ParDo0(s, &writeFn{URI: uri}, beam.GroupByKey(s, keyed))
+}
+
+// FileName returns the store-relative file of r: invalid input goes under invalid/,
+// named after its source file.
+func FileName(r *Record) string {
+	src, _ := splitSource(r.Source)
+	h := fnv.New32a()
+	h.Write([]byte(src))
+	dir := "invalid"
+	if r.Integration != "" {
+		dir = r.Integration
+	}
+	return fmt.Sprintf("%s/%s-%08x.ndjson", dir, sanitize(path.Base(src)), h.Sum32())
+}
+
+// sanitize keeps a file name portable.
+func sanitize(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+type keyFn struct{}
+
+func (keyFn) ProcessElement(r Record, emit func(string, Record)) { emit(FileName(&r), r) }
+
+type writeFn struct {
+	URI string `json:"uri"`
+}
+
+func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*Record) bool) error {
+	var recs []Record
+	var r Record
+	for iter(&r) {
+		recs = append(recs, r)
+	}
+	// Input order, so the file is the same on every run.
+	slices.SortFunc(recs, func(a, b Record) int { return compareSource(a.Source, b.Source) })
+
+	full := strings.TrimSuffix(fn.URI, "/") + "/" + name
+	fs, err := filesystem.New(ctx, full)
+	if err != nil {
+		return fmt.Errorf("deadletterio: %s: %w", full, err)
+	}
+	defer fs.Close()
+	wc, err := fs.OpenWrite(ctx, full)
+	if err != nil {
+		return fmt.Errorf("deadletterio: open %s: %w", full, err)
+	}
+	bw := bufio.NewWriter(wc)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	for i := range recs {
+		if err := enc.Encode(&recs[i]); err != nil {
+			wc.Close()
+			return fmt.Errorf("deadletterio: write %s: %w", full, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		wc.Close()
+		return fmt.Errorf("deadletterio: write %s: %w", full, err)
+	}
+	if err := wc.Close(); err != nil {
+		return fmt.Errorf("deadletterio: close %s: %w", full, err)
+	}
+	return nil
+}
+
+// compareSource orders "file:line" sources by file, then by line number.
+func compareSource(a, b string) int {
+	af, al := splitSource(a)
+	bf, bl := splitSource(b)
+	if c := strings.Compare(af, bf); c != 0 {
+		return c
+	}
+	return al - bl
+}
+
+func splitSource(s string) (string, int) {
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		if n, err := strconv.Atoi(s[i+1:]); err == nil {
+			return s[:i], n
+		}
+	}
+	return s, 1 << 62 // a file-level record sorts after the file's lines
+}

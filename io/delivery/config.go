@@ -1,0 +1,49 @@
+// Package delivery is the rate-aware delivery core shared by every HTTP sink.
+package delivery
+
+import (
+	"github.com/outflow/outflow/internal/configkit"
+)
+
+// Config is the `delivery:` section of an HTTP integration: a ceiling and a starting
+// point, not a promise (CONTRACT §2). Zero fields take the destination's defaults.
+type Config struct {
+	// RequestsPerSecond is the starting and highest request rate.
+	RequestsPerSecond float64 `yaml:"requests_per_second" json:"requests_per_second"`
+	// MinRequestsPerSecond is the floor the rate never drops below.
+	MinRequestsPerSecond float64 `yaml:"min_requests_per_second" json:"min_requests_per_second"`
+	MaxInFlight          int     `yaml:"max_in_flight" json:"max_in_flight"`
+	MaxBatchEvents       int     `yaml:"max_batch_events" json:"max_batch_events"`
+	MaxBatchBytes        int     `yaml:"max_batch_bytes" json:"max_batch_bytes"`
+	// Timeout bounds one request.
+	Timeout configkit.Duration `yaml:"timeout" json:"timeout"`
+	// MaxRetryDuration is how long a batch is retried before it is dead-lettered.
+	MaxRetryDuration configkit.Duration `yaml:"max_retry_duration" json:"max_retry_duration"`
+}
+
+// Validate records every problem under path.
+func (c *Config) Validate(p *configkit.Problems, path string) {
+	if c.RequestsPerSecond < 0 {
+		p.Addf(path+".requests_per_second", "must be > 0; got %v", c.RequestsPerSecond)
+	}
+	if c.MinRequestsPerSecond < 0 {
+		p.Addf(path+".min_requests_per_second", "must be > 0; got %v", c.MinRequestsPerSecond)
+	}
+	if c.RequestsPerSecond > 0 && c.MinRequestsPerSecond > c.RequestsPerSecond {
+		p.Addf(path+".min_requests_per_second", "%v is above requests_per_second %v", c.MinRequestsPerSecond, c.RequestsPerSecond)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max_in_flight", c.MaxInFlight}, {"max_batch_events", c.MaxBatchEvents}, {"max_batch_bytes", c.MaxBatchBytes}} {
+		if f.v < 0 {
+			p.Addf(path+"."+f.name, "must be >= 1; got %d", f.v)
+		}
+	}
+	if c.Timeout < 0 {
+		p.Addf(path+".timeout", "must be > 0")
+	}
+	if c.MaxRetryDuration < 0 {
+		p.Addf(path+".max_retry_duration", "must be > 0")
+	}
+}

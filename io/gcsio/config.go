@@ -1,0 +1,18 @@
+// Package gcsio writes data objects to Google Cloud Storage.
+package gcsio
+
+import (
+	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/transforms/encode"
+)
+
+// Config is the `gcs:` section of an integration (CONTRACT §2). The client honours
+// STORAGE_EMULATOR_HOST.
+type Config struct {
+	encode.ObjectSpec `yaml:",inline"`
+}
+
+// Validate fills defaults and records every problem under path.
+func (c *Config) Validate(p *configkit.Problems, path string) {
+	c.ObjectSpec.Validate(p, path)
+}

@@ -1,0 +1,184 @@
+// Package impressionio reads impressions from NDJSON files (CONTRACT §1).
+package impressionio
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/io/deadletterio"
+)
+
+func init() {
+	register.DoFn4x1[context.Context, fileio.FileMetadata, func(beam.EventTime, impression.Impression), func(deadletterio.Record), error](&readFn{})
+	register.Emitter2[beam.EventTime, impression.Impression]()
+	register.Emitter1[deadletterio.Record]()
+}
+
+type readOption struct {
+	since, until time.Time
+}
+
+// ReadOptionFn configures Read.
+type ReadOptionFn func(*readOption)
+
+// Since keeps impressions at or after t.
+func Since(t time.Time) ReadOptionFn { return func(o *readOption) { o.since = t } }
+
+// Until keeps impressions before t.
+func Until(t time.Time) ReadOptionFn { return func(o *readOption) { o.until = t } }
+
+// Read reads the impression files matching glob (local, s3:// or gs://; names ending
+// in .gz are gunzipped). Valid impressions come out timestamped with their event time;
+// invalid lines, and files that cannot be read, come out as dead-letter records. A bad
+// line or file never stops the job.
+//
+// Out: PCollection<impression.Impression>, PCollection<deadletterio.Record>.
+func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.PCollection) {
+	s = s.Scope("impressionio.Read")
+	var o readOption
+	for _, opt := range opts {
+		opt(&o)
+	}
+	fn := &readFn{}
+	if !o.since.IsZero() {
+		fn.Since = o.since.UnixMilli()
+	}
+	if !o.until.IsZero() {
+		fn.Until = o.until.UnixMilli()
+	}
+	files := fileio.MatchFiles(s, glob)
+	return beam.ParDo2(s, fn, files)
+}
+
+// readFn reads one file per element. Since and Until are Unix ms; 0 means unbounded.
+type readFn struct {
+	Since int64 `json:"since"`
+	Until int64 `json:"until"`
+
+	lines, invalid, filtered, valid, fileErrors beam.Counter
+}
+
+func (fn *readFn) Setup() {
+	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
+	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
+	fn.filtered = beam.NewCounter(metricname.Job, metricname.Filtered)
+	fn.valid = beam.NewCounter(metricname.Job, metricname.Valid)
+	fn.fileErrors = beam.NewCounter(metricname.Job, metricname.FileErrors)
+}
+
+func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {
+	h := fnv.New64a()
+	h.Write([]byte(f.Path))
+	origin := h.Sum64() << 32
+	var n, line uint64
+	err := readLines(ctx, f.Path, func(b []byte) {
+		line++
+		imp, err := impression.Parse(b)
+		var ie *impression.InvalidError
+		switch {
+		case errors.Is(err, impression.ErrBlank):
+			return
+		case errors.As(err, &ie):
+			fn.lines.Inc(ctx, 1)
+			fn.invalid.Inc(ctx, 1)
+			dead(deadletterio.Invalid(truncate(b), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
+			return
+		}
+		fn.lines.Inc(ctx, 1)
+		if fn.Since != 0 && imp.Time < fn.Since || fn.Until != 0 && imp.Time >= fn.Until {
+			fn.filtered.Inc(ctx, 1)
+			return
+		}
+		n++
+		imp.Origin = origin | line&0xFFFFFFFF
+		emit(mtime.FromMilliseconds(imp.Time), imp)
+	})
+	fn.valid.Inc(ctx, int64(n))
+	if err != nil {
+		// The lines read so far stand; the rest of the file is reported, not fatal.
+		fn.fileErrors.Inc(ctx, 1)
+		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, line, err)
+		slog.ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", line, "error", err)
+		dead(deadletterio.Invalid(nil, reason, f.Path))
+	}
+	return nil
+}
+
+// truncate keeps a dead-lettered line within the parser's limit.
+func truncate(b []byte) []byte {
+	if len(b) > impression.MaxLineBytes {
+		return b[:impression.MaxLineBytes]
+	}
+	return b
+}
+
+// readLines calls fn for each line of the file at path, without its line end (LF or
+// CRLF). Lines
+// longer than impression.MaxLineBytes are passed cut to that length plus one byte, so
+// the parser refuses them without the reader holding a huge line.
+func readLines(ctx context.Context, path string, fn func([]byte)) error {
+	fs, err := filesystem.New(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	rc, err := fs.OpenRead(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	var r io.Reader = rc
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(rc)
+		if err != nil {
+			return fmt.Errorf("not a gzip file: %w", err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	br := bufio.NewReaderSize(r, 256<<10)
+	var long []byte // a line longer than the buffer, being gathered
+	for {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(long) <= impression.MaxLineBytes {
+				long = append(long, chunk...)
+			}
+			continue
+		case err != nil && !errors.Is(err, io.EOF):
+			return err
+		}
+		line := chunk
+		if long != nil {
+			if len(long) <= impression.MaxLineBytes {
+				long = append(long, chunk...)
+			}
+			line, long = long, nil
+		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) > 0 || err == nil {
+			fn(line)
+		}
+		if err != nil { // io.EOF
+			return nil
+		}
+	}
+}

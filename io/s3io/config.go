@@ -1,0 +1,34 @@
+package s3io
+
+import (
+	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/transforms/encode"
+)
+
+// Config is the `s3:` section of an integration (CONTRACT §2).
+type Config struct {
+	encode.ObjectSpec `yaml:",inline"`
+	// Region defaults to the AWS configuration chain, then us-east-1.
+	Region string `yaml:"region" json:"region"`
+	// Endpoint is an S3-compatible server, addressed path-style.
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+	// MaxConcurrentUploads bounds this integration's uploads in flight in one worker.
+	MaxConcurrentUploads int `yaml:"max_concurrent_uploads" json:"max_concurrent_uploads"`
+}
+
+// DefaultMaxConcurrentUploads is the per-integration, per-worker upload bound.
+const DefaultMaxConcurrentUploads = 4
+
+// Validate fills defaults and records every problem under path.
+func (c *Config) Validate(p *configkit.Problems, path string) {
+	c.ObjectSpec.Validate(p, path)
+	if c.Endpoint != "" {
+		configkit.CheckURL(p, path+".endpoint", c.Endpoint)
+	}
+	if c.MaxConcurrentUploads == 0 {
+		c.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	}
+	if c.MaxConcurrentUploads < 0 {
+		p.Addf(path+".max_concurrent_uploads", "must be >= 1; got %d", c.MaxConcurrentUploads)
+	}
+}

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/transforms/encode"
+	"github.com/outflow/outflow/transforms/route"
+)
+
+// binary is the backfill command built once for these tests: they check it as
+// operators run it, exit codes included.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "backfill-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "backfill")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building backfill:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+	report         *report.Report
+}
+
+func runBackfill(t *testing.T, args ...string) result {
+	t.Helper()
+	reportPath := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(binary, append(args, "--report", reportPath)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run backfill: %v", err)
+	}
+	r := result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	if b, err := os.ReadFile(reportPath); err == nil {
+		r.report = &report.Report{}
+		if err := json.Unmarshal(b, r.report); err != nil {
+			t.Fatalf("report: %v\n%s", err, b)
+		}
+	}
+	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
+		t.Errorf("backfill panicked:\n%s", r.stderr)
+	}
+	return r
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "outflow.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// sampleInput is the parsed sample data, read independently of the pipeline.
+type sampleInput struct {
+	first   map[string]map[[16]byte]impression.Impression // tenant -> id -> first copy seen
+	invalid []string                                      // raw invalid lines
+	lines   int                                           // non-blank lines
+}
+
+func readInput(t *testing.T, glob string) sampleInput {
+	t.Helper()
+	files, _ := filepath.Glob(glob)
+	sort.Strings(files)
+	in := sampleInput{first: map[string]map[[16]byte]impression.Impression{}}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r io.Reader = fh
+		if strings.HasSuffix(f, ".gz") {
+			if r, err = gzip.NewReader(fh); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			imp, err := impression.Parse(sc.Bytes())
+			if errors.Is(err, impression.ErrBlank) {
+				continue
+			}
+			in.lines++
+			if err != nil {
+				in.invalid = append(in.invalid, sc.Text())
+				continue
+			}
+			if in.first[imp.Tenant] == nil {
+				in.first[imp.Tenant] = map[[16]byte]impression.Impression{}
+			}
+			if _, seen := in.first[imp.Tenant][imp.ID]; !seen {
+				in.first[imp.Tenant][imp.ID] = imp
+			}
+		}
+		fh.Close()
+	}
+	return in
+}
+
+// want returns, for one integration, the impressions it must receive: id -> record.
+func (in sampleInput) want(cfg config.Integration, since, until time.Time) map[[16]byte]encode.Record {
+	target := config.Targets([]config.Integration{cfg})[0]
+	out := map[[16]byte]encode.Record{}
+	for id, imp := range in.first[cfg.Tenant] {
+		t := time.UnixMilli(imp.Time)
+		if !target.Matches(&imp) || (!since.IsZero() && t.Before(since)) || (!until.IsZero() && !t.Before(until)) {
+			continue
+		}
+		out[id] = encode.NewRecord(&imp)
+	}
+	return out
+}
+
+var objectName = regexp.MustCompile(`^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3})\.(ndjson|csv)\.gz$`)
+
+// delivered reads every data object of an integration and checks its name against
+// its contents: the right integration, each record inside the object's window and
+// shard. It returns id -> records found with that id.
+func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]byte][]encode.Record, map[string][]byte) {
+	t.Helper()
+	prefix := cfg.S3.Prefix
+	if prefix != "" {
+		prefix += "/"
+	}
+	objects := s3.Objects(t, cfg.S3.Bucket, prefix)
+	got := map[[16]byte][]encode.Record{}
+	for key, body := range objects {
+		name := strings.TrimPrefix(key, prefix)
+		m := objectName.FindStringSubmatch(name)
+		if m == nil {
+			t.Errorf("object %q: name does not follow {prefix}/dt=…/hour=…/{id}_{start}_{end}_{shard}.{ext}", key)
+			continue
+		}
+		if m[3] != cfg.ID || m[7] != string(cfg.S3.Format) {
+			t.Errorf("object %q holds integration %s format %s, want %s %s", key, m[3], m[7], cfg.ID, cfg.S3.Format)
+		}
+		start, _ := time.Parse("20060102T150405Z", m[4])
+		end, _ := time.Parse("20060102T150405Z", m[5])
+		if end.Sub(start) != cfg.Window.D() || m[1] != start.Format("2006-01-02") {
+			t.Errorf("object %q: window %v..%v does not match window %v or its date partition", key, start, end, cfg.Window.D())
+		}
+		recs, err := encode.ReadObject(bytes.NewReader(body), cfg.S3.Format)
+		if err != nil {
+			t.Errorf("object %q: %v", key, err)
+			continue
+		}
+		if len(recs) == 0 {
+			t.Errorf("object %q is empty", key)
+		}
+		for _, rec := range recs {
+			imp := impression.Impression{Tenant: cfg.Tenant, EnvironmentID: rec.EnvironmentID,
+				EnvironmentName: rec.EnvironmentName, Key: rec.Key, BucketingKey: rec.BucketingKey,
+				Split: rec.Split, Treatment: rec.Treatment, Label: rec.Label, Time: rec.Time,
+				SplitVersionNumber: rec.SplitVersionNumber}
+			imp.ID = imp.ComputeID()
+			if tm := time.UnixMilli(rec.Time); tm.Before(start) || !tm.Before(end) {
+				t.Errorf("object %q: impression at %v is outside its window", key, tm)
+			}
+			if shard := fmt.Sprintf("%03d", route.Shard(&imp, cfg.Shards)); shard != m[6] {
+				t.Errorf("object %q: impression of shard %s", key, shard)
+			}
+			got[imp.ID] = append(got[imp.ID], rec)
+		}
+	}
+	return got, objects
+}
+
+// checkExactlyOnce compares what an integration holds with what it must hold.
+func checkExactlyOnce(t *testing.T, id string, want map[[16]byte]encode.Record, got map[[16]byte][]encode.Record) {
+	t.Helper()
+	for wid, rec := range want {
+		switch recs := got[wid]; {
+		case len(recs) == 0:
+			t.Errorf("%s: impression %x (key %s) missing", id, wid, rec.Key)
+		case len(recs) > 1:
+			t.Errorf("%s: impression %x delivered %d times", id, wid, len(recs))
+		case recs[0] != rec:
+			t.Errorf("%s: impression %x =\n%+v\nwant the first copy seen\n%+v", id, wid, recs[0], rec)
+		}
+	}
+	for gid, recs := range got {
+		if _, ok := want[gid]; !ok {
+			t.Errorf("%s: holds impression %x (key %s) that it must not receive", id, gid, recs[0].Key)
+		}
+	}
+}
+
+const sampleGlob = "../../testdata/sample/*"
+
+func TestBackfillToS3(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucketA, bucketB := s3.Bucket(t), s3.Bucket(t)
+	deadLetter := t.TempDir()
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %[1]s
+integrations:
+  - id: acme-all
+    tenant: acme
+    type: s3
+    window: 5m
+    s3: {bucket: %[2]s, prefix: acme/all/, endpoint: %[4]s, region: us-east-1}
+  - id: acme-prod-csv
+    tenant: acme
+    type: s3
+    environments: [production]
+    window: 1h
+    shards: 2
+    s3: {bucket: %[2]s, prefix: acme/prod, endpoint: %[4]s, format: csv}
+  - id: globex
+    tenant: globex
+    type: s3
+    splits: [dark_mode, search_v2]
+    s3: {bucket: %[3]s, endpoint: %[4]s}
+`, deadLetter, bucketA, bucketB, s3.Endpoint))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := readInput(t, sampleGlob)
+	if len(in.invalid) < 2 {
+		t.Fatalf("the sample should hold invalid lines; found %d", len(in.invalid))
+	}
+
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r.code != 0 {
+		t.Fatalf("exit code %d, want 0\nstderr:\n%s", r.code, r.stderr)
+	}
+	firstObjects := map[string]map[string][]encode.Record{}
+	for i, ic := range cfg.Integrations {
+		want := in.want(ic, time.Time{}, time.Time{})
+		got, objects := delivered(t, s3, ic)
+		checkExactlyOnce(t, ic.ID, want, got)
+		if len(want) == 0 {
+			t.Fatalf("%s: the sample routes nothing to it; the test proves nothing", ic.ID)
+		}
+		rep := r.report.Integrations[i]
+		if rep.ID != ic.ID || rep.Impressions != int64(len(want)) || rep.Delivered != int64(len(want)) || rep.DeadLettered != 0 {
+			t.Errorf("report for %s = %+v, want %d impressions delivered", ic.ID, rep, len(want))
+		}
+		if rep.Objects != int64(len(objects)) {
+			t.Errorf("report for %s: %d objects, bucket holds %d", ic.ID, rep.Objects, len(objects))
+		}
+		firstObjects[ic.ID] = decodeAll(t, objects, ic.S3.Format)
+	}
+	if r.report.InvalidLines != int64(len(in.invalid)) || r.report.Lines != int64(in.lines) {
+		t.Errorf("report: %d lines, %d invalid; want %d, %d", r.report.Lines, r.report.InvalidLines, in.lines, len(in.invalid))
+	}
+	checkDeadLetter(t, deadLetter, in.invalid)
+
+	// A second run of the same backfill overwrites the same objects: nothing is added.
+	r2 := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r2.code != 0 {
+		t.Fatalf("second run: exit code %d\n%s", r2.code, r2.stderr)
+	}
+	for _, ic := range cfg.Integrations {
+		_, objects := delivered(t, s3, ic)
+		again := decodeAll(t, objects, ic.S3.Format)
+		if len(again) != len(firstObjects[ic.ID]) {
+			t.Errorf("%s: %d objects after the rerun, %d before", ic.ID, len(again), len(firstObjects[ic.ID]))
+		}
+		for key, recs := range firstObjects[ic.ID] {
+			if !sameRecords(recs, again[key]) {
+				t.Errorf("%s: object %s changed on rerun", ic.ID, key)
+			}
+		}
+	}
+	checkDeadLetter(t, deadLetter, in.invalid)
+}
+
+func decodeAll(t *testing.T, objects map[string][]byte, f encode.Format) map[string][]encode.Record {
+	out := map[string][]encode.Record{}
+	for k, b := range objects {
+		recs, err := encode.ReadObject(bytes.NewReader(b), f)
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		out[k] = recs
+	}
+	return out
+}
+
+func sameRecords(a, b []encode.Record) bool {
+	key := func(r encode.Record) string { s, _ := json.Marshal(r); return string(s) }
+	as, bs := make([]string, len(a)), make([]string, len(b))
+	for i := range a {
+		as[i] = key(a[i])
+	}
+	for i := range b {
+		bs[i] = key(b[i])
+	}
+	sort.Strings(as)
+	sort.Strings(bs)
+	return strings.Join(as, "\n") == strings.Join(bs, "\n")
+}
+
+// checkDeadLetter finds every invalid line, with a reason, exactly once.
+func checkDeadLetter(t *testing.T, dir string, invalid []string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "invalid", "*.ndjson"))
+	seen := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			for _, field := range []string{"integration", "reason", "status", "attempts", "raw"} {
+				if _, ok := rec[field]; !ok {
+					t.Errorf("dead-letter record lacks %q: %s", field, line)
+				}
+			}
+			var r deadletterio.Record
+			json.Unmarshal([]byte(line), &r)
+			if r.Reason == "" {
+				t.Errorf("dead-letter record without a reason: %s", line)
+			}
+			seen[strings.TrimRight(r.Raw, "\r")]++
+		}
+	}
+	want := map[string]int{}
+	for _, raw := range invalid {
+		want[strings.TrimRight(raw, "\r")]++
+	}
+	for raw, n := range want {
+		if seen[raw] != n {
+			t.Errorf("invalid line dead-lettered %d times, want %d: %s", seen[raw], n, raw)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("dead-letter holds %d distinct lines, want %d", len(seen), len(want))
+	}
+}

@@ -1,0 +1,29 @@
+package encode
+
+import "fmt"
+
+// Format is how an object store integration encodes its data objects.
+type Format string
+
+// The object formats of CONTRACT §4.
+const (
+	NDJSON  Format = "ndjson"
+	CSV     Format = "csv"
+	Parquet Format = "parquet"
+)
+
+// Formats lists the formats this version can write, for config validation.
+var Formats = []string{string(NDJSON), string(CSV)}
+
+// Ext is the file name extension of a data object in format f.
+func (f Format) Ext() string {
+	switch f {
+	case NDJSON:
+		return ".ndjson.gz"
+	case CSV:
+		return ".csv.gz"
+	case Parquet:
+		return ".parquet"
+	}
+	panic(fmt.Sprintf("encode: unknown format %q", string(f)))
+}

@@ -1,0 +1,61 @@
+package encode
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/outflow/outflow/internal/configkit"
+)
+
+// ObjectSpec says where and how an object store integration writes: the part of the
+// `s3:` and `gcs:` sections they share, so both name and encode objects alike.
+type ObjectSpec struct {
+	Bucket string `yaml:"bucket" json:"bucket"`
+	Prefix string `yaml:"prefix" json:"prefix"`
+	Format Format `yaml:"format" json:"format"`
+}
+
+// Validate fills defaults and records every problem under path.
+func (o *ObjectSpec) Validate(p *configkit.Problems, path string) {
+	if configkit.CheckRequired(p, path+".bucket", o.Bucket) && !validBucket(o.Bucket) {
+		p.Addf(path+".bucket", "%q is not a valid bucket name (3-63 characters of a-z, 0-9, '.', '-', '_')", o.Bucket)
+	}
+	// With or without a trailing slash (CONTRACT §2); keys are prefix + "/" + name.
+	o.Prefix = strings.Trim(o.Prefix, "/")
+	if strings.Contains(o.Prefix, "//") {
+		p.Addf(path+".prefix", "%q must not contain //", o.Prefix)
+	}
+	if o.Format == "" {
+		o.Format = NDJSON
+	}
+	configkit.CheckOneOf(p, path+".format", string(o.Format), Formats...)
+}
+
+func validBucket(b string) bool {
+	if len(b) < 3 || len(b) > 63 {
+		return false
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Key names the data object of one integration, window and shard. The name is
+// deterministic, so a rerun overwrites the object instead of adding a duplicate, and
+// date partitions let query engines prune by day and hour:
+//
+//	{prefix}/dt=2026-01-01/hour=00/acme-s3_20260101T000000Z_20260101T000500Z_000.ndjson.gz
+func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int) string {
+	const stamp = "20060102T150405Z"
+	start, end = start.UTC(), end.UTC()
+	name := fmt.Sprintf("dt=%s/hour=%02d/%s_%s_%s_%03d%s", start.Format("2006-01-02"), start.Hour(),
+		integration, start.Format(stamp), end.Format(stamp), shard, o.Format.Ext())
+	if o.Prefix == "" {
+		return name
+	}
+	return o.Prefix + "/" + name
+}
