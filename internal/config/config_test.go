@@ -161,9 +161,9 @@ integrations:
 
 func TestEmptyAndBrokenFiles(t *testing.T) {
 	for name, text := range map[string]string{
-		"empty":        "",
-		"comment only": "# nothing\n",
-		"bad yaml":     "integrations: [\n",
+		"empty":           "",
+		"comment only":    "# nothing\n",
+		"bad yaml":        "integrations: [\n",
 		"no integrations": "dead_letter: ./x\n",
 	} {
 		if _, err := Parse([]byte(text)); err == nil {

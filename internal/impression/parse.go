@@ -75,21 +75,21 @@ func Parse(line []byte) (Impression, error) {
 // wire is the JSON shape of an input line. Strings decode null as absent; integers
 // use jsonInt so a fraction, an exponent or a quoted number is refused.
 type wire struct {
-	Tenant             string  `json:"tenant"`
-	EnvironmentID      string  `json:"environmentId"`
-	EnvironmentName    string  `json:"environmentName"`
-	Key                string  `json:"key"`
-	BucketingKey       string  `json:"bucketingKey"`
-	Split              string  `json:"split"`
-	Treatment          string  `json:"treatment"`
-	Label              string  `json:"label"`
+	Tenant             string       `json:"tenant"`
+	EnvironmentID      string       `json:"environmentId"`
+	EnvironmentName    string       `json:"environmentName"`
+	Key                string       `json:"key"`
+	BucketingKey       string       `json:"bucketingKey"`
+	Split              string       `json:"split"`
+	Treatment          string       `json:"treatment"`
+	Label              string       `json:"label"`
 	Time               timeField    `json:"time"`
 	SplitVersionNumber versionField `json:"splitVersionNumber"`
-	MachineName        string  `json:"machineName"`
-	MachineIP          string  `json:"machineIp"`
-	SDK                string  `json:"sdk"`
-	SDKVersion         string  `json:"sdkVersion"`
-	Properties         string  `json:"properties"`
+	MachineName        string       `json:"machineName"`
+	MachineIP          string       `json:"machineIp"`
+	SDK                string       `json:"sdk"`
+	SDKVersion         string       `json:"sdkVersion"`
+	Properties         string       `json:"properties"`
 }
 
 // jsonInt is an int64 that must be written as a JSON integer literal.

@@ -17,10 +17,10 @@ const (
 
 // Per-integration counters.
 const (
-	Routed       = "outflow.routed"       // impressions routed to the integration, copies included
-	Impressions  = "outflow.impressions"  // unique impressions routed to the integration
-	Duplicates   = "outflow.duplicates"   // copies of an impression dropped
-	Delivered    = "outflow.delivered"    // impressions written or accepted by the destination
+	Routed       = "outflow.routed"      // impressions routed to the integration, copies included
+	Impressions  = "outflow.impressions" // unique impressions routed to the integration
+	Duplicates   = "outflow.duplicates"  // copies of an impression dropped
+	Delivered    = "outflow.delivered"   // impressions written or accepted by the destination
 	DeadLettered = "outflow.dead_lettered"
 	Objects      = "outflow.objects" // data objects written
 	Bytes        = "outflow.bytes"   // bytes written or sent
