@@ -11,6 +11,7 @@ package runners
 
 import (
 	"context"
+	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
@@ -28,3 +29,21 @@ const FlagsHelp = `runner flags (Beam's):
   --endpoint HOST:PORT    job server for --runner=universal (Flink's, or prism's own)
   --environment_type T    LOOPBACK runs workers in this process (local job servers); DOCKER
   --project, --region, --staging_location, --temp_location …   Dataflow`
+
+// Cause returns the root cause of a failed job in one line. Runners wrap a DoFn's
+// error in the job id, the bundle and the whole execution plan; operators need the
+// DoFn's own message, which comes last.
+func Cause(err error) string {
+	msg := strings.TrimSpace(err.Error())
+	for _, sep := range []string{"caused by:", "failed:\n"} {
+		if i := strings.LastIndex(msg, sep); i >= 0 {
+			if rest := strings.TrimSpace(msg[i+len(sep):]); rest != "" {
+				msg = rest
+			}
+		}
+	}
+	if i := strings.LastIndex(msg, "] failed:\n"); i >= 0 {
+		msg = strings.TrimSpace(msg[i+len("] failed:\n"):])
+	}
+	return strings.Join(strings.Fields(msg), " ")
+}

@@ -73,23 +73,27 @@ func Parse(data []byte) (*Config, error) {
 }
 
 var (
-	yamlLine     = regexp.MustCompile(`^line (\d+): (.*)$`)
+	yamlLine     = regexp.MustCompile(`^line (\d+)(?: column (\d+))?: (.*)$`)
 	unknownField = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
 )
 
 // addYAMLError records a yaml.v3 decoding error under the path of the line it names.
-func addYAMLError(p *configkit.Problems, paths map[int]string, msg string) {
+func addYAMLError(p *configkit.Problems, paths map[position]string, msg string) {
 	m := yamlLine.FindStringSubmatch(msg)
 	if m == nil {
 		p.Addf("", "%s", msg)
 		return
 	}
 	line, _ := strconv.Atoi(m[1])
-	detail := m[2]
+	column, _ := strconv.Atoi(m[2]) // 0 when the error names only the line
+	detail := m[3]
 	if f := unknownField.FindStringSubmatch(detail); f != nil {
 		detail = fmt.Sprintf("unknown field %q", f[1])
 	}
-	path := paths[line]
+	path, ok := paths[position{line, column}]
+	if !ok {
+		path = paths[position{line, 0}]
+	}
 	if path == "" {
 		path = "line " + m[1]
 	} else {
@@ -98,10 +102,20 @@ func addYAMLError(p *configkit.Problems, paths map[int]string, msg string) {
 	p.Addf(path, "%s", detail)
 }
 
-// linePaths maps each line holding a key or scalar to the path of its field, named as
-// validation names it (`integration "acme-s3": s3.bucket`).
-func linePaths(root *yaml.Node) map[int]string {
-	paths := map[int]string{}
+// position is a place in the YAML text; column 0 stands for the whole line.
+type position struct{ line, column int }
+
+// linePaths maps the positions of keys and scalar values to the path of their field,
+// named as validation names it (`integration "acme-s3": s3.bucket`). A line maps to
+// its first field: several share a line in flow style ({a: 1, b: 2}).
+func linePaths(root *yaml.Node) map[position]string {
+	paths := map[position]string{}
+	add := func(n *yaml.Node, path string) {
+		paths[position{n.Line, n.Column}] = path
+		if _, taken := paths[position{n.Line, 0}]; !taken {
+			paths[position{n.Line, 0}] = path
+		}
+	}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
@@ -114,13 +128,13 @@ func linePaths(root *yaml.Node) map[int]string {
 				k, v := n.Content[i], n.Content[i+1]
 				child := joinPath(path, k.Value)
 				if path == "" && k.Value == "integrations" && v.Kind == yaml.SequenceNode {
+					add(k, child)
 					for j, item := range v.Content {
 						walk(item, integrationPath(j, mappingValue(item, "id"))+":")
 					}
-					paths[k.Line] = child
 					continue
 				}
-				paths[k.Line] = child
+				add(k, child)
 				walk(v, child)
 			}
 		case yaml.SequenceNode:
@@ -128,9 +142,7 @@ func linePaths(root *yaml.Node) map[int]string {
 				walk(c, path+"["+itoa(i)+"]")
 			}
 		default:
-			if _, taken := paths[n.Line]; !taken {
-				paths[n.Line] = path
-			}
+			add(n, path)
 		}
 	}
 	walk(root, "")

@@ -42,7 +42,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
 		// A TypeError lets decoding go on, so every problem is reported at once.
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration like 10s, 5m or 1h", n.Line, n.Value)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d column %d: %q is not a duration like 10s, 5m or 1h", n.Line, n.Column, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil

@@ -17,6 +17,10 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	// The schemes Read accepts: local paths, gs:// and s3://.
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/s3"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/klauspost/compress/gzip"
 
@@ -87,35 +91,38 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	h := fnv.New64a()
 	h.Write([]byte(f.Path))
 	origin := h.Sum64() << 32
-	var n, line uint64
-	err := readLines(ctx, f.Path, func(b []byte) {
-		line++
-		imp, err := impression.Parse(b)
+	var valid, last uint64
+	err := parseFile(ctx, f.Path, func(line uint64, raw []byte, p parsed) {
+		last = line
 		var ie *impression.InvalidError
 		switch {
-		case errors.Is(err, impression.ErrBlank):
+		case errors.Is(p.err, impression.ErrBlank):
 			return
-		case errors.As(err, &ie):
+		case errors.As(p.err, &ie):
 			fn.lines.Inc(ctx, 1)
 			fn.invalid.Inc(ctx, 1)
-			dead(deadletterio.Invalid(truncate(b), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
+			dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
 			return
 		}
 		fn.lines.Inc(ctx, 1)
+		imp := p.imp
 		if fn.Since != 0 && imp.Time < fn.Since || fn.Until != 0 && imp.Time >= fn.Until {
 			fn.filtered.Inc(ctx, 1)
 			return
 		}
-		n++
+		valid++
 		imp.Origin = origin | line&0xFFFFFFFF
 		emit(mtime.FromMilliseconds(imp.Time), imp)
 	})
-	fn.valid.Inc(ctx, int64(n))
+	fn.valid.Inc(ctx, int64(valid))
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		// The lines read so far stand; the rest of the file is reported, not fatal.
 		fn.fileErrors.Inc(ctx, 1)
-		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, line, err)
-		slog.ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", line, "error", err)
+		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
+		slog.ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", last, "error", err)
 		dead(deadletterio.Invalid(nil, reason, f.Path))
 	}
 	return nil
@@ -130,10 +137,10 @@ func truncate(b []byte) []byte {
 }
 
 // readLines calls fn for each line of the file at path, without its line end (LF or
-// CRLF). Lines
+// CRLF), until fn returns an error. Lines
 // longer than impression.MaxLineBytes are passed cut to that length plus one byte, so
 // the parser refuses them without the reader holding a huge line.
-func readLines(ctx context.Context, path string, fn func([]byte)) error {
+func readLines(ctx context.Context, path string, fn func([]byte) error) error {
 	fs, err := filesystem.New(ctx, path)
 	if err != nil {
 		return err
@@ -175,7 +182,9 @@ func readLines(ctx context.Context, path string, fn func([]byte)) error {
 		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 		if len(line) > 0 || err == nil {
-			fn(line)
+			if ferr := fn(line); ferr != nil {
+				return ferr
+			}
 		}
 		if err != nil { // io.EOF
 			return nil

@@ -23,9 +23,6 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
-	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/s3"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/report"
@@ -116,7 +113,8 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, opts []i
 	case err != nil && ctx.Err() != nil:
 		return exitFailed, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	case err != nil:
-		return exitFailed, fmt.Errorf("pipeline failed: %w", err)
+		log.Debug("pipeline failed", "error", err)
+		return exitFailed, fmt.Errorf("pipeline failed: %s", runners.Cause(err))
 	case rep.DeadLettered() > 0:
 		return exitDeadLettered, nil
 	}
@@ -247,11 +245,18 @@ func printUsage() {
 	fmt.Fprintln(os.Stderr, runners.FlagsHelp)
 }
 
-// newLogger returns outflow's logger and quiets Beam's and prism's routine messages,
-// which use the default logger.
+// newLogger returns outflow's logger. Beam and prism log through the default logger,
+// in detail meant for Beam's developers (a failure is logged with the whole execution
+// plan, several times); outflow reports failures itself, so the default logger is
+// quiet unless OUTFLOW_DEBUG is set.
 func newLogger() *slog.Logger {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	beamLevel := slog.LevelError + 4
+	if os.Getenv("OUTFLOW_DEBUG") != "" {
+		level, beamLevel = slog.LevelDebug, slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: beamLevel})))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func printSummary(cfg *config.Config, rep *report.Report) {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,5 +370,130 @@ func checkDeadLetter(t *testing.T, dir string, invalid []string) {
 	}
 	if len(seen) != len(want) {
 		t.Errorf("dead-letter holds %d distinct lines, want %d", len(seen), len(want))
+	}
+}
+
+func TestSinceUntil(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-window, tenant: acme, type: s3, window: 10m, s3: {bucket: %s, endpoint: %s}}
+`, t.TempDir(), bucket, s3.Endpoint))
+	cfg, _ := config.Load(cfgPath)
+	since := time.Date(2026, 1, 1, 0, 30, 0, 0, time.UTC)
+	until := time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC)
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob,
+		"--since", since.Format(time.RFC3339), "--until", until.Format(time.RFC3339))
+	if r.code != 0 {
+		t.Fatalf("exit code %d\n%s", r.code, r.stderr)
+	}
+	in := readInput(t, sampleGlob)
+	want := in.want(cfg.Integrations[0], since, until)
+	all := in.want(cfg.Integrations[0], time.Time{}, time.Time{})
+	if len(want) == 0 || len(want) == len(all) {
+		t.Fatalf("the range keeps %d of %d impressions; the test proves nothing", len(want), len(all))
+	}
+	got, _ := delivered(t, s3, cfg.Integrations[0])
+	checkExactlyOnce(t, "acme-window", want, got)
+	if r.report.Filtered == 0 {
+		t.Errorf("report counts no impression outside the range")
+	}
+}
+
+func TestUnreachableS3(t *testing.T) {
+	testenv.NewS3(t) // credentials
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: nowhere, endpoint: "http://127.0.0.1:1"}}
+`, t.TempDir()))
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r.code != 1 {
+		t.Fatalf("exit code %d, want 1\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, `integration "acme-s3": bucket s3://nowhere at http://127.0.0.1:1 is not reachable`) {
+		t.Errorf("stderr does not explain the failure:\n%s", r.stderr)
+	}
+	if r.report == nil || r.report.ExitCode != 1 || r.report.Error == "" {
+		t.Errorf("report = %+v, want exit code 1 and the error", r.report)
+	}
+}
+
+// A bucket that is reachable but refuses writes fails the pipeline: exit 1 with the
+// S3 error in one line, not Beam's execution plan.
+func TestUploadRefused(t *testing.T) {
+	testenv.NewS3(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`)
+	}))
+	defer srv.Close()
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: locked, endpoint: %s}}
+`, t.TempDir(), srv.URL))
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r.code != 1 {
+		t.Fatalf("exit code %d, want 1\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "backfill: pipeline failed: s3io: put s3://locked/") || !strings.Contains(r.stderr, "AccessDenied") {
+		t.Errorf("stderr does not name the refused upload:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stderr, "DataSource[") {
+		t.Errorf("stderr shows Beam's execution plan:\n%s", r.stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	good := writeConfig(t, fmt.Sprintf(`
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, endpoint: %s}}
+`, s3.Bucket(t), s3.Endpoint))
+	bad := writeConfig(t, `
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, window: 5 minutes, s3: {format: xml}}
+  - {id: acme-s3, tenant: "", type: pigeon}
+`)
+	for name, c := range map[string]struct {
+		args []string
+		want []string
+	}{
+		"config problems": {[]string{"--config", bad, "--input", sampleGlob}, []string{
+			`integration "acme-s3": window (line 3): "5 minutes" is not a duration`,
+			`integration "acme-s3": s3.bucket: is required`,
+			`integration "acme-s3": s3.format: "xml" is not one of`,
+			`integration "acme-s3": type: "pigeon" is not one of`,
+			`integration "acme-s3": tenant: is required`,
+			`integration "acme-s3": id: "acme-s3" is used by another integration`}},
+		"missing config file": {[]string{"--config", "/nonexistent.yaml", "--input", sampleGlob}, []string{"/nonexistent.yaml"}},
+		"no flags":            {nil, []string{"--config is required", "--input is required", "usage: backfill"}},
+		"bad since":           {[]string{"--config", good, "--input", sampleGlob, "--since", "yesterday"}, []string{`--since: "yesterday" is not an RFC 3339 time`}},
+		"empty range": {[]string{"--config", good, "--input", sampleGlob, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"},
+			[]string{"--since must be before --until"}},
+		"no input match": {[]string{"--config", good, "--input", "/nonexistent/*.ndjson"}, []string{"--input /nonexistent/*.ndjson: no files match"}},
+		"unknown flag":   {[]string{"--config", good, "--inptu", sampleGlob}, []string{"flag provided but not defined: -inptu"}},
+		"unsupported type": {[]string{"--config", writeConfig(t, `
+integrations:
+  - {id: acme-hook, tenant: acme, type: webhook, webhook: {url: "https://example.com/h", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
+`), "--input", sampleGlob}, []string{"not yet supported: acme-hook (webhook)"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := runBackfill(t, c.args...)
+			if r.code != 2 {
+				t.Errorf("exit code %d, want 2\n%s", r.code, r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+				}
+			}
+		})
 	}
 }

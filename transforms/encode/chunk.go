@@ -255,7 +255,7 @@ func unmarshalChunk(b []byte) (Chunk, error) {
 	var c Chunk
 	b = bytes.Clone(b) // the chunk keeps slices of b; the caller may reuse its buffer
 	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b))/indexEntry {
+	if k <= 0 || n > uint64(len(b)-k)/indexEntry {
 		return c, errCorruptChunk
 	}
 	c.N, b = int(n), b[k:]

@@ -1,0 +1,141 @@
+package encode
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/outflow/outflow/internal/impression"
+)
+
+func imp(key string, t int64, origin uint64, machine string) impression.Impression {
+	i := impression.Impression{Tenant: "acme", EnvironmentName: "production", Key: key, Split: "s",
+		Treatment: "on", Time: t, MachineName: machine, Origin: origin, Properties: `{"a":"<b>"}`}
+	i.ID = i.ComputeID()
+	return i
+}
+
+// build adds imps to accumulators the way a runner may: split over several
+// bundles, each marshalled across the shuffle, then merged.
+func build(t *testing.T, f Format, bundles ...[]impression.Impression) Chunk {
+	t.Helper()
+	fn := &chunkFn{Format: f}
+	merged := fn.CreateAccumulator()
+	for _, b := range bundles {
+		acc := fn.CreateAccumulator()
+		for _, i := range b {
+			acc = fn.AddInput(acc, i)
+		}
+		wire, err := marshalChunk(acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := unmarshalChunk(wire)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged = fn.MergeAccumulators(merged, back)
+	}
+	return fn.ExtractOutput(merged)
+}
+
+func TestFinishWithoutDuplicates(t *testing.T) {
+	var a, b []impression.Impression
+	for i := range 3000 { // several members per bundle
+		x := imp(fmt.Sprintf("user-%d", i), int64(i), uint64(i), "m")
+		if i%2 == 0 {
+			a = append(a, x)
+		} else {
+			b = append(b, x)
+		}
+	}
+	for _, f := range []Format{NDJSON, CSV} {
+		c := build(t, f, a, b)
+		if len(c.Members) < 3 {
+			t.Errorf("%s: %d gzip members; want records compressed as they arrive", f, len(c.Members))
+		}
+		d, err := c.Finish(NewEncoder(f).Header())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		buf.ReadFrom(d.Reader())
+		if int64(buf.Len()) != d.Bytes {
+			t.Errorf("%s: Bytes = %d, stream has %d", f, d.Bytes, buf.Len())
+		}
+		recs, err := ReadObject(&buf, f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if len(recs) != 3000 || d.Records != 3000 || d.Duplicates != 0 {
+			t.Fatalf("%s: %d records read, Data %+v; want 3000", f, len(recs), d)
+		}
+		seen := map[string]bool{}
+		for _, r := range recs {
+			seen[r.Key] = true
+		}
+		if len(seen) != 3000 {
+			t.Errorf("%s: %d distinct keys", f, len(seen))
+		}
+	}
+}
+
+func TestFinishKeepsFirstSeenCopy(t *testing.T) {
+	// Three copies of one impression differing in a field outside the id; the copy
+	// with the lowest origin is the first seen and must win, wherever it lands.
+	first := imp("user-1", 100, 5, "first")
+	later := imp("user-1", 100, 9, "later")
+	latest := imp("user-1", 100, 12, "latest")
+	other := imp("user-2", 100, 7, "x")
+	if first.ID != later.ID {
+		t.Fatal("copies must share an id")
+	}
+	for _, f := range []Format{NDJSON, CSV} {
+		c := build(t, f, []impression.Impression{later, other}, []impression.Impression{latest, first})
+		d, err := c.Finish(NewEncoder(f).Header())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := ReadObject(d.Reader(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Records != 2 || d.Duplicates != 2 || len(recs) != 2 {
+			t.Fatalf("%s: Data %+v, %d records; want 2 kept, 2 dropped", f, d, len(recs))
+		}
+		for _, r := range recs {
+			if r.Key == "user-1" && r.MachineName != "first" {
+				t.Errorf("%s: kept the %q copy, want the first seen", f, r.MachineName)
+			}
+		}
+	}
+}
+
+func TestEncoding(t *testing.T) {
+	i := imp(`user "q"`, 1767225600123, 1, "web,7\nx")
+	i.SplitVersionNumber = 42
+	got := string(NewEncoder(NDJSON).Append(nil, &i))
+	want := `{"environmentId":"","environmentName":"production","key":"user \"q\"","bucketingKey":"","split":"s","treatment":"on","label":"","time":1767225600123,"splitVersionNumber":42,"machineName":"web,7\nx","machineIp":"","sdk":"","sdkVersion":"","properties":"{\"a\":\"<b>\"}"}` + "\n"
+	if got != want {
+		t.Errorf("NDJSON =\n%s\nwant\n%s", got, want)
+	}
+	e := NewEncoder(CSV)
+	header := string(e.Header())
+	if header != "environmentId,environmentName,key,bucketingKey,split,treatment,label,time,splitVersionNumber,machineName,machineIp,sdk,sdkVersion,properties\n" {
+		t.Errorf("CSV header = %q", header)
+	}
+	row := string(e.Append(nil, &i))
+	if want := `,production,"user ""q""",,s,on,,1767225600123,42,"web,7` + "\n" + `x",,,,"{""a"":""<b>""}"` + "\n"; row != want {
+		t.Errorf("CSV row = %q, want %q", row, want)
+	}
+}
+
+func TestUnmarshalChunkRefusesCorruption(t *testing.T) {
+	c := build(t, NDJSON, []impression.Impression{imp("u", 1, 1, "m")})
+	b, _ := marshalChunk(c)
+	for i := range b {
+		if _, err := unmarshalChunk(b[:i]); err == nil {
+			t.Errorf("truncated to %d of %d bytes: no error", i, len(b))
+		}
+	}
+}

@@ -1,0 +1,43 @@
+package encode
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outflow/outflow/internal/configkit"
+)
+
+func TestKey(t *testing.T) {
+	start := time.Date(2026, 1, 1, 23, 55, 0, 0, time.UTC)
+	end := start.Add(5 * time.Minute)
+	for _, c := range []struct{ prefix, want string }{
+		{"", "dt=2026-01-01/hour=23/acme-s3_20260101T235500Z_20260102T000000Z_003.ndjson.gz"},
+		{"split/impressions", "split/impressions/dt=2026-01-01/hour=23/acme-s3_20260101T235500Z_20260102T000000Z_003.ndjson.gz"},
+	} {
+		o := ObjectSpec{Bucket: "b", Prefix: c.prefix, Format: NDJSON}
+		if got := o.Key("acme-s3", start, end, 3); got != c.want {
+			t.Errorf("Key with prefix %q = %q, want %q", c.prefix, got, c.want)
+		}
+	}
+}
+
+func TestObjectSpecValidate(t *testing.T) {
+	for prefix, want := range map[string]string{"/a/b/": "a/b", "a/": "a", "": ""} {
+		o := ObjectSpec{Bucket: "bucket", Prefix: prefix}
+		var p configkit.Problems
+		o.Validate(&p, "s3")
+		if o.Prefix != want || len(p.List()) != 0 || o.Format != NDJSON {
+			t.Errorf("prefix %q -> %q (%v), want %q", prefix, o.Prefix, p.List(), want)
+		}
+	}
+	o := ObjectSpec{Bucket: "Bad Bucket", Prefix: "a//b", Format: "xml"}
+	var p configkit.Problems
+	o.Validate(&p, "s3")
+	all := strings.Join(p.List(), "\n")
+	for _, want := range []string{"s3.bucket", "s3.prefix", "s3.format"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems %q lack %s", all, want)
+		}
+	}
+}
