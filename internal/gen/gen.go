@@ -4,6 +4,7 @@ package gen
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/outflow/outflow/transforms/encode"
 	"math/rand/v2"
 	"time"
 )
@@ -42,21 +43,8 @@ var (
 
 // record is the JSON shape of a generated line: the webhook fields plus tenant.
 type record struct {
-	Tenant             string `json:"tenant"`
-	EnvironmentID      string `json:"environmentId"`
-	EnvironmentName    string `json:"environmentName"`
-	Key                string `json:"key"`
-	BucketingKey       string `json:"bucketingKey"`
-	Split              string `json:"split"`
-	Treatment          string `json:"treatment"`
-	Label              string `json:"label"`
-	Time               int64  `json:"time"`
-	SplitVersionNumber int64  `json:"splitVersionNumber"`
-	MachineName        string `json:"machineName"`
-	MachineIP          string `json:"machineIp"`
-	SDK                string `json:"sdk"`
-	SDKVersion         string `json:"sdkVersion"`
-	Properties         string `json:"properties"`
+	Tenant string `json:"tenant"`
+	encode.Record
 }
 
 // Lines calls emit for each generated line (without its newline), in order, with its
@@ -90,8 +78,7 @@ func Lines(o Options, emit func(line []byte, kind string) error) error {
 		t := o.Start.Add(time.Duration(float64(o.Span) * (float64(i) + r.Float64()) / float64(o.N)))
 		sdk := sdks[r.IntN(len(sdks))]
 		env := r.IntN(len(environments))
-		rec := record{
-			Tenant:             TenantName(r.IntN(o.Tenants)),
+		rec := record{Tenant: TenantName(r.IntN(o.Tenants)), Record: encode.Record{
 			EnvironmentName:    environments[env],
 			Key:                fmt.Sprintf("user-%d", r.IntN(50000)),
 			Split:              splits[r.IntN(len(splits))],
@@ -103,7 +90,7 @@ func Lines(o Options, emit func(line []byte, kind string) error) error {
 			MachineIP:          fmt.Sprintf("10.1.%d.%d", r.IntN(4), r.IntN(250)),
 			SDK:                sdk[0],
 			SDKVersion:         sdk[1],
-		}
+		}}
 		rec.EnvironmentID = fmt.Sprintf("env-%s-%d", rec.EnvironmentName, env+1)
 		if r.IntN(4) == 0 {
 			rec.BucketingKey = fmt.Sprintf("account-%d", r.IntN(1000))
