@@ -6,6 +6,7 @@
 package config
 
 import (
+	"encoding/json"
 	"regexp"
 	"slices"
 	"strings"
@@ -192,6 +193,35 @@ func Targets(ints []Integration) []route.Target {
 	ts := make([]route.Target, len(ints))
 	for i, in := range ints {
 		ts[i] = route.Target{ID: in.ID, Tenant: in.Tenant, Environments: in.Environments, Splits: in.Splits, Shards: in.Shards}
+	}
+	return ts
+}
+
+// DeliveryTargets returns the delivery core's view of HTTP integrations: their
+// destination kind, delivery policy (the destination's defaults under what the config
+// says) and own section.
+func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
+	ts := make([]delivery.Target, 0, len(ints))
+	for _, in := range ints {
+		var policy delivery.Config
+		if in.Delivery != nil {
+			policy = *in.Delivery
+		}
+		var settings any
+		var defaults delivery.Config
+		switch in.Type {
+		case Amplitude:
+			settings, defaults = in.Amplitude, amplitudeio.Defaults
+		case Segment:
+			settings, defaults = in.Segment, segmentio.Defaults
+		case Webhook:
+			settings, defaults = in.Webhook, webhookio.Defaults
+		default:
+			continue
+		}
+		raw, _ := json.Marshal(settings) // sections are plain structs of strings, numbers and bools
+		ts = append(ts, delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
+			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations})
 	}
 	return ts
 }

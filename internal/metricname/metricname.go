@@ -13,6 +13,8 @@ const (
 	Filtered     = "outflow.filtered"      // valid lines outside --since/--until
 	Valid        = "outflow.valid"         // valid lines in range (copies of one impression included)
 	FileErrors   = "outflow.file_errors"   // input files that could not be read to the end
+	Replayed     = "outflow.replayed"      // dead-letter records sent to delivery again
+	Kept         = "outflow.kept"          // dead-letter records replay cannot deliver, written back
 )
 
 // Per-integration counters.

@@ -4,6 +4,7 @@ package report
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,10 +21,12 @@ type Report struct {
 	InvalidLines int64         `json:"invalid_lines"`
 	Integrations []Integration `json:"integrations"`
 
-	Lines      int64  `json:"lines"`       // non-blank input lines
-	Filtered   int64  `json:"filtered"`    // valid lines outside --since/--until
-	FileErrors int64  `json:"file_errors"` // input files that could not be read to the end
-	DeadLetter string `json:"dead_letter"` // where invalid and undeliverable records went
+	Lines      int64  `json:"lines"`              // non-blank input lines
+	Filtered   int64  `json:"filtered"`           // valid lines outside --since/--until
+	FileErrors int64  `json:"file_errors"`        // input files that could not be read to the end
+	Replayed   int64  `json:"replayed,omitempty"` // replay: dead-letter records delivered again
+	Kept       int64  `json:"kept,omitempty"`     // replay: records it could not deliver, written back
+	DeadLetter string `json:"dead_letter"`        // where invalid and undeliverable records went
 
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
@@ -48,13 +51,19 @@ type Integration struct {
 	Duplicates int64 `json:"duplicates"` // copies of an impression dropped
 	Objects    int64 `json:"objects,omitempty"`
 	Bytes      int64 `json:"bytes"`
+	// Location is where an object store integration writes: s3://bucket/prefix.
+	Location string `json:"location,omitempty"`
 }
 
 // New returns a report of cfg's integrations with every count at zero.
 func New(cfg *config.Config, started time.Time) *Report {
 	r := &Report{DeadLetter: cfg.DeadLetter, Started: started, Integrations: []Integration{}}
 	for _, in := range cfg.Integrations {
-		r.Integrations = append(r.Integrations, Integration{ID: in.ID, Type: string(in.Type), Tenant: in.Tenant})
+		ri := Integration{ID: in.ID, Type: string(in.Type), Tenant: in.Tenant}
+		if in.S3 != nil {
+			ri.Location = "s3://" + in.S3.Bucket + "/" + in.S3.Prefix
+		}
+		r.Integrations = append(r.Integrations, ri)
 	}
 	return r
 }
@@ -71,6 +80,7 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 	job := func(name string) int64 { return sum[[2]string{metricname.Job, name}] }
 	r.Lines, r.InvalidLines = job(metricname.Lines), job(metricname.InvalidLines)
 	r.Filtered, r.FileErrors = job(metricname.Filtered), job(metricname.FileErrors)
+	r.Replayed, r.Kept = job(metricname.Replayed), job(metricname.Kept)
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
 		get := func(name string) int64 { return sum[[2]string{in.ID, name}] }
@@ -118,4 +128,25 @@ func (r *Report) Write(path string) error {
 		return fmt.Errorf("report: %w", err)
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// Print writes a summary for a person: one line for the input, one per integration.
+func (r *Report) Print(w io.Writer) {
+	if r.Replayed+r.Kept > 0 {
+		fmt.Fprintf(w, "dead-letter records replayed: %d, kept in %s: %d\n", r.Replayed, r.DeadLetter, r.Kept)
+	} else {
+		fmt.Fprintf(w, "lines read: %d, invalid: %d (dead-lettered under %s), outside --since/--until: %d, unreadable files: %d\n",
+			r.Lines, r.InvalidLines, r.DeadLetter, r.Filtered, r.FileErrors)
+	}
+	for _, in := range r.Integrations {
+		fmt.Fprintf(w, "%-24s %-9s impressions %d, delivered %d, dead-lettered %d, duplicates dropped %d", in.ID, in.Type,
+			in.Impressions, in.Delivered, in.DeadLettered, in.Duplicates)
+		if in.Objects > 0 || in.Location != "" {
+			fmt.Fprintf(w, ", objects %d (%d bytes) %s", in.Objects, in.Bytes, in.Location)
+		}
+		if in.Requests > 0 {
+			fmt.Fprintf(w, ", requests %d, throttled %d, retries %d", in.Requests, in.Throttled, in.Retries)
+		}
+		fmt.Fprintln(w)
+	}
 }

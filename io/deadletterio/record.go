@@ -7,6 +7,9 @@ import (
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 // Few records are dead-lettered, so their JSON line doubles as their Beam coding.
@@ -19,20 +22,49 @@ func init() {
 		})
 }
 
-// Record is one line of the dead-letter store.
+// Record is one line of the dead-letter store: an input line that is not a valid
+// impression (Raw), or an impression that could not be delivered (Impression).
 type Record struct {
 	Integration string `json:"integration"`
 	Reason      string `json:"reason"`
 	Status      int    `json:"status"`
 	Attempts    int    `json:"attempts"`
-	// Raw is the input line of an invalid record. It is always written for records
-	// without an impression, even when empty (a file that could not be read).
+	// Raw is the input line of an invalid record; empty for a file that could not be
+	// read to the end.
 	Raw string `json:"raw"`
-	// Source says where the record came from: "file:line" for input.
+	// Impression is the undeliverable impression, with every CONTRACT §1 field.
+	Impression *Impression `json:"impression,omitempty"`
+	// Source says where the record came from: "file:line" for input, the batch id
+	// for an undeliverable batch.
 	Source string `json:"source,omitempty"`
+}
+
+// Impression is an impression as CONTRACT §1 writes it, tenant included.
+type Impression struct {
+	Tenant string `json:"tenant"`
+	encode.Record
+}
+
+// MarshalJSON writes "raw" for invalid input and "impression" instead for
+// undeliverable impressions, as CONTRACT §4 pins.
+func (r Record) MarshalJSON() ([]byte, error) {
+	type plain Record // without this method
+	if r.Impression == nil {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		plain
+		Raw string `json:"raw,omitempty"`
+	}{plain: plain(r)})
 }
 
 // Invalid returns the record of an input line that is not a valid impression.
 func Invalid(raw []byte, reason, source string) Record {
 	return Record{Reason: reason, Raw: string(raw), Source: source}
+}
+
+// Undeliverable returns the record of an impression that could not be delivered.
+func Undeliverable(integration string, imp *impression.Impression, status, attempts int, reason, source string) Record {
+	return Record{Integration: integration, Reason: reason, Status: status, Attempts: attempts, Source: source,
+		Impression: &Impression{Tenant: imp.Tenant, Record: encode.NewRecord(imp)}}
 }

@@ -13,6 +13,10 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	// The stores Write and Read accept: directories, gs:// and s3://.
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/s3"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 )
 
@@ -35,16 +39,16 @@ func Write(s beam.Scope, uri string, records beam.PCollection) {
 }
 
 // FileName returns the store-relative file of r: invalid input goes under invalid/,
-// named after its source file.
+// named after its source file; undeliverable impressions under their integration,
+// named after their batch.
 func FileName(r *Record) string {
+	if r.Integration != "" {
+		return fmt.Sprintf("%s/%s.ndjson", r.Integration, sanitize(r.Source))
+	}
 	src, _ := splitSource(r.Source)
 	h := fnv.New32a()
 	h.Write([]byte(src))
-	dir := "invalid"
-	if r.Integration != "" {
-		dir = r.Integration
-	}
-	return fmt.Sprintf("%s/%s-%08x.ndjson", dir, sanitize(path.Base(src)), h.Sum32())
+	return fmt.Sprintf("invalid/%s-%08x.ndjson", sanitize(path.Base(src)), h.Sum32())
 }
 
 // sanitize keeps a file name portable.

@@ -2,6 +2,8 @@
 package delivery
 
 import (
+	"time"
+
 	"github.com/outflow/outflow/internal/configkit"
 )
 
@@ -46,4 +48,53 @@ func (c *Config) Validate(p *configkit.Problems, path string) {
 	if c.MaxRetryDuration < 0 {
 		p.Addf(path+".max_retry_duration", "must be > 0")
 	}
+}
+
+// Defaults the core applies when neither the destination nor the config says.
+const (
+	DefaultTimeout          = 30 * time.Second
+	DefaultMaxRetryDuration = time.Hour
+	DefaultMaxInFlight      = 4
+)
+
+// WithDefaults fills the fields c leaves zero from the destination's defaults d, then
+// from the core's.
+func (c Config) WithDefaults(d Config) Config {
+	or := func(v, dv float64) float64 {
+		if v == 0 {
+			return dv
+		}
+		return v
+	}
+	ori := func(v, dv int) int {
+		if v == 0 {
+			return dv
+		}
+		return v
+	}
+	ord := func(v, dv configkit.Duration, def time.Duration) configkit.Duration {
+		if v == 0 {
+			v = dv
+		}
+		if v == 0 {
+			v = configkit.Duration(def)
+		}
+		return v
+	}
+	out := Config{
+		RequestsPerSecond:    or(c.RequestsPerSecond, d.RequestsPerSecond),
+		MinRequestsPerSecond: or(c.MinRequestsPerSecond, d.MinRequestsPerSecond),
+		MaxInFlight:          ori(ori(c.MaxInFlight, d.MaxInFlight), DefaultMaxInFlight),
+		MaxBatchEvents:       ori(c.MaxBatchEvents, d.MaxBatchEvents),
+		MaxBatchBytes:        ori(c.MaxBatchBytes, d.MaxBatchBytes),
+		Timeout:              ord(c.Timeout, d.Timeout, DefaultTimeout),
+		MaxRetryDuration:     ord(c.MaxRetryDuration, d.MaxRetryDuration, DefaultMaxRetryDuration),
+	}
+	if out.RequestsPerSecond == 0 {
+		out.RequestsPerSecond = 10
+	}
+	if out.MinRequestsPerSecond == 0 {
+		out.MinRequestsPerSecond = min(0.1, out.RequestsPerSecond)
+	}
+	return out
 }

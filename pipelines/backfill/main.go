@@ -29,10 +29,10 @@ import (
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/pipelines/internal/job"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
-	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
-	"github.com/outflow/outflow/transforms/windowing"
 )
 
 var (
@@ -43,14 +43,6 @@ var (
 	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
 )
 
-// Exit codes (CONTRACT §3).
-const (
-	exitOK           = 0
-	exitFailed       = 1
-	exitUsage        = 2
-	exitDeadLettered = 3
-)
-
 const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE] [runner flags]"
 
 func main() { os.Exit(run()) }
@@ -59,7 +51,7 @@ func run() int {
 	flag.Usage = printUsage
 	flag.Parse()
 	beam.Init()
-	log := newLogger()
+	log := job.Logger()
 
 	// Flags and configuration: every problem at once, exit 2.
 	opts, problems := readFlags()
@@ -68,14 +60,14 @@ func run() int {
 		var err error
 		if cfg, err = config.Load(*configPath); err != nil {
 			problems = append(problems, err.Error())
-		} else if unsupported := unsupportedIntegrations(cfg); unsupported != "" {
-			problems = append(problems, unsupported)
+		} else if ids := sinks.Unsupported(cfg); ids != nil {
+			problems = append(problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
 		}
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(os.Stderr, "backfill: %s\n", strings.Join(problems, "\nbackfill: "))
 		fmt.Fprintln(os.Stderr, usage)
-		return exitUsage
+		return job.ExitUsage
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,7 +83,7 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "backfill: %v\n", werr)
 		}
 	}
-	printSummary(cfg, rep)
+	rep.Print(os.Stdout)
 	return code
 }
 
@@ -99,10 +91,10 @@ func run() int {
 func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, opts []impressionio.ReadOptionFn, rep *report.Report) (int, error) {
 	files, err := matchInput(ctx, *input)
 	if err != nil {
-		return exitUsage, err
+		return job.ExitUsage, err
 	}
 	if err := checkDestinations(ctx, cfg); err != nil {
-		return exitFailed, err
+		return job.ExitFailed, err
 	}
 	log.Info("backfill starting", "files", files, "integrations", len(cfg.Integrations), "dead_letter", cfg.DeadLetter)
 
@@ -110,58 +102,25 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, opts []i
 	res, err := runners.Run(ctx, p)
 	rep.AddMetrics(res)
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return exitFailed, fmt.Errorf("interrupted: %w", context.Cause(ctx))
 	case err != nil:
-		log.Debug("pipeline failed", "error", err)
-		return exitFailed, fmt.Errorf("pipeline failed: %s", runners.Cause(err))
+		return job.ExitFailed, job.Failure(ctx, err)
 	case rep.DeadLettered() > 0:
-		return exitDeadLettered, nil
+		return job.ExitDeadLettered, nil
 	}
-	return exitOK, nil
+	return job.ExitOK, nil
 }
 
-// pipeline is the backfill's Beam graph: read → route → window → encode → write, one
-// branch per group of integrations sharing a type, window and format.
+// pipeline is the backfill's Beam graph: read, then route, window and write to each
+// integration; whatever cannot be delivered ends in the dead-letter store.
 func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	imps, invalid := impressionio.Read(s, glob, opts...)
-	deadletterio.Write(s, cfg.DeadLetter, invalid)
-
-	for _, g := range windowing.Groups(cfg.Integrations) {
-		gs := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
-		routed := route.Fanout(gs, config.Targets(g.Integrations), imps)
-		windowed := windowing.Fixed(gs, g.Window, routed)
-		switch g.Type {
-		case config.S3:
-			s3io.Write(gs, s3Configs(g.Integrations), encode.Objects(gs, g.Format, windowed))
-		}
-	}
+	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
+		return route.Fanout(s, targets, imps)
+	})
+	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...))
 	return p
-}
-
-func s3Configs(ints []config.Integration) map[string]s3io.Config {
-	m := map[string]s3io.Config{}
-	for _, in := range ints {
-		m[in.ID] = *in.S3
-	}
-	return m
-}
-
-// unsupportedIntegrations names integrations whose type this version cannot deliver
-// yet: refusing them up front beats silently not delivering.
-func unsupportedIntegrations(cfg *config.Config) string {
-	var ids []string
-	for _, in := range cfg.Integrations {
-		if in.Type != config.S3 {
-			ids = append(ids, fmt.Sprintf("%s (%s)", in.ID, in.Type))
-		}
-	}
-	if ids == nil {
-		return ""
-	}
-	return "this version of backfill delivers only to s3 integrations; not yet supported: " + strings.Join(ids, ", ")
 }
 
 // readFlags checks the flags and returns the read options they ask for.
@@ -243,31 +202,4 @@ func printUsage() {
 		fmt.Fprintf(os.Stderr, "  --%-8s %s\n", f.Name, f.Usage)
 	}
 	fmt.Fprintln(os.Stderr, runners.FlagsHelp)
-}
-
-// newLogger returns outflow's logger. Beam and prism log through the default logger,
-// in detail meant for Beam's developers (a failure is logged with the whole execution
-// plan, several times); outflow reports failures itself, so the default logger is
-// quiet unless OUTFLOW_DEBUG is set.
-func newLogger() *slog.Logger {
-	level := slog.LevelInfo
-	beamLevel := slog.LevelError + 4
-	if os.Getenv("OUTFLOW_DEBUG") != "" {
-		level, beamLevel = slog.LevelDebug, slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: beamLevel})))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
-func printSummary(cfg *config.Config, rep *report.Report) {
-	fmt.Printf("lines read: %d, invalid: %d (dead-lettered under %s), outside --since/--until: %d, unreadable files: %d\n",
-		rep.Lines, rep.InvalidLines, cfg.DeadLetter, rep.Filtered, rep.FileErrors)
-	for i, in := range rep.Integrations {
-		where := ""
-		if c := cfg.Integrations[i].S3; c != nil {
-			where = "s3://" + c.Bucket + "/" + c.Prefix
-		}
-		fmt.Printf("%-24s %-9s impressions %d, delivered %d, dead-lettered %d, duplicates dropped %d, objects %d (%d bytes) %s\n",
-			in.ID, in.Type, in.Impressions, in.Delivered, in.DeadLettered, in.Duplicates, in.Objects, in.Bytes, where)
-	}
 }

@@ -481,8 +481,8 @@ integrations:
 		"unknown flag":   {[]string{"--config", good, "--inptu", sampleGlob}, []string{"flag provided but not defined: -inptu"}},
 		"unsupported type": {[]string{"--config", writeConfig(t, `
 integrations:
-  - {id: acme-hook, tenant: acme, type: webhook, webhook: {url: "https://example.com/h", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
-`), "--input", sampleGlob}, []string{"not yet supported: acme-hook (webhook)"}},
+  - {id: acme-gcs, tenant: acme, type: gcs, gcs: {bucket: some-bucket}}
+`), "--input", sampleGlob}, []string{"not supported: acme-gcs (gcs)"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := runBackfill(t, c.args...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -200,30 +201,65 @@ func (c *Chunk) firstSeen() []bool {
 	return keep
 }
 
-// rewrite decompresses the members and appends new ones holding only kept records.
+// rewrite appends new members holding only the kept records.
 func (c *Chunk) rewrite(out [][]byte, keep []bool) ([][]byte, error) {
-	zr, err := gzip.NewReader(c.Reader())
-	if err != nil {
-		return nil, fmt.Errorf("encode: read chunk: %w", err)
-	}
-	var raw, rec []byte
-	for i := 0; i < c.N; i++ {
-		_, _, n := c.entry(i)
-		rec = append(rec[:0], make([]byte, n)...)
-		if _, err := io.ReadFull(zr, rec); err != nil {
-			return nil, fmt.Errorf("encode: read chunk record %d: %w", i, err)
-		}
-		if keep[i] {
-			raw = append(raw, rec...)
-		}
+	var raw []byte
+	err := c.each(keep, func(rec []byte) error {
+		raw = append(raw, rec...)
 		if len(raw) >= memberSize {
 			out, raw = append(out, compress(raw)), raw[:0]
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(raw) > 0 {
 		out = append(out, compress(raw))
 	}
 	return out, nil
+}
+
+// Each calls fn with each record of the chunk in order, keeping, of several copies of
+// one impression, only the first seen. It returns how many copies it dropped.
+func (c Chunk) Each(fn func(rec []byte) error) (duplicates int, err error) {
+	c.flush()
+	if len(c.Index) != c.N*indexEntry {
+		return 0, fmt.Errorf("encode: chunk index holds %d bytes for %d records", len(c.Index), c.N)
+	}
+	keep := c.firstSeen()
+	for _, k := range keep {
+		if !k {
+			duplicates++
+		}
+	}
+	return duplicates, c.each(keep, fn)
+}
+
+// each decompresses the members and calls fn with each record that keep keeps (all
+// when keep is nil).
+func (c *Chunk) each(keep []bool, fn func(rec []byte) error) error {
+	zr, err := gzip.NewReader(c.Reader())
+	if err != nil {
+		if c.N == 0 {
+			return nil
+		}
+		return fmt.Errorf("encode: read chunk: %w", err)
+	}
+	var rec []byte
+	for i := 0; i < c.N; i++ {
+		_, _, n := c.entry(i)
+		rec = slices.Grow(rec[:0], n)[:n]
+		if _, err := io.ReadFull(zr, rec); err != nil {
+			return fmt.Errorf("encode: read chunk record %d: %w", i, err)
+		}
+		if keep == nil || keep[i] {
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Reader returns the chunk's compressed members as one stream.

@@ -10,6 +10,9 @@ const (
 	NDJSON  Format = "ndjson"
 	CSV     Format = "csv"
 	Parquet Format = "parquet"
+	// Binary is impressions in their Beam coding, for sinks that encode requests
+	// themselves: HTTP destinations batch whole impressions.
+	Binary Format = "binary"
 )
 
 // Formats lists the formats this version can write, for config validation.

@@ -61,6 +61,7 @@ func NewEncoder(f Format) *Encoder {
 	case CSV:
 		e.csv = csv.NewWriter(&e.buf)
 		e.row = make([]string, len(Columns))
+	case Binary:
 	default:
 		panic("encode: no record encoder for format " + string(f))
 	}
@@ -80,6 +81,9 @@ func (e *Encoder) Header() []byte {
 
 // Append appends imp, with its line end, to dst.
 func (e *Encoder) Append(dst []byte, imp *impression.Impression) []byte {
+	if e.format == Binary {
+		return impression.AppendBinary(dst, *imp)
+	}
 	e.buf.Reset()
 	if e.format == NDJSON {
 		// Encoding a struct of strings and integers cannot fail.
@@ -95,4 +99,26 @@ func (e *Encoder) Append(dst []byte, imp *impression.Impression) []byte {
 	e.csv.Write(r)
 	e.csv.Flush()
 	return append(dst, e.buf.Bytes()...)
+}
+
+// Properties are the impression fields that analytics destinations (Amplitude's
+// event_properties, Segment's properties) carry with each event (CONTRACT §4).
+type Properties struct {
+	Split              string `json:"split"`
+	Treatment          string `json:"treatment"`
+	Label              string `json:"label"`
+	EnvironmentID      string `json:"environmentId"`
+	EnvironmentName    string `json:"environmentName"`
+	SplitVersionNumber int64  `json:"splitVersionNumber"`
+	BucketingKey       string `json:"bucketingKey"`
+	SDK                string `json:"sdk"`
+	SDKVersion         string `json:"sdkVersion"`
+}
+
+// NewProperties returns the event properties of imp.
+func NewProperties(imp *impression.Impression) Properties {
+	return Properties{Split: imp.Split, Treatment: imp.Treatment, Label: imp.Label,
+		EnvironmentID: imp.EnvironmentID, EnvironmentName: imp.EnvironmentName,
+		SplitVersionNumber: imp.SplitVersionNumber, BucketingKey: imp.BucketingKey,
+		SDK: imp.SDK, SDKVersion: imp.SDKVersion}
 }

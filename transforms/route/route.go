@@ -17,6 +17,7 @@ import (
 
 func init() {
 	register.DoFn3x0[context.Context, impression.Impression, func(string, impression.Impression)](&fanoutFn{})
+	register.DoFn4x0[context.Context, string, impression.Impression, func(string, impression.Impression)](&directFn{})
 	register.Emitter2[string, impression.Impression]()
 }
 
@@ -95,4 +96,38 @@ func (fn *fanoutFn) ProcessElement(ctx context.Context, imp impression.Impressio
 		fn.routed[i].Inc(ctx, 1)
 		emit(fn.keys[i][Shard(&imp, t.Shards)], imp)
 	}
+}
+
+// Direct keys impressions already bound to an integration (a replay of its
+// dead-letter records) for that integration's shard, if it is one of targets; the
+// tenant and filters were applied when the impression was first routed.
+//
+// In: PCollection<KV<string, impression.Impression>> keyed by integration id; out: as Fanout.
+func Direct(s beam.Scope, targets []Target, pairs beam.PCollection) beam.PCollection {
+	s = s.Scope("route.Direct")
+	return beam.ParDo(s, &directFn{Targets: targets}, pairs)
+}
+
+type directFn struct {
+	Targets []Target `json:"targets"`
+
+	shards map[string]int
+	routed map[string]beam.Counter
+}
+
+func (fn *directFn) Setup() {
+	fn.shards, fn.routed = map[string]int{}, map[string]beam.Counter{}
+	for _, t := range fn.Targets {
+		fn.shards[t.ID] = t.Shards
+		fn.routed[t.ID] = beam.NewCounter(t.ID, metricname.Routed)
+	}
+}
+
+func (fn *directFn) ProcessElement(ctx context.Context, id string, imp impression.Impression, emit func(string, impression.Impression)) {
+	n, ok := fn.shards[id]
+	if !ok {
+		return
+	}
+	fn.routed[id].Inc(ctx, 1)
+	emit(Key(id, Shard(&imp, n)), imp)
 }

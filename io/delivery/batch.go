@@ -1,0 +1,153 @@
+package delivery
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/outflow/outflow/internal/impression"
+)
+
+// Batches wait in Beam state while they are retried, so their coding is compact.
+func init() {
+	beam.RegisterCoder(reflect.TypeOf(Batch{}), marshalBatch, unmarshalBatch)
+}
+
+// Batch is the impressions of one request to one integration, and its delivery
+// history.
+type Batch struct {
+	// ID names the batch: integration, window, shard and sequence, plus ".0"/".1" for
+	// halves of a split and ".h"/".r" for the held and remaining parts of a partial
+	// answer. It is the same on every retry and every rerun, so it makes webhook-id.
+	ID          string
+	Integration string
+	Window      int64 // start of the event-time window, Unix ms
+	Imps        []impression.Impression
+
+	Attempts  int    // requests sent so far
+	FirstTry  int64  // Unix ms of the first attempt, 0 before it
+	NotBefore int64  // Unix ms before which it must not be sent, 0 = now
+	Status    int    // status of the last answer
+	Reason    string // why the last attempt failed
+}
+
+// part returns a batch holding the impressions at idx of b, named b.ID+suffix, with
+// b's history.
+func (b *Batch) part(suffix string, idx []int) Batch {
+	p := *b
+	p.ID = b.ID + suffix
+	p.Imps = make([]impression.Impression, len(idx))
+	for i, j := range idx {
+		p.Imps[i] = b.Imps[j]
+	}
+	return p
+}
+
+// halves splits b in two, for a 413.
+func (b *Batch) halves() (Batch, Batch) {
+	mid := len(b.Imps) / 2
+	first, second := make([]int, mid), make([]int, len(b.Imps)-mid)
+	for i := range first {
+		first[i] = i
+	}
+	for i := range second {
+		second[i] = mid + i
+	}
+	return b.part(".0", first), b.part(".1", second)
+}
+
+func marshalBatch(b Batch) ([]byte, error) {
+	out := make([]byte, 0, 64+len(b.Imps)*256)
+	for _, s := range []string{b.ID, b.Integration, b.Reason} {
+		out = binary.AppendUvarint(out, uint64(len(s)))
+		out = append(out, s...)
+	}
+	for _, v := range []int64{b.Window, int64(b.Attempts), b.FirstTry, b.NotBefore, int64(b.Status), int64(len(b.Imps))} {
+		out = binary.AppendVarint(out, v)
+	}
+	for _, imp := range b.Imps {
+		out = impression.AppendBinary(out, imp)
+	}
+	return out, nil
+}
+
+var errCorruptBatch = errors.New("delivery: corrupt batch")
+
+func unmarshalBatch(data []byte) (Batch, error) {
+	var b Batch
+	for _, s := range []*string{&b.ID, &b.Integration, &b.Reason} {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || n > uint64(len(data)-k) {
+			return b, errCorruptBatch
+		}
+		*s = string(data[k : k+int(n)])
+		data = data[k+int(n):]
+	}
+	var attempts, status, count int64
+	for _, v := range []*int64{&b.Window, &attempts, &b.FirstTry, &b.NotBefore, &status, &count} {
+		x, k := binary.Varint(data)
+		if k <= 0 {
+			return b, errCorruptBatch
+		}
+		*v, data = x, data[k:]
+	}
+	b.Attempts, b.Status = int(attempts), int(status)
+	if count < 0 || count > int64(len(data)) {
+		return b, errCorruptBatch
+	}
+	b.Imps = make([]impression.Impression, 0, count)
+	for range count {
+		imp, rest, err := impression.Next(data)
+		if err != nil {
+			return b, fmt.Errorf("%w: %v", errCorruptBatch, err)
+		}
+		b.Imps, data = append(b.Imps, imp), rest
+	}
+	if len(data) != 0 {
+		return b, errCorruptBatch
+	}
+	return b, nil
+}
+
+// pack splits a window's impressions into batches within the destination's limits.
+// Items too large for any request come back in tooBig with the reason.
+func pack(dest Destination, id string, window int64, shard int, imps []impression.Impression) (batches []Batch, tooBig []impression.Impression, reason string, err error) {
+	lim := dest.Limits()
+	cur := Batch{Integration: id, Window: window}
+	size := lim.Envelope
+	flush := func() {
+		if len(cur.Imps) == 0 {
+			return
+		}
+		cur.ID = batchID(id, window, shard, len(batches))
+		batches = append(batches, cur)
+		cur = Batch{Integration: id, Window: window}
+		size = lim.Envelope
+	}
+	for i := range imps {
+		item, err := dest.Item(&imps[i])
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("delivery: encode an impression for %s: %w", id, err)
+		}
+		n := len(item) + 1 // and a comma
+		if (lim.MaxItem > 0 && len(item) > lim.MaxItem) || (lim.MaxBytes > 0 && lim.Envelope+len(item) > lim.MaxBytes) {
+			tooBig = append(tooBig, imps[i])
+			reason = fmt.Sprintf("the event is %d bytes; the destination accepts at most %d per event and %d per request", len(item), lim.MaxItem, lim.MaxBytes)
+			continue
+		}
+		if len(cur.Imps) > 0 && ((lim.MaxEvents > 0 && len(cur.Imps) >= lim.MaxEvents) || (lim.MaxBytes > 0 && size+n > lim.MaxBytes)) {
+			flush()
+		}
+		cur.Imps = append(cur.Imps, imps[i])
+		size += n
+	}
+	flush()
+	return batches, tooBig, reason, nil
+}
+
+func batchID(id string, window int64, shard, seq int) string {
+	return fmt.Sprintf("%s_%d_%03d_%05d", id, window, shard, seq)
+}

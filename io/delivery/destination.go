@@ -1,0 +1,179 @@
+package delivery
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outflow/outflow/internal/impression"
+)
+
+// Destination is the whole surface an HTTP sink implements: its wire format. Batching,
+// rate limits, Retry-After, retries, splitting, dead-lettering and metrics are the
+// core's.
+type Destination interface {
+	// Limits bounds one request.
+	Limits() Limits
+	// Item encodes one impression as the destination's event or record (JSON).
+	Item(imp *impression.Impression) ([]byte, error)
+	// Request builds the request for a batch, whose items are Item's encodings in
+	// order. now is this attempt's time (signatures carry it).
+	Request(b *Batch, items [][]byte, now time.Time) (*http.Request, error)
+	// Classify decides what a response means; most destinations return
+	// DefaultClassify(r) and refine a few answers.
+	Classify(r *Response, b *Batch) Outcome
+}
+
+// Limits bound one request of a destination.
+type Limits struct {
+	MaxEvents int // items per request
+	MaxBytes  int // body bytes, before compression
+	MaxItem   int // bytes of one item; larger ones are dead-lettered
+	// Envelope is the bytes a request adds around its items, beyond one comma each.
+	Envelope int
+}
+
+// Response is what came back for a request: a status, headers and body, or a
+// transport error (timeout, reset, refused) and no status.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	Err    error
+}
+
+// Kind of an outcome.
+type Kind int
+
+// What a response means for its batch.
+const (
+	Delivered Kind = iota // accepted
+	Retry                 // try again after a backoff: 5xx, 408, timeouts, resets
+	Throttle              // 429/503: back off and lower the rate
+	Split                 // 413: send the halves
+	Partial               // some items held back (Hold) and/or rejected (Rejected); the rest delivered or resent
+	Reject                // dead-letter the batch: other 4xx
+	Gone                  // the endpoint is gone (webhook 410): dead-letter, stop sending, alert
+)
+
+func (k Kind) String() string {
+	return [...]string{"delivered", "retry", "throttle", "split", "partial", "reject", "gone"}[k]
+}
+
+// Outcome is a classified response.
+type Outcome struct {
+	Kind   Kind
+	Status int    // HTTP status, 0 for transport errors
+	Reason string // why, for dead-letter records and logs; no secrets, no bodies of requests
+	// Partial: indexes of items to hold back for at least HoldFor (Amplitude's
+	// throttled_events), and of items the destination refused (dead-lettered).
+	Held     []int
+	HoldFor  time.Duration
+	Rejected []int
+	// Resend: for Partial, whether the items neither held nor rejected must be sent
+	// again (a 400 that accepted nothing) rather than counted as delivered.
+	Resend bool
+}
+
+// DefaultClassify is the meaning of a response for most destinations (CONTRACT §5).
+func DefaultClassify(r *Response) Outcome {
+	s := r.Status
+	switch {
+	case errors.Is(r.Err, ErrPrivateAddress):
+		return Outcome{Kind: Reject, Reason: r.Err.Error()}
+	case r.Err != nil:
+		return Outcome{Kind: Retry, Reason: r.Err.Error()}
+	case s >= 200 && s < 300:
+		return Outcome{Kind: Delivered, Status: s}
+	case s == http.StatusTooManyRequests || s == http.StatusServiceUnavailable:
+		return Outcome{Kind: Throttle, Status: s, Reason: statusReason(r)}
+	case s == http.StatusRequestEntityTooLarge:
+		return Outcome{Kind: Split, Status: s, Reason: statusReason(r)}
+	case s == http.StatusRequestTimeout || s >= 500:
+		return Outcome{Kind: Retry, Status: s, Reason: statusReason(r)}
+	}
+	return Outcome{Kind: Reject, Status: s, Reason: statusReason(r)}
+}
+
+// statusReason describes an answer by its status and the start of its body, which
+// destinations fill with the explanation.
+func statusReason(r *Response) string {
+	body := strings.Join(strings.Fields(string(r.Body)), " ")
+	if len(body) > 300 {
+		body = body[:300] + "…"
+	}
+	if body == "" {
+		return fmt.Sprintf("HTTP %d %s", r.Status, http.StatusText(r.Status))
+	}
+	return fmt.Sprintf("HTTP %d %s: %s", r.Status, http.StatusText(r.Status), body)
+}
+
+// RetryAfter reads a Retry-After header (RFC 9110 §10.2.3): delay-seconds or an
+// HTTP-date. It returns 0 when there is none or it cannot be read.
+func RetryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(min(secs, maxRetryAfter)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), maxRetryAfter*time.Second)
+	}
+	return 0
+}
+
+// maxRetryAfter caps a pause a destination may ask for, in seconds (a day), so a
+// garbled header cannot park deliveries for years.
+const maxRetryAfter = 24 * 3600
+
+// Factory builds a destination from its configuration section, as JSON.
+type Factory func(settings json.RawMessage) (Destination, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Factory{}
+)
+
+// Register makes a destination kind available to Write; sinks call it from init.
+func Register(kind string, f Factory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[kind]; dup {
+		panic("delivery: destination kind registered twice: " + kind)
+	}
+	registry[kind] = f
+}
+
+// Kinds lists the registered destination kinds.
+func Kinds() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	var ks []string
+	for k := range registry {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// NewDestination builds a registered destination from its settings.
+func NewDestination(kind string, settings json.RawMessage) (Destination, error) {
+	registryMu.RLock()
+	f, ok := registry[kind]
+	registryMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("delivery: no destination of kind %q (known: %v)", kind, Kinds())
+	}
+	return f(settings)
+}

@@ -1,0 +1,220 @@
+package delivery
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// limiter paces one destination, process-wide: every bundle and shard sending there
+// shares it. Like Benthos's rate limits it answers "wait d" rather than sleeping; the
+// caller decides whether to wait in line or park the batch behind a timer.
+//
+// The rate adapts (AIMD): it starts at the ceiling (delivery.requests_per_second), is
+// cut on 429/503 and on rising latency, and creeps back up by ~2% a second while the
+// destination keeps accepting and the limiter is what holds deliveries back. A cut
+// goes to 95% of the rate the destination was seen to accept over the last seconds,
+// so the rate settles just under the destination's real limit instead of see-sawing
+// between half and all of it. Retry-After, on any answer, pauses the destination.
+type limiter struct {
+	mu          sync.Mutex
+	pace        *rate.Limiter // the actuator
+	rate        float64       // current requests per second
+	ceiling     float64
+	floor       float64
+	maxInFlight int
+	inFlight    int
+
+	pausedUntil time.Time
+	// careful is when the destination last pushed back (429/503, Retry-After) plus
+	// carefulFor: until then one request at a time, so none can leave between a
+	// Retry-After being sent and its being read.
+	careful time.Time
+	gone    string // non-empty once the destination answered 410: why
+
+	accepted  []time.Time // times of recent accepted requests, for the cut
+	limited   bool        // a request had to wait for the pace since the last raise
+	lastRaise time.Time
+	lastCut   time.Time
+	rtt       float64 // EWMA of latency, seconds
+	samples   int
+}
+
+const (
+	raiseEvery   = time.Second
+	raiseShare   = 0.02
+	cutFallback  = 0.5 // without enough history
+	cutToShare   = 0.95
+	cutMaxShare  = 0.9
+	history      = 10 * time.Second
+	minHistory   = 3 * time.Second
+	slowCutShare = 0.9
+	slowCutEvery = 5 * time.Second
+	carefulFor   = 30 * time.Second
+)
+
+func newLimiter(p Config) *limiter {
+	l := &limiter{rate: p.RequestsPerSecond, ceiling: p.RequestsPerSecond, floor: p.MinRequestsPerSecond,
+		maxInFlight: p.MaxInFlight}
+	l.pace = rate.NewLimiter(rate.Limit(l.rate), burst(l.rate))
+	return l
+}
+
+// burst lets half a second of requests go at once, e.g. after a pause.
+func burst(r float64) int { return max(1, int(math.Ceil(r/2))) }
+
+// acquire asks to send one request now or within maxWait. ok means a slot is taken
+// (release it with done) and the request may go at `at`; otherwise wait is how long
+// until asking again makes sense.
+func (l *limiter) acquire(now time.Time, maxWait time.Duration) (at time.Time, wait time.Duration, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.gone != "":
+		return time.Time{}, 0, false
+	case now.Before(l.pausedUntil):
+		return time.Time{}, l.pausedUntil.Sub(now), false
+	case l.inFlight >= l.maxInFlight, l.inFlight >= 1 && now.Before(l.careful):
+		return time.Time{}, pollInterval, false
+	}
+	r := l.pace.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if !r.OK() || d > maxWait {
+		r.CancelAt(now)
+		l.limited = true
+		return time.Time{}, d, false
+	}
+	if d > 0 {
+		l.limited = true
+	}
+	l.inFlight++
+	return now.Add(d), 0, true
+}
+
+// pausedAt reports whether the destination is paused at t: a request that waited for
+// its slot must not go out once a Retry-After has come in meanwhile.
+func (l *limiter) pausedAt(t time.Time) (until time.Time, paused bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pausedUntil, t.Before(l.pausedUntil) || l.gone != ""
+}
+
+// cancel releases a slot whose request was not sent.
+func (l *limiter) cancel() {
+	l.mu.Lock()
+	l.inFlight--
+	l.mu.Unlock()
+}
+
+// done releases a slot and learns from the answer.
+func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inFlight--
+	if retryAfter > 0 && now.Add(retryAfter).After(l.pausedUntil) {
+		l.pausedUntil = now.Add(retryAfter)
+	}
+	if retryAfter > 0 || o.Kind == Throttle {
+		l.careful = now.Add(carefulFor)
+	}
+	if o.Kind == Gone && l.gone == "" {
+		l.gone = o.Reason
+	}
+	slow := l.observe(latency)
+	switch {
+	case o.Kind == Throttle:
+		l.cut(now)
+	case slow && now.Sub(l.lastCut) >= slowCutEvery:
+		l.setRate(now, l.rate*slowCutShare)
+		l.lastCut = now
+	case o.Kind == Delivered || o.Kind == Partial:
+		l.accepted = append(l.accepted, now)
+		l.raise(now)
+	}
+}
+
+// observe folds a latency into the average and says whether it was unusually slow.
+func (l *limiter) observe(latency time.Duration) bool {
+	s := latency.Seconds()
+	slow := l.samples >= 20 && s > 2*l.rtt && s > l.rtt+0.2
+	if l.samples == 0 {
+		l.rtt = s
+	} else {
+		l.rtt += 0.1 * (s - l.rtt)
+	}
+	l.samples++
+	return slow
+}
+
+func (l *limiter) cut(now time.Time) {
+	if now.Sub(l.lastCut) < time.Second { // one cut per congestion event
+		return
+	}
+	l.lastCut = now
+	target := l.rate * cutFallback
+	if seen := l.acceptedRate(now); seen > 0 {
+		target = max(target, cutToShare*seen)
+	}
+	l.setRate(now, min(target, l.rate*cutMaxShare))
+}
+
+// acceptedRate is the request rate the destination accepted over the last seconds,
+// or 0 without enough history.
+func (l *limiter) acceptedRate(now time.Time) float64 {
+	i := 0
+	for i < len(l.accepted) && now.Sub(l.accepted[i]) > history {
+		i++
+	}
+	l.accepted = l.accepted[i:]
+	if len(l.accepted) < 5 {
+		return 0
+	}
+	span := now.Sub(l.accepted[0])
+	if span < minHistory {
+		return 0
+	}
+	return float64(len(l.accepted)) / span.Seconds()
+}
+
+func (l *limiter) raise(now time.Time) {
+	if !l.limited || now.Sub(l.lastRaise) < raiseEvery || now.Sub(l.lastCut) < raiseEvery || l.rate >= l.ceiling {
+		return
+	}
+	l.lastRaise, l.limited = now, false
+	l.setRate(now, l.rate+max(0.05, l.rate*raiseShare))
+}
+
+func (l *limiter) setRate(now time.Time, r float64) {
+	l.rate = min(l.ceiling, max(l.floor, r))
+	l.pace.SetLimitAt(now, rate.Limit(l.rate))
+	l.pace.SetBurstAt(now, burst(l.rate))
+}
+
+// current returns the rate now, in requests per second.
+func (l *limiter) current() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rate
+}
+
+// goneReason is why the destination stopped accepting anything, or "".
+func (l *limiter) goneReason() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.gone
+}
+
+// limiters is the process-wide registry: one limiter per destination, shared by all
+// bundles in a worker. The key includes the target's configuration, so two jobs in one
+// process with different settings never share one.
+var limiters sync.Map // string -> *limiter
+
+func limiterFor(key string, p Config) *limiter {
+	if l, ok := limiters.Load(key); ok {
+		return l.(*limiter)
+	}
+	l, _ := limiters.LoadOrStore(key, newLimiter(p))
+	return l.(*limiter)
+}

@@ -1,0 +1,66 @@
+package segmentio
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/io/delivery"
+	"github.com/outflow/outflow/transforms/encode"
+)
+
+// destination is Segment's HTTP Tracking API.
+type destination struct{ cfg Config }
+
+func newDestination(settings json.RawMessage) (delivery.Destination, error) {
+	var cfg Config
+	if err := json.Unmarshal(settings, &cfg); err != nil {
+		return nil, fmt.Errorf("segmentio: settings: %w", err)
+	}
+	return &destination{cfg: cfg}, nil
+}
+
+// track is one Segment track call (CONTRACT §4).
+type track struct {
+	Type       string            `json:"type"`
+	MessageID  string            `json:"messageId"`
+	UserID     string            `json:"userId"`
+	Event      string            `json:"event"`
+	Timestamp  string            `json:"timestamp"`
+	Properties encode.Properties `json:"properties"`
+}
+
+// Limits: Segment takes at most 2,500 events and 500 KB per batch and 32 KB per
+// event; it answers 200 to larger batches but drops events, so they are never sent.
+func (d *destination) Limits() delivery.Limits {
+	return delivery.Limits{MaxEvents: 2500, MaxBytes: 500_000, MaxItem: 32_000, Envelope: len(`{"batch":[]}`)}
+}
+
+func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
+	return json.Marshal(track{Type: "track", MessageID: imp.ID.String(), UserID: imp.Key, Event: d.cfg.Event,
+		Timestamp:  time.UnixMilli(imp.Time).UTC().Format("2006-01-02T15:04:05.000Z"),
+		Properties: encode.NewProperties(imp)})
+}
+
+func (d *destination) Request(_ *delivery.Batch, items [][]byte, _ time.Time) (*http.Request, error) {
+	var body bytes.Buffer
+	body.WriteString(`{"batch":[`)
+	body.Write(bytes.Join(items, []byte{','}))
+	body.WriteString(`]}`)
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.cfg.Endpoint, "/")+"/v1/batch", &body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth(d.cfg.WriteKey.Reveal(), "")
+	return req, nil
+}
+
+// Classify: Segment's answers mean what they usually do.
+func (d *destination) Classify(r *delivery.Response, _ *delivery.Batch) delivery.Outcome {
+	return delivery.DefaultClassify(r)
+}

@@ -1,0 +1,26 @@
+package webhookio
+
+import (
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/io/delivery"
+)
+
+func init() { delivery.Register(Kind, newDestination) }
+
+// Kind names webhook integrations in delivery targets and configuration.
+const Kind = "webhook"
+
+// Defaults is the webhook delivery policy where the config says nothing: modest, as
+// receivers are customers' own servers, and a 15 s timeout.
+var Defaults = delivery.Config{RequestsPerSecond: 20, MaxBatchEvents: 500, MaxBatchBytes: 256 << 10,
+	Timeout: configkit.Duration(15 * time.Second)}
+
+// Write posts windowed impressions, keyed by route.Key, to webhooks and returns the
+// dead-letter records of those it could not deliver.
+func Write(s beam.Scope, targets []delivery.Target, col beam.PCollection) beam.PCollection {
+	return delivery.Write(s.Scope("webhookio.Write"), targets, col)
+}

@@ -1,0 +1,69 @@
+// Package sinks builds the delivery half of every pipeline: one branch per group of
+// integrations sharing a type, window and format, from routing to the sink.
+package sinks
+
+import (
+	"fmt"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/io/amplitudeio"
+	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/io/segmentio"
+	"github.com/outflow/outflow/io/webhookio"
+	"github.com/outflow/outflow/transforms/encode"
+	"github.com/outflow/outflow/transforms/route"
+	"github.com/outflow/outflow/transforms/windowing"
+)
+
+// Router routes impressions to the given targets, keyed by route.Key and timestamped
+// with impression time: route.Fanout for fresh input, route.Direct for replays.
+type Router func(s beam.Scope, targets []route.Target) beam.PCollection
+
+// Deliver routes, windows and writes impressions to every integration of cfg, and
+// returns the dead-letter records of what could not be delivered, one collection per
+// HTTP branch.
+func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollection {
+	var dead []beam.PCollection
+	for _, g := range windowing.Groups(cfg.Integrations) {
+		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
+		windowed := windowing.Fixed(s, g.Window, routeTo(s, config.Targets(g.Integrations)))
+		targets := config.DeliveryTargets(cfg, g.Integrations)
+		switch g.Type {
+		case config.S3:
+			s3io.Write(s, S3Configs(g.Integrations), encode.Objects(s, g.Format, windowed))
+		case config.Amplitude:
+			dead = append(dead, amplitudeio.Write(s, targets, windowed))
+		case config.Segment:
+			dead = append(dead, segmentio.Write(s, targets, windowed))
+		case config.Webhook:
+			dead = append(dead, webhookio.Write(s, targets, windowed))
+		default:
+			panic(fmt.Sprintf("sinks: no sink for type %q", g.Type)) // refused when the config was checked
+		}
+	}
+	return dead
+}
+
+// Unsupported lists the integrations this version cannot deliver to.
+func Unsupported(cfg *config.Config) []string {
+	var out []string
+	for _, in := range cfg.Integrations {
+		if in.Type == config.GCS {
+			out = append(out, fmt.Sprintf("%s (%s)", in.ID, in.Type))
+		}
+	}
+	return out
+}
+
+// S3Configs maps S3 integrations to their sections.
+func S3Configs(ints []config.Integration) map[string]s3io.Config {
+	m := map[string]s3io.Config{}
+	for _, in := range ints {
+		if in.S3 != nil {
+			m[in.ID] = *in.S3
+		}
+	}
+	return m
+}
