@@ -1,11 +1,14 @@
-// Command bench measures the backfill against its ceiling, in one run on this machine:
+// Command bench measures outflow on this machine, each figure beside its reference
+// from the same run:
 //
-//	go run ./cmd/bench -n 1000000
+//	go run ./cmd/bench -mode s3 -n 1000000   # backfill to S3 vs a plain Go loop (the ceiling)
+//	go run ./cmd/bench -mode goodput         # HTTP delivery vs a destination's rate limit
+//	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
 //
-// It generates N impressions, then times (1) a plain Go loop that parses, encodes and
-// gzips them on one core with no Beam: the ceiling, and (2) the backfill command on
-// the embedded prism runner writing them to an S3 API server on loopback; it prints
-// both rates, their ratio and the backfill's peak RSS.
+// s3 generates N impressions, then times (1) a plain Go loop that parses, encodes and
+// gzips them on one core with no Beam, and (2) the backfill command on the embedded
+// prism runner writing them to an S3 API server on loopback; it prints both rates,
+// their ratio and the backfill's peak RSS. The HTTP modes are in http.go.
 package main
 
 import (
@@ -32,40 +35,69 @@ import (
 
 func main() {
 	var (
-		n        = flag.Int("n", 1000000, "impressions")
+		mode     = flag.String("mode", "s3", "s3, goodput or isolation")
+		rate     = flag.Float64("rate", 20, "goodput: the destination's limit, requests per second")
+		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy")
+		n        = flag.Int("n", 1000000, "s3: impressions")
 		files    = flag.Int("files", 8, "input files")
 		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
 		workDir  = flag.String("dir", "", "working directory (default: a temporary one, removed afterwards)")
 	)
 	flag.Parse()
-	if err := run(*n, *files, *tenants, *endpoint, *workDir); err != nil {
+	dir, cleanup, err := workdir(*workDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	defer cleanup()
+	switch *mode {
+	case "s3":
+		err = benchS3(*n, *files, *tenants, *endpoint, dir)
+	case "goodput":
+		err = benchGoodput(*rate, *seconds, dir)
+	case "isolation":
+		err = benchIsolation(dir)
+	default:
+		err = fmt.Errorf("unknown -mode %q", *mode)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, files, tenants int, endpoint, dir string) error {
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "outflow-bench")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+// workdir returns the directory to work in and how to clean it up.
+func workdir(dir string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o755)
 	}
+	tmp, err := os.MkdirTemp("", "outflow-bench")
+	return tmp, func() { os.RemoveAll(tmp) }, err
+}
+
+// prepare generates the input and builds the backfill, returning the input glob and
+// the binary.
+func prepare(dir string, o gen.Options, files int) (glob, bin string, err error) {
 	input := filepath.Join(dir, "input")
-	fmt.Printf("generating %d impressions, %d tenants, in %d gzip files…\n", n, tenants, files)
-	if err := command("go", "run", "./cmd/gen", "-n", fmt.Sprint(n), "-tenants", fmt.Sprint(tenants),
-		"-files", fmt.Sprint(files), "-seed", "1", "-out", input).Run(); err != nil {
-		return fmt.Errorf("generate: %w", err)
+	fmt.Printf("generating %d impressions, %d tenants, in %d gzip files…\n", o.N, o.Tenants, files)
+	if err := gen.WriteFiles(input, files, true, o); err != nil {
+		return "", "", fmt.Errorf("generate: %w", err)
 	}
-	bin := filepath.Join(dir, "backfill")
+	bin = filepath.Join(dir, "backfill")
 	if err := command("go", "build", "-o", bin, "./pipelines/backfill").Run(); err != nil {
-		return fmt.Errorf("build: %w", err)
+		return "", "", fmt.Errorf("build: %w", err)
+	}
+	return filepath.Join(input, "*.gz"), bin, nil
+}
+
+func benchS3(n, files, tenants int, endpoint, dir string) error {
+	glob, bin, err := prepare(dir, gen.Options{N: n, Tenants: tenants, Seed: 1}, files)
+	if err != nil {
+		return err
 	}
 
-	loopRate, loopCount, err := plainLoop(filepath.Join(input, "*.gz"))
+	loopRate, loopCount, err := plainLoop(glob)
 	if err != nil {
 		return err
 	}
@@ -97,19 +129,11 @@ func run(n, files, tenants int, endpoint, dir string) error {
 	if err := os.WriteFile(cfg, []byte(sb.String()), 0o644); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "--config", cfg, "--input", filepath.Join(input, "*.gz"), "--report", filepath.Join(dir, "report.json"))
-	cmd.Stderr = os.Stderr
-	start := time.Now()
-	out, err := cmd.Output()
-	elapsed := time.Since(start)
+	run, err := backfill(bin, cfg, glob, 0)
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("backfill exited with code %d:\n%s", ee.ExitCode(), out)
-		}
 		return err
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+	out, elapsed, rss := run.out, run.elapsed, run.rssKiB
 	beamRate := float64(n) / elapsed.Seconds()
 
 	fmt.Printf("\nplain Go loop, 1 core, parse+encode+gzip, no Beam:  %8.0f impressions/s  (%d in %.2fs)\n", loopRate, loopCount, float64(loopCount)/loopRate)
@@ -176,6 +200,34 @@ func plainLoop(glob string) (rate float64, count int, err error) {
 		s.zw.Close()
 	}
 	return float64(count) / time.Since(start).Seconds(), count, nil
+}
+
+// backfillRun is how a backfill run went.
+type backfillRun struct {
+	out     []byte
+	elapsed time.Duration
+	rssKiB  int64
+	code    int
+}
+
+// backfill runs the backfill binary; an exit code other than 0 or allowCode fails.
+func backfill(bin, cfg, glob string, allowCode int) (backfillRun, error) {
+	cmd := exec.Command(bin, "--config", cfg, "--input", glob)
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	r := backfillRun{out: out, elapsed: time.Since(start)}
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			return r, err
+		}
+		if r.code = ee.ExitCode(); r.code != allowCode {
+			return r, fmt.Errorf("backfill exited with code %d:\n%s", r.code, out)
+		}
+	}
+	r.rssKiB = cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+	return r, nil
 }
 
 func command(name string, args ...string) *exec.Cmd {

@@ -6,14 +6,10 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/outflow/outflow/internal/gen"
 )
@@ -37,62 +33,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "gen: need -out DIR, -files >= 1, -n >= 0 and an RFC 3339 -start")
 		os.Exit(2)
 	}
-	if err := write(*out, *files, *gz, gen.Options{N: *n, Tenants: *tenants, Seed: *seed,
+	if err := gen.WriteFiles(*out, *files, *gz, gen.Options{N: *n, Tenants: *tenants, Seed: *seed,
 		Start: t0, Span: *span, Invalid: *invalid, Dups: *dups}); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
-}
-
-// write spreads the generated lines over files, in consecutive runs.
-func write(dir string, files int, gz bool, o gen.Options) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	per := (o.N + files - 1) / files
-	var f *os.File
-	var zw *gzip.Writer
-	var bw *bufio.Writer
-	closeFile := func() error {
-		if f == nil {
-			return nil
-		}
-		err := bw.Flush()
-		if zw != nil {
-			err = firstErr(err, zw.Close())
-		}
-		return firstErr(err, f.Close())
-	}
-	i := 0
-	err := gen.Lines(o, func(line []byte, _ string) error {
-		if i%per == 0 {
-			if err := closeFile(); err != nil {
-				return err
-			}
-			name := fmt.Sprintf("part-%03d.ndjson", i/per)
-			if gz {
-				name += ".gz"
-			}
-			var err error
-			if f, err = os.Create(filepath.Join(dir, name)); err != nil {
-				return err
-			}
-			bw = bufio.NewWriterSize(f, 256<<10)
-			if gz {
-				zw = gzip.NewWriter(f)
-				bw.Reset(zw)
-			}
-		}
-		i++
-		bw.Write(line)
-		return bw.WriteByte('\n')
-	})
-	return firstErr(err, closeFile())
-}
-
-func firstErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }

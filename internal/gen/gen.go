@@ -2,8 +2,13 @@
 package gen
 
 import (
+	"bufio"
+	"os"
+	"path/filepath"
+
 	"encoding/json"
 	"fmt"
+	"github.com/klauspost/compress/gzip"
 	"github.com/outflow/outflow/transforms/encode"
 	"math/rand/v2"
 	"time"
@@ -126,4 +131,58 @@ func invalidLine(r *rand.Rand, i int) []byte {
 	default:
 		return []byte("not json at all")
 	}
+}
+
+// WriteFiles writes the lines of o into dir as part-NNN.ndjson[.gz], spread over
+// files in consecutive runs.
+func WriteFiles(dir string, files int, gz bool, o Options) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	per := (o.N + files - 1) / files
+	var f *os.File
+	var zw *gzip.Writer
+	var bw *bufio.Writer
+	closeFile := func() error {
+		if f == nil {
+			return nil
+		}
+		err := bw.Flush()
+		if zw != nil {
+			err = firstErr(err, zw.Close())
+		}
+		return firstErr(err, f.Close())
+	}
+	i := 0
+	err := Lines(o, func(line []byte, _ string) error {
+		if i%per == 0 {
+			if err := closeFile(); err != nil {
+				return err
+			}
+			name := fmt.Sprintf("part-%03d.ndjson", i/per)
+			if gz {
+				name += ".gz"
+			}
+			var err error
+			if f, err = os.Create(filepath.Join(dir, name)); err != nil {
+				return err
+			}
+			bw = bufio.NewWriterSize(f, 256<<10)
+			if gz {
+				zw = gzip.NewWriter(f)
+				bw.Reset(zw)
+			}
+		}
+		i++
+		bw.Write(line)
+		return bw.WriteByte('\n')
+	})
+	return firstErr(err, closeFile())
+}
+
+func firstErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
 }

@@ -33,6 +33,6 @@ const (
 
 // Per-integration distributions and gauges.
 const (
-	DelayMs   = "outflow.delay_ms" // delivery time minus impression time
-	RateLimit = "outflow.rate_limit"
+	DelayMs   = "outflow.delay_ms"   // delivery time minus impression time
+	RateLimit = "outflow.rate_limit" // current request rate limit, in thousandths of a request per second
 )

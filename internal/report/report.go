@@ -53,6 +53,18 @@ type Integration struct {
 	Bytes      int64 `json:"bytes"`
 	// Location is where an object store integration writes: s3://bucket/prefix.
 	Location string `json:"location,omitempty"`
+	// RateLimit is the HTTP request rate the destination was last allowed, per second.
+	RateLimit float64 `json:"rate_limit,omitempty"`
+	// Delay is delivery time minus impression time, over delivered impressions.
+	Delay *Delay `json:"delay_ms,omitempty"`
+}
+
+// Delay summarizes the delivery delay distribution, in milliseconds.
+type Delay struct {
+	Count int64 `json:"count"`
+	Min   int64 `json:"min"`
+	Mean  int64 `json:"mean"`
+	Max   int64 `json:"max"`
 }
 
 // New returns a report of cfg's integrations with every count at zero.
@@ -77,6 +89,26 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 	for _, c := range res.Metrics().AllMetrics().Counters() {
 		sum[[2]string{c.Namespace(), c.Name()}] += c.Result()
 	}
+	delays := map[string]Delay{}
+	for _, d := range res.Metrics().AllMetrics().Distributions() {
+		if d.Name() != metricname.DelayMs {
+			continue
+		}
+		v, cur := d.Result(), delays[d.Namespace()]
+		if cur.Count == 0 || v.Min < cur.Min {
+			cur.Min = v.Min
+		}
+		cur.Max = max(cur.Max, v.Max)
+		cur.Mean += v.Sum // a sum until divided below
+		cur.Count += v.Count
+		delays[d.Namespace()] = cur
+	}
+	rates := map[string]int64{}
+	for _, g := range res.Metrics().AllMetrics().Gauges() {
+		if g.Name() == metricname.RateLimit {
+			rates[g.Namespace()] = g.Result().Value
+		}
+	}
 	job := func(name string) int64 { return sum[[2]string{metricname.Job, name}] }
 	r.Lines, r.InvalidLines = job(metricname.Lines), job(metricname.InvalidLines)
 	r.Filtered, r.FileErrors = job(metricname.Filtered), job(metricname.FileErrors)
@@ -87,6 +119,11 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 		in.Impressions, in.Delivered, in.DeadLettered = get(metricname.Impressions), get(metricname.Delivered), get(metricname.DeadLettered)
 		in.Requests, in.Throttled, in.Retries = get(metricname.Requests), get(metricname.Throttled), get(metricname.Retries)
 		in.Duplicates, in.Objects, in.Bytes = get(metricname.Duplicates), get(metricname.Objects), get(metricname.Bytes)
+		if d, ok := delays[in.ID]; ok && d.Count > 0 {
+			d.Mean /= d.Count
+			in.Delay = &d
+		}
+		in.RateLimit = float64(rates[in.ID]) / 1000
 	}
 }
 

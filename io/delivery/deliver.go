@@ -75,9 +75,9 @@ type dest struct {
 	client  *http.Client
 	limiter string // registry key, also of in-flight calls
 
-	delivered, deadLettered, requests, throttled, retries beam.Counter
-	delay                                                 beam.Distribution
-	rate                                                  beam.Gauge
+	delivered, deadLettered, requests, throttled, retries, bytes beam.Counter
+	delay                                                        beam.Distribution
+	rate                                                         beam.Gauge
 }
 
 func newDeliverFn(targets []Target) *deliverFn {
@@ -103,6 +103,7 @@ func (fn *deliverFn) Setup() error {
 			requests:     beam.NewCounter(t.ID, metricname.Requests),
 			throttled:    beam.NewCounter(t.ID, metricname.Throttled),
 			retries:      beam.NewCounter(t.ID, metricname.Retries),
+			bytes:        beam.NewCounter(t.ID, metricname.Bytes),
 			delay:        beam.NewDistribution(t.ID, metricname.DelayMs),
 			rate:         beam.NewGauge(t.ID, metricname.RateLimit),
 		}
@@ -261,6 +262,7 @@ func (st *drainState) apply(e entry, c *call) error {
 		return st.put(b)
 	}
 	d.requests.Inc(st.ctx, 1)
+	d.bytes.Inc(st.ctx, c.bytes)
 	if b.Attempts > 0 {
 		d.retries.Inc(st.ctx, 1)
 	}
@@ -396,6 +398,7 @@ type call struct {
 	outcome    Outcome
 	retryAfter time.Duration
 	sentAt     time.Time
+	bytes      int64 // request body, as sent
 }
 
 func (c *call) finished() bool {
@@ -432,7 +435,7 @@ func start(d *dest, b Batch, at time.Time) {
 			return
 		}
 		c.sentAt = time.Now()
-		c.resp = d.request(b, c.sentAt)
+		c.resp, c.bytes = d.request(b, c.sentAt)
 		c.outcome = d.d.Classify(c.resp, &b)
 		if c.resp.Header != nil {
 			c.retryAfter = RetryAfter(c.resp.Header, time.Now())
@@ -441,21 +444,21 @@ func start(d *dest, b Batch, at time.Time) {
 	}()
 }
 
-// request encodes and sends one batch.
-func (d *dest) request(b Batch, now time.Time) *Response {
+// request encodes and sends one batch, and says how many body bytes it sent.
+func (d *dest) request(b Batch, now time.Time) (*Response, int64) {
 	items := make([][]byte, len(b.Imps))
 	for i := range b.Imps {
 		item, err := d.d.Item(&b.Imps[i])
 		if err != nil {
-			return &Response{Err: fmt.Errorf("encode: %w", err)}
+			return &Response{Err: fmt.Errorf("encode: %w", err)}, 0
 		}
 		items[i] = item
 	}
 	req, err := d.d.Request(&b, items, now)
 	if err != nil {
-		return &Response{Err: fmt.Errorf("build request: %w", err)}
+		return &Response{Err: fmt.Errorf("build request: %w", err)}, 0
 	}
-	return send(context.Background(), d.client, req, d.Policy.Timeout.D())
+	return send(context.Background(), d.client, req, d.Policy.Timeout.D()), req.ContentLength
 }
 
 // entry is one pending batch in the index.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -20,7 +19,10 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/google/uuid"
+
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/internal/testenv"
@@ -29,26 +31,7 @@ import (
 	"github.com/outflow/outflow/transforms/route"
 )
 
-// binary is the backfill command built once for these tests: they check it as
-// operators run it, exit codes included.
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "backfill-test")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "backfill")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building backfill:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 type result struct {
 	code           int
@@ -56,26 +39,17 @@ type result struct {
 	report         *report.Report
 }
 
+// runBackfill runs the backfill command, as operators do, and reads its report.
 func runBackfill(t *testing.T, args ...string) result {
 	t.Helper()
 	reportPath := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(binary, append(args, "--report", reportPath)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("run backfill: %v", err)
-	}
-	r := result{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	out := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), append(args, "--report", reportPath)...)
+	r := result{code: out.Code, stdout: out.Stdout, stderr: out.Stderr}
 	if b, err := os.ReadFile(reportPath); err == nil {
 		r.report = &report.Report{}
 		if err := json.Unmarshal(b, r.report); err != nil {
 			t.Fatalf("report: %v\n%s", err, b)
 		}
-	}
-	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
-		t.Errorf("backfill panicked:\n%s", r.stderr)
 	}
 	return r
 }
@@ -495,5 +469,63 @@ integrations:
 				}
 			}
 		})
+	}
+}
+
+const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// Isolation: a destination limited to one request a second does not hold up the
+// others; they are all delivered long before it is. (The timing ratio against a run
+// without it is measured by `go run ./cmd/bench -mode isolation`.)
+func TestSlowDestinationDelaysNobody(t *testing.T) {
+	// The grace lets requests already on their way when the first 429 goes out not
+	// count as ignoring its Retry-After (see destsim.Options).
+	slow := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "initech", RateLimit: 1,
+		RetryAfterGrace: 100 * time.Millisecond})
+	fast := map[string]*destsim.Server{
+		"acme":   testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "acme"}),
+		"globex": testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "globex"}),
+	}
+	hook := func(tenant, url, extra string) string {
+		return fmt.Sprintf("  - {id: %s-hook, tenant: %s, type: webhook, window: 1h, %s webhook: {url: %q, secret: %q}}\n",
+			tenant, tenant, extra, url+"/hook", hookSecret)
+	}
+	cfgPath := writeConfig(t, "dead_letter: "+t.TempDir()+"\nallow_private_destinations: true\nintegrations:\n"+
+		hook("initech", slow.URL(), "shards: 1, delivery: {max_batch_events: 20},")+
+		hook("acme", fast["acme"].URL(), "shards: 2, delivery: {max_batch_events: 10},")+
+		hook("globex", fast["globex"].URL(), "shards: 2, delivery: {max_batch_events: 10},"))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r.code != 0 {
+		t.Fatalf("exit code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	in := readInput(t, sampleGlob)
+	sims := map[string]*destsim.Server{"initech": slow, "acme": fast["acme"], "globex": fast["globex"]}
+	for _, ic := range cfg.Integrations {
+		want := in.want(ic, time.Time{}, time.Time{})
+		events := sims[ic.Tenant].Events()
+		if len(events) != len(want) {
+			t.Errorf("%s holds %d impressions, want %d", ic.ID, len(events), len(want))
+		}
+		for id := range want {
+			if e := events[uuid.UUID(id).String()]; e.Count != 1 {
+				t.Errorf("%s: impression %x received %d times", ic.ID, id, e.Count)
+			}
+		}
+	}
+	slowSt := slow.Status()
+	if slowSt.Throttled == 0 || slowSt.IgnoredRetryAfter > 0 {
+		t.Errorf("slow destination: %d throttled, %d requests ignored a Retry-After", slowSt.Throttled, slowSt.IgnoredRetryAfter)
+	}
+	t.Logf("slow destination: %d requests (%d throttled) from %v to %v", slowSt.Requests, slowSt.Throttled, slowSt.FirstAccepted.Format("15:04:05.000"), slowSt.LastAccepted.Format("15:04:05.000"))
+	for tenant, f := range fast {
+		st := f.Status()
+		t.Logf("%s: last delivery at %v", tenant, st.LastAccepted.Format("15:04:05.000"))
+		if lead := slowSt.LastAccepted.Sub(st.LastAccepted); lead < 3*time.Second {
+			t.Errorf("%s finished only %v before the slow destination: it waited for it", tenant, lead)
+		}
 	}
 }
