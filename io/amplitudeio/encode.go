@@ -3,7 +3,6 @@ package amplitudeio
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -16,13 +15,7 @@ import (
 // destination is Amplitude's Batch API.
 type destination struct{ cfg Config }
 
-func newDestination(settings json.RawMessage) (delivery.Destination, error) {
-	var cfg Config
-	if err := json.Unmarshal(settings, &cfg); err != nil {
-		return nil, fmt.Errorf("amplitudeio: settings: %w", err)
-	}
-	return &destination{cfg: cfg}, nil
-}
+func newDestination(cfg Config) (delivery.Destination, error) { return &destination{cfg: cfg}, nil }
 
 // event is one Amplitude event (CONTRACT §4).
 type event struct {

@@ -140,6 +140,18 @@ const maxRetryAfter = 24 * 3600
 // Factory builds a destination from its configuration section, as JSON.
 type Factory func(settings json.RawMessage) (Destination, error)
 
+// FromConfig is the usual Factory: it decodes the section into C and builds the
+// destination from it.
+func FromConfig[C any](build func(C) (Destination, error)) Factory {
+	return func(settings json.RawMessage) (Destination, error) {
+		var cfg C
+		if err := json.Unmarshal(settings, &cfg); err != nil {
+			return nil, fmt.Errorf("settings: %w", err)
+		}
+		return build(cfg)
+	}
+}
+
 var (
 	registryMu sync.RWMutex
 	registry   = map[string]Factory{}

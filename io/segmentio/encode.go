@@ -3,7 +3,6 @@ package segmentio
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -16,13 +15,7 @@ import (
 // destination is Segment's HTTP Tracking API.
 type destination struct{ cfg Config }
 
-func newDestination(settings json.RawMessage) (delivery.Destination, error) {
-	var cfg Config
-	if err := json.Unmarshal(settings, &cfg); err != nil {
-		return nil, fmt.Errorf("segmentio: settings: %w", err)
-	}
-	return &destination{cfg: cfg}, nil
-}
+func newDestination(cfg Config) (delivery.Destination, error) { return &destination{cfg: cfg}, nil }
 
 // track is one Segment track call (CONTRACT §4).
 type track struct {

@@ -6,7 +6,7 @@ import (
 	"github.com/outflow/outflow/io/delivery"
 )
 
-func init() { delivery.Register(Kind, newDestination) }
+func init() { delivery.Register(Kind, delivery.FromConfig(newDestination)) }
 
 // Kind names Segment integrations in delivery targets and configuration.
 const Kind = "segment"

@@ -25,11 +25,7 @@ type destination struct {
 	key []byte
 }
 
-func newDestination(settings json.RawMessage) (delivery.Destination, error) {
-	var cfg Config
-	if err := json.Unmarshal(settings, &cfg); err != nil {
-		return nil, fmt.Errorf("webhookio: settings: %w", err)
-	}
+func newDestination(cfg Config) (delivery.Destination, error) {
 	key, err := SigningKey(cfg.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("webhookio: secret: %w", err)

@@ -16,9 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -55,36 +52,16 @@ func run() int {
 
 	// Flags and configuration: every problem at once, exit 2.
 	opts, problems := readFlags()
-	var cfg *config.Config
-	if *configPath != "" {
-		var err error
-		if cfg, err = config.Load(*configPath); err != nil {
-			problems = append(problems, err.Error())
-		} else if ids := sinks.Unsupported(cfg); ids != nil {
-			problems = append(problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
-		}
-	}
+	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {
-		fmt.Fprintf(os.Stderr, "backfill: %s\n", strings.Join(problems, "\nbackfill: "))
-		fmt.Fprintln(os.Stderr, usage)
-		return job.ExitUsage
+		return job.UsageError("backfill", usage, problems)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := job.Context()
 	defer stop()
 	rep := report.New(cfg, time.Now())
 	code, err := execute(ctx, log, cfg, opts, rep)
-	rep.Finish(code, err)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "backfill: %v\n", err)
-	}
-	if *reportPath != "" {
-		if werr := rep.Write(*reportPath); werr != nil {
-			fmt.Fprintf(os.Stderr, "backfill: %v\n", werr)
-		}
-	}
-	rep.Print(os.Stdout)
-	return code
+	return job.End("backfill", rep, code, err, *reportPath)
 }
 
 // execute checks the input and destinations, then builds and runs the pipeline.
@@ -128,9 +105,6 @@ func readFlags() ([]impressionio.ReadOptionFn, []string) {
 	var problems []string
 	if flag.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected arguments: %q", flag.Args()))
-	}
-	if *configPath == "" {
-		problems = append(problems, "--config is required")
 	}
 	if *input == "" {
 		problems = append(problems, "--input is required")

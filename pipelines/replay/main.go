@@ -20,9 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -66,43 +64,24 @@ func run() int {
 	log := job.Logger()
 
 	var problems []string
-	if *configPath == "" {
-		problems = append(problems, "--config is required")
+	if flag.NArg() > 0 {
+		problems = append(problems, fmt.Sprintf("unexpected arguments: %q", flag.Args()))
 	}
 	if *store == "" {
 		problems = append(problems, "--dead-letter is required")
 	}
-	var cfg *config.Config
-	if *configPath != "" {
-		var err error
-		if cfg, err = config.Load(*configPath); err != nil {
-			problems = append(problems, err.Error())
-		} else if ids := sinks.Unsupported(cfg); ids != nil {
-			problems = append(problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
-		}
-	}
+	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {
-		fmt.Fprintf(os.Stderr, "replay: %s\n%s\n", strings.Join(problems, "\nreplay: "), usage)
-		return job.ExitUsage
+		return job.UsageError("replay", usage, problems)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := job.Context()
 	defer stop()
 	root := deadletterio.Clean(*store)
 	rep := report.New(cfg, time.Now())
 	rep.DeadLetter = root
 	code, err := execute(ctx, log, cfg, root, rep)
-	rep.Finish(code, err)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "replay: %v\n", err)
-	}
-	if *reportPath != "" {
-		if werr := rep.Write(*reportPath); werr != nil {
-			fmt.Fprintf(os.Stderr, "replay: %v\n", werr)
-		}
-	}
-	rep.Print(os.Stdout)
-	return code
+	return job.End("replay", rep, code, err, *reportPath)
 }
 
 // execute stages the store's files under replaying/, replays them, and archives them.

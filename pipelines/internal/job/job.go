@@ -1,5 +1,5 @@
 // Package job holds what every outflow command shares around its pipeline: exit
-// codes, logging and how a failure is told.
+// codes, configuration problems, logging, and how a run ends and is reported.
 package job
 
 import (
@@ -7,7 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 )
 
@@ -40,4 +46,50 @@ func Failure(ctx context.Context, err error) error {
 	}
 	slog.Debug("pipeline failed", "error", err)
 	return fmt.Errorf("pipeline failed: %s", runners.Cause(err))
+}
+
+// LoadConfig loads the configuration at path and checks that this version can
+// deliver to every integration; what is wrong is added to problems.
+func LoadConfig(path string, problems *[]string) *config.Config {
+	if path == "" {
+		*problems = append(*problems, "--config is required")
+		return nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		*problems = append(*problems, err.Error())
+		return nil
+	}
+	if ids := sinks.Unsupported(cfg); ids != nil {
+		*problems = append(*problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
+	}
+	return cfg
+}
+
+// UsageError tells every problem with the flags or configuration, then the usage
+// line, and returns ExitUsage.
+func UsageError(cmd, usage string, problems []string) int {
+	fmt.Fprintf(os.Stderr, "%s: %s\n%s\n", cmd, strings.Join(problems, "\n"+cmd+": "), usage)
+	return ExitUsage
+}
+
+// End closes a run: it records how the run ended in the report, tells the error,
+// writes the report to reportPath (if set), prints the summary and returns the code.
+func End(cmd string, rep *report.Report, code int, err error, reportPath string) int {
+	rep.Finish(code, err)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, err)
+	}
+	if reportPath != "" {
+		if werr := rep.Write(reportPath); werr != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", cmd, werr)
+		}
+	}
+	rep.Print(os.Stdout)
+	return code
+}
+
+// Context is cancelled by SIGINT or SIGTERM.
+func Context() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
