@@ -16,9 +16,11 @@ import (
 	"github.com/outflow/outflow/io/amplitudeio"
 	"github.com/outflow/outflow/io/delivery"
 	"github.com/outflow/outflow/io/gcsio"
+	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/io/segmentio"
 	"github.com/outflow/outflow/io/webhookio"
+	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 )
 
@@ -222,6 +224,26 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings, numbers and bools
 		ts = append(ts, delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
 			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations})
+	}
+	return ts
+}
+
+// ObjectTargets returns the object-store core's view of S3 and GCS integrations.
+func ObjectTargets(ints []Integration) []objectio.Target {
+	var ts []objectio.Target
+	for _, in := range ints {
+		var settings any
+		var spec encode.ObjectSpec
+		switch {
+		case in.S3 != nil:
+			settings, spec = in.S3, in.S3.ObjectSpec
+		case in.GCS != nil:
+			settings, spec = in.GCS, in.GCS.ObjectSpec
+		default:
+			continue
+		}
+		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
+		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw})
 	}
 	return ts
 }

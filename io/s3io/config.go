@@ -12,23 +12,12 @@ type Config struct {
 	Region string `yaml:"region" json:"region"`
 	// Endpoint is an S3-compatible server, addressed path-style.
 	Endpoint string `yaml:"endpoint" json:"endpoint"`
-	// MaxConcurrentUploads bounds this integration's uploads in flight in one worker.
-	MaxConcurrentUploads int `yaml:"max_concurrent_uploads" json:"max_concurrent_uploads"`
 }
-
-// DefaultMaxConcurrentUploads is the per-integration, per-worker upload bound.
-const DefaultMaxConcurrentUploads = 4
 
 // Validate fills defaults and records every problem under path.
 func (c *Config) Validate(p *configkit.Problems, path string) {
 	c.ObjectSpec.Validate(p, path)
 	if c.Endpoint != "" {
 		configkit.CheckURL(p, path+".endpoint", c.Endpoint)
-	}
-	if c.MaxConcurrentUploads == 0 {
-		c.MaxConcurrentUploads = DefaultMaxConcurrentUploads
-	}
-	if c.MaxConcurrentUploads < 0 {
-		p.Addf(path+".max_concurrent_uploads", "must be >= 1; got %d", c.MaxConcurrentUploads)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
@@ -54,14 +56,15 @@ func TestWriteLargeObject(t *testing.T) {
 	srv := testenv.NewS3(t)
 	bucket := srv.Bucket(t)
 	const n = 60000
-	cfg := s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "big", Format: encode.NDJSON},
-		Endpoint: srv.Endpoint, Region: "us-east-1", MaxConcurrentUploads: 2}
+	cfg := s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "big", Format: encode.NDJSON, MaxConcurrentUploads: 2},
+		Endpoint: srv.Endpoint, Region: "us-east-1"}
+	settings, _ := json.Marshal(cfg)
 
 	p, s := beam.NewPipelineWithRoot()
 	imps := beam.ParDo(s, &genFn{N: n}, beam.Impulse(s))
 	routed := route.Fanout(s, []route.Target{{ID: "acme-big", Tenant: "acme", Shards: 1}}, imps)
 	chunks := encode.Objects(s, encode.NDJSON, windowing.Fixed(s, time.Hour, routed))
-	s3io.Write(s, map[string]s3io.Config{"acme-big": cfg}, chunks)
+	objectio.Write(s, []objectio.Target{{ID: "acme-big", Kind: s3io.Kind, Spec: cfg.ObjectSpec, Settings: settings}}, chunks)
 	ptest.RunAndValidate(t, p)
 
 	objects := srv.Objects(t, bucket, "big/")

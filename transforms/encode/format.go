@@ -30,3 +30,19 @@ func (f Format) Ext() string {
 	}
 	panic(fmt.Sprintf("encode: unknown format %q", string(f)))
 }
+
+// ContentType is the media type of a data object in format f.
+func (f Format) ContentType() string {
+	if f == Parquet {
+		return "application/vnd.apache.parquet"
+	}
+	return "application/gzip"
+}
+
+// Header returns what starts a data object in format f: the CSV header row, or nothing.
+func Header(f Format) []byte {
+	if f != CSV {
+		return nil
+	}
+	return NewEncoder(CSV).Header()
+}

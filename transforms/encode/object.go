@@ -14,7 +14,12 @@ type ObjectSpec struct {
 	Bucket string `yaml:"bucket" json:"bucket"`
 	Prefix string `yaml:"prefix" json:"prefix"`
 	Format Format `yaml:"format" json:"format"`
+	// MaxConcurrentUploads bounds this integration's uploads in flight in one worker.
+	MaxConcurrentUploads int `yaml:"max_concurrent_uploads" json:"max_concurrent_uploads"`
 }
+
+// DefaultMaxConcurrentUploads is the per-integration, per-worker upload bound.
+const DefaultMaxConcurrentUploads = 4
 
 // Validate fills defaults and records every problem under path.
 func (o *ObjectSpec) Validate(p *configkit.Problems, path string) {
@@ -30,6 +35,12 @@ func (o *ObjectSpec) Validate(p *configkit.Problems, path string) {
 		o.Format = NDJSON
 	}
 	configkit.CheckOneOf(p, path+".format", string(o.Format), Formats...)
+	if o.MaxConcurrentUploads == 0 {
+		o.MaxConcurrentUploads = DefaultMaxConcurrentUploads
+	}
+	if o.MaxConcurrentUploads < 0 {
+		p.Addf(path+".max_concurrent_uploads", "must be >= 1; got %d", o.MaxConcurrentUploads)
+	}
 }
 
 func validBucket(b string) bool {

@@ -9,7 +9,8 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/io/amplitudeio"
-	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/io/objectio"
+	_ "github.com/outflow/outflow/io/s3io" // registers the s3 store
 	"github.com/outflow/outflow/io/segmentio"
 	"github.com/outflow/outflow/io/webhookio"
 	"github.com/outflow/outflow/transforms/encode"
@@ -31,8 +32,8 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 		windowed := windowing.Fixed(s, g.Window, routeTo(s, config.Targets(g.Integrations)))
 		targets := config.DeliveryTargets(cfg, g.Integrations)
 		switch g.Type {
-		case config.S3:
-			s3io.Write(s, S3Configs(g.Integrations), encode.Objects(s, g.Format, windowed))
+		case config.S3, config.GCS:
+			objectio.Write(s, config.ObjectTargets(g.Integrations), encode.Objects(s, g.Format, windowed))
 		case config.Amplitude:
 			dead = append(dead, amplitudeio.Write(s, targets, windowed))
 		case config.Segment:
@@ -55,15 +56,4 @@ func Unsupported(cfg *config.Config) []string {
 		}
 	}
 	return out
-}
-
-// S3Configs maps S3 integrations to their sections.
-func S3Configs(ints []config.Integration) map[string]s3io.Config {
-	m := map[string]s3io.Config{}
-	for _, in := range ints {
-		if in.S3 != nil {
-			m[in.ID] = *in.S3
-		}
-	}
-	return m
 }

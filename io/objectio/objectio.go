@@ -1,0 +1,189 @@
+// Package objectio is the object-store core shared by the S3 and GCS sinks: it names
+// each (integration, window, shard) chunk's object, finishes it (one copy of each
+// impression, the format's header) and uploads it, several at once. A store package
+// holds only its client and upload.
+package objectio
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	beamwindow "github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/transforms/encode"
+	"github.com/outflow/outflow/transforms/route"
+)
+
+func init() {
+	register.DoFn4x1[context.Context, beam.Window, string, encode.Chunk, error](&writeFn{})
+}
+
+// Store uploads objects to one bucket.
+type Store interface {
+	// Put stores the object at key, reading body to its end.
+	Put(ctx context.Context, key, contentType string, body io.Reader) error
+	// Where names an object for messages: s3://bucket/key, gs://bucket/key.
+	Where(key string) string
+}
+
+// Factory builds a store from its configuration section, as JSON.
+type Factory func(ctx context.Context, settings json.RawMessage) (Store, error)
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Factory{}
+)
+
+// Register makes a store kind available to Write; store packages call it from init.
+func Register(kind string, f Factory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[kind]; dup {
+		panic("objectio: store kind registered twice: " + kind)
+	}
+	registry[kind] = f
+}
+
+// NewStore builds a registered store from its settings.
+func NewStore(ctx context.Context, kind string, settings json.RawMessage) (Store, error) {
+	registryMu.RLock()
+	f, ok := registry[kind]
+	var kinds []string
+	for k := range registry {
+		kinds = append(kinds, k)
+	}
+	registryMu.RUnlock()
+	if !ok {
+		sort.Strings(kinds)
+		return nil, fmt.Errorf("objectio: no store of kind %q (known: %v)", kind, kinds)
+	}
+	return f(ctx, settings)
+}
+
+// Target is one object store integration as the core sees it.
+type Target struct {
+	ID   string            `json:"id"`
+	Kind string            `json:"kind"`
+	Spec encode.ObjectSpec `json:"spec"`
+	// Settings is the store's own configuration section, as JSON.
+	Settings json.RawMessage `json:"settings"`
+}
+
+// Write stores each chunk as the data object of its integration, window and shard
+// (CONTRACT §4). Uploads run concurrently, at most Spec.MaxConcurrentUploads per
+// integration, and all finish before the bundle does.
+//
+// In: PCollection<KV<string, encode.Chunk>> keyed by route.Key, from encode.Objects.
+func Write(s beam.Scope, targets []Target, chunks beam.PCollection) {
+	s = s.Scope("objectio.Write")
+	beam.ParDo0(s, &writeFn{Targets: targets}, chunks)
+}
+
+type writeFn struct {
+	Targets []Target `json:"targets"`
+
+	dests   map[string]*dest
+	uploads *errgroup.Group
+	ctx     context.Context // the uploads' context, cancelled when the bundle ends
+	cancel  context.CancelFunc
+
+	mu     sync.Mutex
+	stored []stored // uploads done in this bundle, counted in FinishBundle
+}
+
+// dest is one integration's store, upload slots and metrics.
+type dest struct {
+	Target
+	store  Store
+	slots  chan struct{}
+	header []byte
+
+	impressions, duplicates, delivered, objects, bytes beam.Counter
+}
+
+// stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
+type stored struct {
+	d    *dest
+	data encode.Data
+}
+
+func (fn *writeFn) Setup(ctx context.Context) error {
+	fn.dests = map[string]*dest{}
+	for _, t := range fn.Targets {
+		store, err := NewStore(ctx, t.Kind, t.Settings)
+		if err != nil {
+			return fmt.Errorf("integration %q: %w", t.ID, err)
+		}
+		fn.dests[t.ID] = &dest{
+			Target:      t,
+			store:       store,
+			slots:       make(chan struct{}, max(1, t.Spec.MaxConcurrentUploads)),
+			header:      encode.Header(t.Spec.Format),
+			impressions: beam.NewCounter(t.ID, metricname.Impressions),
+			duplicates:  beam.NewCounter(t.ID, metricname.Duplicates),
+			delivered:   beam.NewCounter(t.ID, metricname.Delivered),
+			objects:     beam.NewCounter(t.ID, metricname.Objects),
+			bytes:       beam.NewCounter(t.ID, metricname.Bytes),
+		}
+	}
+	return nil
+}
+
+func (fn *writeFn) StartBundle(ctx context.Context) {
+	fn.ctx, fn.cancel = context.WithCancel(ctx)
+	fn.uploads, fn.ctx = errgroup.WithContext(fn.ctx)
+}
+
+func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string, c encode.Chunk) error {
+	id, shard := route.SplitKey(key)
+	d, ok := fn.dests[id]
+	if !ok {
+		return fmt.Errorf("objectio: no target for integration %q", id)
+	}
+	iw := w.(beamwindow.IntervalWindow)
+	objKey := d.Spec.Key(id, iw.Start.ToTime(), iw.End.ToTime(), shard)
+	data, err := c.Finish(d.header)
+	if err != nil {
+		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
+	}
+	d.impressions.Inc(ctx, int64(data.Records))
+	d.duplicates.Inc(ctx, int64(data.Duplicates))
+	fn.uploads.Go(func() error {
+		select {
+		case d.slots <- struct{}{}:
+		case <-fn.ctx.Done():
+			return fn.ctx.Err()
+		}
+		defer func() { <-d.slots }()
+		if err := d.store.Put(fn.ctx, objKey, d.Spec.Format.ContentType(), data.Reader()); err != nil {
+			return fmt.Errorf("put %s: %w", d.store.Where(objKey), err)
+		}
+		fn.mu.Lock()
+		fn.stored = append(fn.stored, stored{d, encode.Data{Records: data.Records, Bytes: data.Bytes}})
+		fn.mu.Unlock()
+		return nil
+	})
+	return nil
+}
+
+// FinishBundle waits for the bundle's uploads: a bundle is done only when its
+// objects are stored.
+func (fn *writeFn) FinishBundle(ctx context.Context) error {
+	defer fn.cancel()
+	err := fn.uploads.Wait()
+	for _, st := range fn.stored {
+		st.d.delivered.Inc(ctx, int64(st.data.Records))
+		st.d.objects.Inc(ctx, 1)
+		st.d.bytes.Inc(ctx, st.data.Bytes)
+	}
+	fn.stored = nil
+	return err
+}
