@@ -32,6 +32,7 @@ func AppendBinary(b []byte, imp Impression) []byte {
 	b = binary.AppendUvarint(b, imp.Origin)
 	b = binary.AppendVarint(b, imp.Time)
 	b = binary.AppendVarint(b, imp.SplitVersionNumber)
+	b = binary.AppendVarint(b, imp.ReceivedAt)
 	for _, s := range imp.strings() {
 		b = binary.AppendUvarint(b, uint64(len(*s)))
 		b = append(b, *s...)
@@ -75,6 +76,10 @@ func decode(b []byte) (imp Impression, n int, err error) {
 	}
 	b = b[k:]
 	if imp.SplitVersionNumber, k = binary.Varint(b); k <= 0 {
+		return imp, 0, errCorrupt
+	}
+	b = b[k:]
+	if imp.ReceivedAt, k = binary.Varint(b); k <= 0 {
 		return imp, 0, errCorrupt
 	}
 	b = b[k:]

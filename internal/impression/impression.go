@@ -32,6 +32,9 @@ type Impression struct {
 	// "first seen" that CONTRACT §1 keeps. It is (source file hash << 32 | line), so
 	// within one file the earliest line wins.
 	Origin uint64
+	// ReceivedAt is when outflow read the impression, Unix ms (Parquet's
+	// receptionTimestamp).
+	ReceivedAt int64
 }
 
 // namespace is the UUIDv5 namespace of impression ids (CONTRACT §1).

@@ -119,6 +119,7 @@ func TestParseInvalid(t *testing.T) {
 func TestBinaryRoundTrip(t *testing.T) {
 	imp, _ := Parse([]byte(sample))
 	imp.Origin = 1<<40 | 17
+	imp.ReceivedAt = 1767225700000
 	b, _ := Marshal(imp)
 	got, err := Unmarshal(b)
 	if err != nil || got != imp {

@@ -92,6 +92,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	h.Write([]byte(f.Path))
 	origin := h.Sum64() << 32
 	var valid, last uint64
+	received := time.Now().UnixMilli()
 	err := parseFile(ctx, f.Path, func(line uint64, raw []byte, p parsed) {
 		last = line
 		var ie *impression.InvalidError
@@ -112,6 +113,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		}
 		valid++
 		imp.Origin = origin | line&0xFFFFFFFF
+		imp.ReceivedAt = received
 		emit(mtime.FromMilliseconds(imp.Time), imp)
 	})
 	fn.valid.Inc(ctx, int64(valid))

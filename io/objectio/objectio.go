@@ -102,17 +102,16 @@ type writeFn struct {
 // dest is one integration's store, upload slots and metrics.
 type dest struct {
 	Target
-	store  Store
-	slots  chan struct{}
-	header []byte
+	store Store
+	slots chan struct{}
 
 	impressions, duplicates, delivered, objects, bytes beam.Counter
 }
 
 // stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
 type stored struct {
-	d    *dest
-	data encode.Data
+	d   *dest
+	obj *encode.Object
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -126,7 +125,6 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 			Target:      t,
 			store:       store,
 			slots:       make(chan struct{}, max(1, t.Spec.MaxConcurrentUploads)),
-			header:      encode.Header(t.Spec.Format),
 			impressions: beam.NewCounter(t.ID, metricname.Impressions),
 			duplicates:  beam.NewCounter(t.ID, metricname.Duplicates),
 			delivered:   beam.NewCounter(t.ID, metricname.Delivered),
@@ -150,12 +148,12 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	}
 	iw := w.(beamwindow.IntervalWindow)
 	objKey := d.Spec.Key(id, iw.Start.ToTime(), iw.End.ToTime(), shard)
-	data, err := c.Finish(d.header)
+	obj, err := encode.FinishObject(c, d.Spec.Format)
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
 	}
-	d.impressions.Inc(ctx, int64(data.Records))
-	d.duplicates.Inc(ctx, int64(data.Duplicates))
+	d.impressions.Inc(ctx, int64(obj.Records))
+	d.duplicates.Inc(ctx, int64(obj.Duplicates))
 	fn.uploads.Go(func() error {
 		select {
 		case d.slots <- struct{}{}:
@@ -163,11 +161,14 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 			return fn.ctx.Err()
 		}
 		defer func() { <-d.slots }()
-		if err := d.store.Put(fn.ctx, objKey, d.Spec.Format.ContentType(), data.Reader()); err != nil {
+		body := obj.Open()
+		err := d.store.Put(fn.ctx, objKey, d.Spec.Format.ContentType(), body)
+		body.Close()
+		if err != nil {
 			return fmt.Errorf("put %s: %w", d.store.Where(objKey), err)
 		}
 		fn.mu.Lock()
-		fn.stored = append(fn.stored, stored{d, encode.Data{Records: data.Records, Bytes: data.Bytes}})
+		fn.stored = append(fn.stored, stored{d, obj})
 		fn.mu.Unlock()
 		return nil
 	})
@@ -180,9 +181,9 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	defer fn.cancel()
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
-		st.d.delivered.Inc(ctx, int64(st.data.Records))
+		st.d.delivered.Inc(ctx, int64(st.obj.Records))
 		st.d.objects.Inc(ctx, 1)
-		st.d.bytes.Inc(ctx, st.data.Bytes)
+		st.d.bytes.Inc(ctx, st.obj.Bytes())
 	}
 	fn.stored = nil
 	return err

@@ -123,7 +123,7 @@ func (in sampleInput) want(cfg config.Integration, since, until time.Time) map[[
 	return out
 }
 
-var objectName = regexp.MustCompile(`^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3})\.(ndjson|csv)\.gz$`)
+var objectName = regexp.MustCompile(`^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3})\.(ndjson|csv|parquet)(\.gz)?$`)
 
 // delivered reads every data object of an integration and checks its name against
 // its contents: the right integration, each record inside the object's window and
@@ -201,7 +201,7 @@ const sampleGlob = "../../testdata/sample/*"
 
 func TestBackfillToS3(t *testing.T) {
 	s3 := testenv.NewS3(t)
-	bucketA, bucketB := s3.Bucket(t), s3.Bucket(t)
+	bucketA, bucketB, bucketC := s3.Bucket(t), s3.Bucket(t), s3.Bucket(t)
 	deadLetter := t.TempDir()
 	cfgPath := writeConfig(t, fmt.Sprintf(`
 dead_letter: %[1]s
@@ -223,7 +223,12 @@ integrations:
     type: s3
     splits: [dark_mode, search_v2]
     s3: {bucket: %[3]s, endpoint: %[4]s}
-`, deadLetter, bucketA, bucketB, s3.Endpoint))
+  - id: initech-parquet
+    tenant: initech
+    type: s3
+    window: 30m
+    s3: {bucket: %[5]s, prefix: schema-v1, endpoint: %[4]s, format: parquet}
+`, deadLetter, bucketA, bucketB, s3.Endpoint, bucketC))
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,11 @@ package encode
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"strings"
 	"testing"
+
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/outflow/outflow/internal/impression"
 )
@@ -137,5 +141,65 @@ func TestUnmarshalChunkRefusesCorruption(t *testing.T) {
 		if _, err := unmarshalChunk(b[:i]); err == nil {
 			t.Errorf("truncated to %d of %d bytes: no error", i, len(b))
 		}
+	}
+}
+
+func TestParquetObject(t *testing.T) {
+	first := imp("user-1", 100, 5, "first")
+	first.ReceivedAt = 1767225999000
+	later := imp("user-1", 100, 9, "later")
+	var many []impression.Impression
+	for i := range 3000 {
+		many = append(many, imp(fmt.Sprintf("u-%d", i), int64(i), uint64(100+i), "m"))
+	}
+	c := build(t, Parquet, append(many, later), []impression.Impression{first})
+	o, err := FinishObject(c, Parquet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Records != 3001 || o.Duplicates != 1 {
+		t.Fatalf("object holds %d records, %d duplicates", o.Records, o.Duplicates)
+	}
+	body := o.Open()
+	b, err := io.ReadAll(body)
+	body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Bytes() != int64(len(b)) || string(b[:4]) != "PAR1" {
+		t.Fatalf("%d bytes counted, %d read, magic %q", o.Bytes(), len(b), b[:4])
+	}
+	rows, err := ReadParquet(b)
+	if err != nil || len(rows) != 3001 {
+		t.Fatalf("read %d rows: %v", len(rows), err)
+	}
+	for _, r := range rows {
+		if r.Key == "user-1" && (r.MachineName != "first" || r.ReceptionTimestamp != 1767225999000 || r.SplitName != "s" || r.Timestamp != 100) {
+			t.Errorf("row %+v: want the first copy seen, with its reception time", r)
+		}
+	}
+	// A reader that stops early does not leave the writer behind.
+	o2, _ := FinishObject(c, Parquet)
+	r := o2.Open()
+	r.Read(make([]byte, 10))
+	r.Close()
+}
+
+func TestParquetColumns(t *testing.T) {
+	schema := parquet.SchemaOf(ParquetRow{})
+	var names []string
+	for _, f := range schema.Fields() {
+		names = append(names, f.Name())
+		if f.Name() == "splitVersion" || f.Name() == "timestamp" || f.Name() == "receptionTimestamp" {
+			if f.Type().Kind() != parquet.Int64 {
+				t.Errorf("%s is %v, want INT64", f.Name(), f.Type())
+			}
+		} else if f.Type().Kind() != parquet.ByteArray || f.Type().LogicalType() == nil || f.Type().LogicalType().String() != "STRING" {
+			t.Errorf("%s is %v, want a UTF-8 byte array", f.Name(), f.Type())
+		}
+	}
+	want := "key label treatment splitName splitVersion environmentId trafficTypeId sdk sdkVersion timestamp receptionTimestamp environmentName bucketingKey machineName machineIp properties"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("columns\n%s\nwant\n%s", got, want)
 	}
 }

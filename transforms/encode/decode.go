@@ -12,9 +12,21 @@ import (
 	"github.com/klauspost/compress/gzip"
 )
 
-// ReadObject decodes a gzip NDJSON or CSV data object back into records, for tests
-// and for checking what a destination holds.
+// ReadObject decodes a data object back into records, for tests and for checking
+// what a destination holds.
 func ReadObject(r io.Reader, f Format) ([]Record, error) {
+	if f == Parquet {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := ReadParquet(b)
+		recs := make([]Record, len(rows))
+		for i := range rows {
+			recs[i] = rows[i].Record()
+		}
+		return recs, err
+	}
 	zr, err := gzip.NewReader(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode: not gzip: %w", err)

@@ -15,8 +15,8 @@ const (
 	Binary Format = "binary"
 )
 
-// Formats lists the formats this version can write, for config validation.
-var Formats = []string{string(NDJSON), string(CSV)}
+// Formats lists the formats object stores write, for config validation.
+var Formats = []string{string(NDJSON), string(CSV), string(Parquet)}
 
 // Ext is the file name extension of a data object in format f.
 func (f Format) Ext() string {

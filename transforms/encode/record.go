@@ -61,7 +61,7 @@ func NewEncoder(f Format) *Encoder {
 	case CSV:
 		e.csv = csv.NewWriter(&e.buf)
 		e.row = make([]string, len(Columns))
-	case Binary:
+	case Binary, Parquet: // impressions, written out when the object is finished
 	default:
 		panic("encode: no record encoder for format " + string(f))
 	}
@@ -81,7 +81,7 @@ func (e *Encoder) Header() []byte {
 
 // Append appends imp, with its line end, to dst.
 func (e *Encoder) Append(dst []byte, imp *impression.Impression) []byte {
-	if e.format == Binary {
+	if e.format == Binary || e.format == Parquet {
 		return impression.AppendBinary(dst, *imp)
 	}
 	e.buf.Reset()

@@ -1,0 +1,146 @@
+package gcsio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/option"
+
+	"github.com/outflow/outflow/io/objectio"
+)
+
+// Kind names GCS integrations in object-store targets and configuration.
+const Kind = "gcs"
+
+func init() { objectio.Register(Kind, newStore) }
+
+// chunkSize is how much of an object goes up per request. A smaller object goes up
+// in one request; a larger one as a resumable upload, chunk by chunk, each chunk
+// buffered (and retried) on its own.
+const chunkSize = 8 << 20
+
+// NewClient returns a GCS client for cfg: credentials from Application Default
+// Credentials; with an endpoint, or with STORAGE_EMULATOR_HOST set, an
+// unauthenticated client of that server. Reads use the JSON API, which emulators
+// serve (fake-gcs-server serves the XML API only on its public host).
+//
+// Transient errors are retried with backoff, uploads included: object names are
+// deterministic, so repeating an upload rewrites the same object.
+func NewClient(ctx context.Context, cfg Config) (*storage.Client, error) {
+	opts := []option.ClientOption{storage.WithJSONReads()}
+	if cfg.Endpoint != "" {
+		ep, err := apiEndpoint(cfg.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, option.WithEndpoint(ep), option.WithoutAuthentication())
+	}
+	client, err := storage.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("gcsio: new client: %w", err)
+	}
+	client.SetRetry(
+		storage.WithPolicy(storage.RetryAlways),
+		storage.WithMaxAttempts(6),
+		storage.WithBackoff(gax.Backoff{Initial: time.Second, Max: 20 * time.Second, Multiplier: 2}),
+	)
+	return client, nil
+}
+
+// apiEndpoint returns the JSON API URL of a server: the endpoint as given if it has a
+// path, else its /storage/v1/.
+func apiEndpoint(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("gcsio: endpoint %q is not an http(s) URL", redact(endpoint))
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/storage/v1/"
+	} else if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	return u.String(), nil
+}
+
+// redact drops any user information from an endpoint, for messages.
+func redact(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	u.User = nil
+	return u.String()
+}
+
+// store uploads to one GCS bucket.
+type store struct {
+	bucket string
+	handle *storage.BucketHandle
+}
+
+func newStore(ctx context.Context, settings json.RawMessage) (objectio.Store, error) {
+	var cfg Config
+	if err := json.Unmarshal(settings, &cfg); err != nil {
+		return nil, fmt.Errorf("gcsio: settings: %w", err)
+	}
+	client, err := NewClient(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &store{bucket: cfg.Bucket, handle: client.Bucket(cfg.Bucket)}, nil
+}
+
+// Put streams body to the object. The object exists, whole, only once Close has
+// succeeded; an upload that fails part way leaves nothing behind.
+func (s *store) Put(ctx context.Context, key, contentType string, body io.Reader) error {
+	// Cancelling the writer's context is how an upload is abandoned.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := s.handle.Object(key).NewWriter(ctx)
+	w.ContentType = contentType
+	w.ChunkSize = chunkSize
+	w.ChunkRetryDeadline = time.Minute
+	if _, err := io.Copy(w, body); err != nil {
+		cancel()
+		w.Close()
+		return fmt.Errorf("gcsio: upload %s: %w", s.Where(key), err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("gcsio: upload %s: %w", s.Where(key), err)
+	}
+	return nil
+}
+
+func (s *store) Where(key string) string { return "gs://" + s.bucket + "/" + key }
+
+// Check verifies, before a job starts, that the integration's bucket is reachable, so
+// a wrong endpoint, bucket or credential fails fast with a clear message.
+func Check(ctx context.Context, id string, cfg Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	client, err := NewClient(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("integration %q: %w", id, err)
+	}
+	defer client.Close()
+	_, err = client.Bucket(cfg.Bucket).Retryer(storage.WithMaxAttempts(2)).Attrs(ctx)
+	if err == nil {
+		return nil
+	}
+	where := "gs://" + cfg.Bucket
+	if cfg.Endpoint != "" {
+		where += " at " + redact(cfg.Endpoint)
+	}
+	if errors.Is(err, storage.ErrBucketNotExist) {
+		return fmt.Errorf("integration %q: bucket %s does not exist: %w", id, where, err)
+	}
+	return fmt.Errorf("integration %q: bucket %s is not reachable: %w", id, where, err)
+}
