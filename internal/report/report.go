@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/metricname"
@@ -27,6 +28,9 @@ type Report struct {
 	Replayed   int64  `json:"replayed,omitempty"` // replay: dead-letter records delivered again
 	Kept       int64  `json:"kept,omitempty"`     // replay: records it could not deliver, written back
 	DeadLetter string `json:"dead_letter"`        // where invalid and undeliverable records went
+
+	// Jobs are a backfill's independent Beam jobs, in the order they were planned.
+	Jobs []Job `json:"jobs,omitempty"`
 
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
@@ -59,12 +63,41 @@ type Integration struct {
 	Delay *Delay `json:"delay_ms,omitempty"`
 }
 
+// Job is one of a backfill's Beam jobs: some integrations over a time slice.
+type Job struct {
+	ID           string    `json:"id"`
+	Integrations []string  `json:"integrations"`
+	From         time.Time `json:"from,omitzero"` // unbounded when absent
+	Until        time.Time `json:"until,omitzero"`
+	Estimate     int64     `json:"estimated_impressions"`
+	// Status is done, dead_lettered, failed, skipped (done by an earlier run) or not_run.
+	Status   string    `json:"status"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	Seconds  float64   `json:"seconds,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
 // Delay summarizes the delivery delay distribution, in milliseconds.
 type Delay struct {
 	Count int64 `json:"count"`
 	Min   int64 `json:"min"`
 	Mean  int64 `json:"mean"`
 	Max   int64 `json:"max"`
+	sum   int64
+}
+
+func (d *Delay) add(v metrics.DistributionValue) {
+	if v.Count == 0 {
+		return
+	}
+	if d.Count == 0 || v.Min < d.Min {
+		d.Min = v.Min
+	}
+	d.Max = max(d.Max, v.Max)
+	d.Count += v.Count
+	d.sum += v.Sum
+	d.Mean = d.sum / d.Count
 }
 
 // New returns a report of cfg's integrations with every count at zero.
@@ -80,50 +113,51 @@ func New(cfg *config.Config, started time.Time) *Report {
 	return r
 }
 
-// AddMetrics fills the counts from a finished job's committed metrics.
+// AddMetrics adds a finished job's committed metrics to the counts; a backfill made
+// of several jobs calls it once for each.
 func (r *Report) AddMetrics(res beam.PipelineResult) {
 	if res == nil {
 		return
 	}
+	all := res.Metrics().AllMetrics()
 	sum := map[[2]string]int64{} // namespace, name -> total over steps
-	for _, c := range res.Metrics().AllMetrics().Counters() {
+	for _, c := range all.Counters() {
 		sum[[2]string{c.Namespace(), c.Name()}] += c.Result()
 	}
-	delays := map[string]Delay{}
-	for _, d := range res.Metrics().AllMetrics().Distributions() {
-		if d.Name() != metricname.DelayMs {
-			continue
-		}
-		v, cur := d.Result(), delays[d.Namespace()]
-		if cur.Count == 0 || v.Min < cur.Min {
-			cur.Min = v.Min
-		}
-		cur.Max = max(cur.Max, v.Max)
-		cur.Mean += v.Sum // a sum until divided below
-		cur.Count += v.Count
-		delays[d.Namespace()] = cur
-	}
-	rates := map[string]int64{}
-	for _, g := range res.Metrics().AllMetrics().Gauges() {
-		if g.Name() == metricname.RateLimit {
-			rates[g.Namespace()] = g.Result().Value
-		}
-	}
 	job := func(name string) int64 { return sum[[2]string{metricname.Job, name}] }
-	r.Lines, r.InvalidLines = job(metricname.Lines), job(metricname.InvalidLines)
-	r.Filtered, r.FileErrors = job(metricname.Filtered), job(metricname.FileErrors)
-	r.Replayed, r.Kept = job(metricname.Replayed), job(metricname.Kept)
+	r.Lines += job(metricname.Lines)
+	r.InvalidLines += job(metricname.InvalidLines)
+	r.Filtered += job(metricname.Filtered)
+	r.FileErrors += job(metricname.FileErrors)
+	r.Replayed += job(metricname.Replayed)
+	r.Kept += job(metricname.Kept)
+	byID := map[string]*Integration{}
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
+		byID[in.ID] = in
 		get := func(name string) int64 { return sum[[2]string{in.ID, name}] }
-		in.Impressions, in.Delivered, in.DeadLettered = get(metricname.Impressions), get(metricname.Delivered), get(metricname.DeadLettered)
-		in.Requests, in.Throttled, in.Retries = get(metricname.Requests), get(metricname.Throttled), get(metricname.Retries)
-		in.Duplicates, in.Objects, in.Bytes = get(metricname.Duplicates), get(metricname.Objects), get(metricname.Bytes)
-		if d, ok := delays[in.ID]; ok && d.Count > 0 {
-			d.Mean /= d.Count
-			in.Delay = &d
+		in.Impressions += get(metricname.Impressions)
+		in.Delivered += get(metricname.Delivered)
+		in.DeadLettered += get(metricname.DeadLettered)
+		in.Requests += get(metricname.Requests)
+		in.Throttled += get(metricname.Throttled)
+		in.Retries += get(metricname.Retries)
+		in.Duplicates += get(metricname.Duplicates)
+		in.Objects += get(metricname.Objects)
+		in.Bytes += get(metricname.Bytes)
+	}
+	for _, d := range all.Distributions() {
+		if in := byID[d.Namespace()]; in != nil && d.Name() == metricname.DelayMs {
+			if in.Delay == nil {
+				in.Delay = &Delay{}
+			}
+			in.Delay.add(d.Result())
 		}
-		in.RateLimit = float64(rates[in.ID]) / 1000
+	}
+	for _, g := range all.Gauges() {
+		if in := byID[g.Namespace()]; in != nil && g.Name() == metricname.RateLimit {
+			in.RateLimit = float64(g.Result().Value) / 1000
+		}
 	}
 }
 

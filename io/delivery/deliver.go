@@ -22,6 +22,7 @@ import (
 
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
 )
 
@@ -378,6 +379,7 @@ func (st *drainState) partial(d *dest, b Batch, o Outcome, pause time.Duration) 
 
 func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 	d.delivered.Inc(st.ctx, int64(len(imps)))
+	progress.Add(progress.DoneKey(d.ID), int64(len(imps)))
 	for i := range imps {
 		d.delay.Update(st.ctx, st.now.UnixMilli()-imps[i].Time)
 	}
@@ -385,6 +387,7 @@ func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 
 func (st *drainState) deadLetter(d *dest, b *Batch, status int, reason string) {
 	d.deadLettered.Inc(st.ctx, int64(len(b.Imps)))
+	progress.Add(progress.DoneKey(d.ID), int64(len(b.Imps)))
 	for i := range b.Imps {
 		st.dead(deadletterio.Undeliverable(d.ID, &b.Imps[i], status, b.Attempts, reason, b.ID))
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
 )
 
@@ -37,6 +38,7 @@ func init() {
 
 type readOption struct {
 	since, until time.Time
+	progress     string
 }
 
 // ReadOptionFn configures Read.
@@ -47,6 +49,10 @@ func Since(t time.Time) ReadOptionFn { return func(o *readOption) { o.since = t 
 
 // Until keeps impressions before t.
 func Until(t time.Time) ReadOptionFn { return func(o *readOption) { o.until = t } }
+
+// Progress counts the lines read under key in package progress, for a launcher that
+// shows how far a job has come.
+func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress = key } }
 
 // Read reads the impression files matching glob (local, s3:// or gs://; names ending
 // in .gz are gunzipped). Valid impressions come out timestamped with their event time;
@@ -60,7 +66,7 @@ func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.P
 	for _, opt := range opts {
 		opt(&o)
 	}
-	fn := &readFn{}
+	fn := &readFn{Progress: o.progress}
 	if !o.since.IsZero() {
 		fn.Since = o.since.UnixMilli()
 	}
@@ -73,8 +79,9 @@ func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.P
 
 // readFn reads one file per element. Since and Until are Unix ms; 0 means unbounded.
 type readFn struct {
-	Since int64 `json:"since"`
-	Until int64 `json:"until"`
+	Since    int64  `json:"since"`
+	Until    int64  `json:"until"`
+	Progress string `json:"progress,omitempty"`
 
 	lines, invalid, filtered, valid, fileErrors beam.Counter
 }
@@ -94,6 +101,9 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	var valid, last uint64
 	received := time.Now().UnixMilli()
 	err := parseFile(ctx, f.Path, func(line uint64, raw []byte, p parsed) {
+		if line%4096 == 0 {
+			progress.Add(fn.Progress, 4096)
+		}
 		last = line
 		var ie *impression.InvalidError
 		switch {
@@ -117,6 +127,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		emit(mtime.FromMilliseconds(imp.Time), imp)
 	})
 	fn.valid.Inc(ctx, int64(valid))
+	progress.Add(fn.Progress, int64(last%4096))
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

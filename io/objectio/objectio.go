@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 )
@@ -182,6 +183,7 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
 		st.d.delivered.Inc(ctx, int64(st.obj.Records))
+		progress.Add(progress.DoneKey(st.d.ID), int64(st.obj.Records))
 		st.d.objects.Inc(ctx, 1)
 		st.d.bytes.Inc(ctx, st.obj.Bytes())
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -38,9 +39,16 @@ var (
 	since      = flag.String("since", "", "deliver only impressions at or after this time (RFC 3339)")
 	until      = flag.String("until", "", "deliver only impressions before this time (RFC 3339)")
 	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
+
+	planOnly     = flag.Bool("plan", false, "print the plan (jobs, estimated sizes, order) and exit")
+	parallelJobs = flag.Int("parallel-jobs", 2, "jobs to run at once")
+	slice        = flag.Duration("slice", 24*time.Hour, "time slice of a job (UTC-aligned); 0: the whole range in one")
+	jobsBy       = flag.String("jobs-by", "group", "group: one job per group of integrations sharing a type, window and format; integration: one job per integration")
+	restart      = flag.Bool("restart", false, "ignore what an earlier run of the same backfill finished, and do it all")
 )
 
-const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE] [runner flags]"
+const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]\n" +
+	"                [--plan] [--parallel-jobs N] [--slice DURATION] [--jobs-by group|integration] [--restart] [runner flags]"
 
 func main() { os.Exit(run()) }
 
@@ -61,30 +69,56 @@ func run() int {
 	defer stop()
 	rep := report.New(cfg, time.Now())
 	code, err := execute(ctx, log, cfg, opts, rep)
+	if *planOnly && err == nil {
+		return code
+	}
 	return job.End("backfill", rep, code, err, *reportPath)
 }
 
-// execute checks the input and destinations, then builds and runs the pipeline.
-func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, opts []impressionio.ReadOptionFn, rep *report.Report) (int, error) {
+// execute checks the input and destinations, plans the jobs, and runs them.
+func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOptions, rep *report.Report) (int, error) {
 	files, err := matchInput(ctx, *input)
 	if err != nil {
 		return job.ExitUsage, err
 	}
-	if err := checkDestinations(ctx, cfg); err != nil {
+	if !*planOnly {
+		if err := checkDestinations(ctx, cfg); err != nil {
+			return job.ExitFailed, err
+		}
+	}
+	jobs, lines, err := makePlan(ctx, cfg, files, o)
+	if err != nil {
 		return job.ExitFailed, err
 	}
-	log.Info("backfill starting", "files", files, "integrations", len(cfg.Integrations), "dead_letter", cfg.DeadLetter)
-
-	p := pipeline(cfg, *input, opts)
-	res, err := runners.Run(ctx, p)
-	rep.AddMetrics(res)
-	switch {
-	case err != nil:
-		return job.ExitFailed, job.Failure(ctx, err)
-	case rep.DeadLettered() > 0:
-		return job.ExitDeadLettered, nil
+	if *planOnly {
+		printPlan(os.Stdout, jobs, len(files), lines, o)
+		return job.ExitOK, nil
 	}
-	return job.ExitOK, nil
+
+	st := &state{Done: map[string]doneJob{}}
+	st.path = statePath(cfg.DeadLetter, mustRead(*configPath), *input, *since, *until, slice.String(), *jobsBy)
+	if !*restart {
+		if st, err = loadState(ctx, st.path); err != nil {
+			return job.ExitFailed, err
+		}
+	}
+	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
+		"estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
+	return runPlan(ctx, log, cfg, *input, jobs, *parallelJobs, st, rep, lines)
+}
+
+// printPlan shows the jobs in the order they would run.
+func printPlan(w io.Writer, jobs []planJob, files int, lines int64, o planOptions) {
+	fmt.Fprintf(w, "plan: %d jobs over %d files (~%d lines), slices of %v, %d at a time, largest first\n",
+		len(jobs), files, lines, o.Slice, *parallelJobs)
+	for i, j := range jobs {
+		fmt.Fprintf(w, "%3d  %-60s ~%d impressions\n", i+1, j.ID, j.Estimate)
+	}
+}
+
+func mustRead(path string) string {
+	b, _ := os.ReadFile(path) // read once already by config.Load
+	return string(b)
 }
 
 // pipeline is the backfill's Beam graph: read, then route, window and write to each
@@ -100,8 +134,8 @@ func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn)
 	return p
 }
 
-// readFlags checks the flags and returns the read options they ask for.
-func readFlags() ([]impressionio.ReadOptionFn, []string) {
+// readFlags checks the flags and returns the plan they ask for.
+func readFlags() (planOptions, []string) {
 	var problems []string
 	if flag.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected arguments: %q", flag.Args()))
@@ -109,7 +143,6 @@ func readFlags() ([]impressionio.ReadOptionFn, []string) {
 	if *input == "" {
 		problems = append(problems, "--input is required")
 	}
-	var opts []impressionio.ReadOptionFn
 	var from, to time.Time
 	for _, f := range []struct {
 		name, value string
@@ -125,34 +158,37 @@ func readFlags() ([]impressionio.ReadOptionFn, []string) {
 		}
 		*f.t = t
 	}
-	if !from.IsZero() {
-		opts = append(opts, impressionio.Since(from))
-	}
-	if !to.IsZero() {
-		opts = append(opts, impressionio.Until(to))
-	}
 	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
 		problems = append(problems, "--since must be before --until")
 	}
-	return opts, problems
+	if *parallelJobs < 1 {
+		problems = append(problems, fmt.Sprintf("--parallel-jobs must be at least 1; got %d", *parallelJobs))
+	}
+	if *slice < 0 || (*slice > 0 && *slice < time.Minute) {
+		problems = append(problems, fmt.Sprintf("--slice must be 0 or at least 1m; got %v", *slice))
+	}
+	if *jobsBy != "group" && *jobsBy != "integration" {
+		problems = append(problems, fmt.Sprintf("--jobs-by must be group or integration; got %q", *jobsBy))
+	}
+	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration"}, problems
 }
 
-// matchInput fails when the input glob matches no file: a typo should not look like
-// an empty, successful backfill.
-func matchInput(ctx context.Context, glob string) (int, error) {
+// matchInput lists the input files; it fails when the glob matches none: a typo
+// should not look like an empty, successful backfill.
+func matchInput(ctx context.Context, glob string) ([]string, error) {
 	fs, err := filesystem.New(ctx, glob)
 	if err != nil {
-		return 0, fmt.Errorf("--input %s: %w", glob, err)
+		return nil, fmt.Errorf("--input %s: %w", glob, err)
 	}
 	defer fs.Close()
 	files, err := fs.List(ctx, glob)
 	if err != nil {
-		return 0, fmt.Errorf("--input %s: %w", glob, err)
+		return nil, fmt.Errorf("--input %s: %w", glob, err)
 	}
 	if len(files) == 0 {
-		return 0, fmt.Errorf("--input %s: no files match", glob)
+		return nil, fmt.Errorf("--input %s: no files match", glob)
 	}
-	return len(files), nil
+	return files, nil
 }
 
 // checkDestinations fails fast when a destination cannot be reached, rather than
@@ -171,9 +207,9 @@ func checkDestinations(ctx context.Context, cfg *config.Config) error {
 // runners documents the ones that choose a runner.
 func printUsage() {
 	fmt.Fprintln(os.Stderr, usage)
-	for _, name := range []string{"config", "input", "since", "until", "report"} {
+	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "slice", "jobs-by", "restart"} {
 		f := flag.Lookup(name)
-		fmt.Fprintf(os.Stderr, "  --%-8s %s\n", f.Name, f.Usage)
+		fmt.Fprintf(os.Stderr, "  --%-14s %s\n", f.Name, f.Usage)
 	}
 	fmt.Fprintln(os.Stderr, runners.FlagsHelp)
 }

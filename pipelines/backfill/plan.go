@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/transforms/route"
+	"github.com/outflow/outflow/transforms/windowing"
+)
+
+// A backfill runs as independent Beam jobs, so that a slow destination's job never
+// holds up the others (the incident this project answers: one queue of batch work,
+// one slow job, 36 hours behind). A job is one group of integrations (a type, window
+// and format, as the pipeline groups them; or single integrations with --jobs-by
+// integration) over one time slice. Jobs run largest first, --parallel-jobs at a time.
+
+// planJob is one job of the plan.
+type planJob struct {
+	ID           string
+	Integrations []config.Integration
+	From, Until  time.Time // zero: unbounded
+	Estimate     int64     // impressions expected
+}
+
+// planOptions shape the plan.
+type planOptions struct {
+	From, Until   time.Time     // --since, --until; zero: unbounded
+	Slice         time.Duration // 0: the whole range is one slice
+	ByIntegration bool
+	// SampleBytes bounds how much of each file is read to estimate (uncompressed
+	// bytes); what is not read is extrapolated from what was.
+	SampleBytes int64
+}
+
+// defaultSampleBytes reads small files whole, and the first 4 MiB (about 12,000
+// impressions) of larger ones: enough to see which tenants and hours a file holds.
+const defaultSampleBytes = 4 << 20
+
+// makePlan estimates how many impressions each job will deliver and orders the jobs
+// largest first.
+// It also returns the estimated lines of the whole input.
+func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOptions) ([]planJob, int64, error) {
+	groups := jobGroups(cfg, o.ByIntegration)
+	targets := config.Targets(cfg.Integrations)
+	est := newEstimate()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		g.Go(func() error { return est.sample(gctx, f, targets, o) })
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	var jobs []planJob
+	for _, g := range groups {
+		for _, sl := range timeSlices(o, est.min, est.max) {
+			j := planJob{Integrations: g, From: sl[0], Until: sl[1]}
+			var ids []string
+			for _, in := range g {
+				ids = append(ids, in.ID)
+				j.Estimate += est.count(in.ID, sl[0], sl[1])
+			}
+			j.ID = strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1])
+			jobs = append(jobs, j)
+		}
+	}
+	slices.SortStableFunc(jobs, func(a, b planJob) int { return cmp.Compare(b.Estimate, a.Estimate) })
+	return jobs, int64(est.lines + 0.5), nil
+}
+
+// jobGroups returns the integrations of each job.
+func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
+	var out [][]config.Integration
+	if byIntegration {
+		for _, in := range cfg.Integrations {
+			out = append(out, []config.Integration{in})
+		}
+		return out
+	}
+	for _, g := range windowing.Groups(cfg.Integrations) {
+		out = append(out, g.Integrations)
+	}
+	return out
+}
+
+// timeSlices cuts the range into slices aligned to the slice length (UTC). Without
+// --since (--until), the first (last) slice is unbounded, so impressions beyond the
+// sampled times are still delivered.
+func timeSlices(o planOptions, seenMin, seenMax time.Time) [][2]time.Time {
+	lo, hi := o.From, o.Until
+	if lo.IsZero() {
+		lo = seenMin
+	}
+	if hi.IsZero() {
+		hi = seenMax.Add(time.Millisecond)
+	}
+	if o.Slice <= 0 || lo.IsZero() || !lo.Before(hi) {
+		return [][2]time.Time{{o.From, o.Until}}
+	}
+	var out [][2]time.Time
+	for start := lo.Truncate(o.Slice); start.Before(hi); start = start.Add(o.Slice) {
+		out = append(out, [2]time.Time{maxTime(start, lo), start.Add(o.Slice)})
+	}
+	out[len(out)-1][1] = minTime(out[len(out)-1][1], hi)
+	if o.From.IsZero() {
+		out[0][0] = time.Time{}
+	}
+	if o.Until.IsZero() {
+		out[len(out)-1][1] = time.Time{}
+	}
+	return out
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func sliceName(from, until time.Time) string {
+	f, u := "start", "end"
+	if !from.IsZero() {
+		f = from.UTC().Format("20060102T150405Z")
+	}
+	if !until.IsZero() {
+		u = until.UTC().Format("20060102T150405Z")
+	}
+	return f + "-" + u
+}
+
+// estimate counts sampled impressions per integration and hour.
+type estimate struct {
+	mu       sync.Mutex
+	perHour  map[string]map[int64]float64 // integration -> hour (Unix) -> impressions
+	lines    float64                      // lines of the input
+	min, max time.Time
+}
+
+func newEstimate() *estimate { return &estimate{perHour: map[string]map[int64]float64{}} }
+
+// sample reads the start of a file, counts its impressions by integration and hour,
+// and scales the counts up to the whole file by the share of its bytes read.
+func (e *estimate) sample(ctx context.Context, path string, targets []route.Target, o planOptions) error {
+	fs, err := filesystem.New(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	size, err := fs.Size(ctx, path)
+	if err != nil {
+		return fmt.Errorf("estimate %s: %w", path, err)
+	}
+	rc, err := fs.OpenRead(ctx, path)
+	if err != nil {
+		return fmt.Errorf("estimate %s: %w", path, err)
+	}
+	defer rc.Close()
+	limit := o.SampleBytes
+	if limit <= 0 {
+		limit = defaultSampleBytes
+	}
+	raw := &countingReader{r: rc}
+	var r io.Reader = raw
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(raw)
+		if err != nil {
+			return nil // not gzip: the job will dead-letter the file with the reason
+		}
+		r = zr
+	}
+	r = io.LimitReader(r, limit)
+	counts := map[string]map[int64]float64{}
+	var lines float64
+	var lo, hi time.Time
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, impression.MaxLineBytes+1)
+	for sc.Scan() {
+		lines++
+		imp, err := impression.Parse(sc.Bytes())
+		if err != nil {
+			continue
+		}
+		t := time.UnixMilli(imp.Time)
+		if (!o.From.IsZero() && t.Before(o.From)) || (!o.Until.IsZero() && !t.Before(o.Until)) {
+			continue
+		}
+		if lo.IsZero() || t.Before(lo) {
+			lo = t
+		}
+		if t.After(hi) {
+			hi = t
+		}
+		for i := range targets {
+			if targets[i].Matches(&imp) {
+				if counts[targets[i].ID] == nil {
+					counts[targets[i].ID] = map[int64]float64{}
+				}
+				counts[targets[i].ID][t.Unix()/3600]++
+			}
+		}
+	}
+	if sc.Err() != nil {
+		return nil // unreadable: the job will dead-letter the file with the reason
+	}
+	scale := 1.0
+	if raw.n > 0 && raw.n < size {
+		scale = float64(size) / float64(raw.n)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lines += lines * scale
+	if !lo.IsZero() && (e.min.IsZero() || lo.Before(e.min)) {
+		e.min = lo
+	}
+	if hi.After(e.max) {
+		e.max = hi
+	}
+	for id, hours := range counts {
+		if e.perHour[id] == nil {
+			e.perHour[id] = map[int64]float64{}
+		}
+		for h, n := range hours {
+			e.perHour[id][h] += n * scale
+		}
+	}
+	return nil
+}
+
+// count is the estimated impressions of an integration in [from, until).
+func (e *estimate) count(id string, from, until time.Time) int64 {
+	var n float64
+	for h, c := range e.perHour[id] {
+		t := time.Unix(h*3600, 0)
+		if (from.IsZero() || !t.Before(from.Truncate(time.Hour))) && (until.IsZero() || t.Before(until)) {
+			n += c
+		}
+	}
+	return int64(n + 0.5)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/progress"
+	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/io/impressionio"
+	"github.com/outflow/outflow/pipelines/internal/job"
+	"github.com/outflow/outflow/runners"
+)
+
+// runPlan runs the jobs in order, `parallel` at a time, skipping those an earlier run
+// finished, and records each in the report and the state. It returns the exit code:
+// 1 if a job failed, else 3 if one dead-lettered, else 0.
+func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob,
+	parallel int, st *state, rep *report.Report, totalLines int64) (int, error) {
+	var (
+		mu       sync.Mutex // guards rep and the variables below
+		wg       sync.WaitGroup
+		failures []string
+		code     = job.ExitOK
+		running  = map[string]*runningJob{}
+	)
+	slots := make(chan struct{}, max(1, parallel))
+	stopProgress := showProgress(log, &mu, running, totalLines)
+	defer stopProgress()
+
+	rep.Jobs = make([]report.Job, len(jobs))
+	for i, j := range jobs {
+		rj := &rep.Jobs[i]
+		*rj = report.Job{ID: j.ID, From: j.From, Until: j.Until, Estimate: j.Estimate, Status: "not_run"}
+		for _, in := range j.Integrations {
+			rj.Integrations = append(rj.Integrations, in.ID)
+		}
+		if st.done(j.ID) {
+			rj.Status = "skipped"
+			log.Info("job done by an earlier run; skipped", "job", j.ID)
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		mu.Lock()
+		rj.Started = time.Now()
+		running[j.ID] = newRunningJob(j)
+		mu.Unlock()
+		log.Info("job starting", "job", j.ID, "estimated_impressions", j.Estimate)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+
+			sub := *cfg
+			sub.Integrations = j.Integrations
+			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID)}
+			if !j.From.IsZero() {
+				opts = append(opts, impressionio.Since(j.From))
+			}
+			if !j.Until.IsZero() {
+				opts = append(opts, impressionio.Until(j.Until))
+			}
+			res, err := runners.Run(ctx, pipeline(&sub, glob, opts))
+
+			mu.Lock()
+			defer mu.Unlock()
+			delete(running, j.ID)
+			rj.Finished = time.Now()
+			rj.Seconds = rj.Finished.Sub(rj.Started).Seconds()
+			before := rep.DeadLettered()
+			rep.AddMetrics(res)
+			switch {
+			case err != nil:
+				rj.Status, rj.Error = "failed", job.Failure(ctx, err).Error()
+				failures = append(failures, j.ID+": "+rj.Error)
+				code = job.ExitFailed
+				log.Error("job failed", "job", j.ID, "error", rj.Error)
+				return
+			case rep.DeadLettered() > before:
+				rj.Status = "dead_lettered"
+				if code == job.ExitOK {
+					code = job.ExitDeadLettered
+				}
+			default:
+				rj.Status = "done"
+			}
+			log.Info("job finished", "job", j.ID, "status", rj.Status, "seconds", fmt.Sprintf("%.1f", rj.Seconds))
+			if err := st.markDone(ctx, j.ID, rj.Status); err != nil {
+				log.Warn("could not record the finished job; a rerun will redo it", "job", j.ID, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+		return job.ExitFailed, fmt.Errorf("interrupted: %w; rerun the same command to resume", context.Cause(ctx))
+	case failures != nil:
+		return job.ExitFailed, fmt.Errorf("%d of %d jobs failed; rerun the same command to redo them:\n  %s",
+			len(failures), len(jobs), strings.Join(failures, "\n  "))
+	}
+	return code, nil
+}
+
+// runningJob is what the progress display knows of a job.
+type runningJob struct {
+	planJob
+	started  time.Time
+	baseline int64 // impressions its integrations had delivered or dead-lettered before it
+}
+
+func newRunningJob(j planJob) *runningJob {
+	return &runningJob{planJob: j, started: time.Now(), baseline: doneOf(j)}
+}
+
+// doneOf sums what the job's integrations delivered or dead-lettered in this process.
+func doneOf(j planJob) int64 {
+	var n int64
+	for _, in := range j.Integrations {
+		n += progress.Get(progress.DoneKey(in.ID))
+	}
+	return n
+}
+
+// showProgress prints, while jobs run, a line per running job: input read, impressions
+// delivered or dead-lettered against the estimate, rate and time left. On a terminal
+// it prints every 2 s; otherwise it logs every 10 s.
+func showProgress(log *slog.Logger, mu *sync.Mutex, running map[string]*runningJob, totalLines int64) (stop func()) {
+	terminal := isTerminal(os.Stdout)
+	every := 10 * time.Second
+	if terminal {
+		every = 2 * time.Second
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			for id, r := range running {
+				read := progress.Get(id)
+				delivered := doneOf(r.planJob) - r.baseline
+				secs := time.Since(r.started).Seconds()
+				rate := float64(delivered) / secs
+				eta := "?"
+				if rate > 0 && r.Estimate > delivered {
+					eta = (time.Duration(float64(r.Estimate-delivered)/rate) * time.Second).String()
+				} else if r.Estimate <= delivered {
+					eta = "0s"
+				}
+				if terminal {
+					fmt.Printf("%s  %-40s read %3.0f%%  delivered %d/~%d  %.0f/s  ETA %s\n", time.Now().Format("15:04:05"),
+						id, pct(read, totalLines), delivered, r.Estimate, rate, eta)
+				} else {
+					log.Info("job progress", "job", id, "lines_read", read, "lines_estimated", totalLines,
+						"delivered", delivered, "estimated", r.Estimate, "per_second", int64(rate), "eta", eta)
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func pct(n, of int64) float64 {
+	if of <= 0 {
+		return 0
+	}
+	return min(100, 100*float64(n)/float64(of))
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// state records the jobs a backfill finished, so that running the same backfill again
+// after a crash or Ctrl-C skips them. It lives in the dead-letter store, under
+// _state/, named by a hash of what defines the backfill: the configuration, input,
+// range and slicing.
+type state struct {
+	mu   sync.Mutex
+	path string
+	Done map[string]doneJob `json:"done"`
+}
+
+type doneJob struct {
+	Status   string    `json:"status"`
+	Finished time.Time `json:"finished"`
+}
+
+func statePath(deadLetter string, key ...string) string {
+	h := sha256.New()
+	for _, k := range key {
+		io.WriteString(h, k)
+		h.Write([]byte{0})
+	}
+	return strings.TrimSuffix(deadLetter, "/") + "/_state/backfill-" + hex.EncodeToString(h.Sum(nil))[:16] + ".json"
+}
+
+// loadState reads the state at path; a missing file is an empty state.
+func loadState(ctx context.Context, path string) (*state, error) {
+	st := &state{path: path, Done: map[string]doneJob{}}
+	fs, err := filesystem.New(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer fs.Close()
+	if matches, err := fs.List(ctx, path); err != nil || len(matches) == 0 {
+		return st, nil
+	}
+	rc, err := fs.OpenRead(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("read backfill state %s: %w", path, err)
+	}
+	defer rc.Close()
+	if err := json.NewDecoder(rc).Decode(st); err != nil {
+		return nil, fmt.Errorf("backfill state %s is damaged (%v); remove it or pass --restart", path, err)
+	}
+	return st, nil
+}
+
+func (s *state) done(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.Done[id]
+	return ok
+}
+
+// markDone records a finished job and writes the state, whole, to its file.
+func (s *state) markDone(ctx context.Context, id, status string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Done[id] = doneJob{Status: status, Finished: time.Now().UTC()}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	fs, err := filesystem.New(ctx, s.path)
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	return filesystem.Write(ctx, fs, s.path, b)
+}
