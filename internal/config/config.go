@@ -32,6 +32,14 @@ type Config struct {
 	// AllowPrivateDestinations lets HTTP sinks reach loopback and private addresses.
 	AllowPrivateDestinations bool          `yaml:"allow_private_destinations" json:"allow_private_destinations"`
 	Integrations             []Integration `yaml:"integrations" json:"integrations"`
+	// Files says how s3:// paths (--input, dead_letter) are reached; gs:// paths honour
+	// STORAGE_EMULATOR_HOST.
+	Files Files `yaml:"files" json:"files"`
+}
+
+// Files is the `files:` section.
+type Files struct {
+	S3 s3io.Connection `yaml:"s3" json:"s3"`
 }
 
 // DefaultDeadLetter is used when the config names no dead-letter store.
@@ -98,6 +106,7 @@ func (c *Config) validate(p *configkit.Problems) {
 			p.Addf("dead_letter", "%q names no bucket", c.DeadLetter)
 		}
 	}
+	c.Files.S3.Validate(p, "files.s3")
 	if len(c.Integrations) == 0 {
 		p.Addf("integrations", "at least one integration is required")
 	}

@@ -44,7 +44,7 @@ func NewS3(t testing.TB) *S3 {
 		t.Cleanup(func() { srv.Close() })
 		endpoint = srv.Endpoint
 	}
-	client, err := s3io.NewClient(context.Background(), s3io.Config{Endpoint: endpoint, Region: "us-east-1"})
+	client, err := s3io.NewClient(context.Background(), s3io.Config{Connection: s3io.Connection{Endpoint: endpoint, Region: "us-east-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

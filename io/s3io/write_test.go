@@ -57,7 +57,7 @@ func TestWriteLargeObject(t *testing.T) {
 	bucket := srv.Bucket(t)
 	const n = 60000
 	cfg := s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "big", Format: encode.NDJSON, MaxConcurrentUploads: 2},
-		Endpoint: srv.Endpoint, Region: "us-east-1"}
+		Connection: s3io.Connection{Endpoint: srv.Endpoint, Region: "us-east-1"}}
 	settings, _ := json.Marshal(cfg)
 
 	p, s := beam.NewPipelineWithRoot()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/uuid"
 
 	"github.com/outflow/outflow/internal/config"
@@ -532,5 +535,48 @@ func TestSlowDestinationDelaysNobody(t *testing.T) {
 		if lead := slowSt.LastAccepted.Sub(st.LastAccepted); lead < 3*time.Second {
 			t.Errorf("%s finished only %v before the slow destination: it waited for it", tenant, lead)
 		}
+	}
+}
+
+// Input and dead-letter store on an S3-compatible server, reached through the
+// configuration's files.s3 endpoint (path-style), not the AWS environment.
+func TestS3InputAndDeadLetter(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	files, _ := filepath.Glob(sampleGlob)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s3.Client.PutObject(context.Background(), &awss3.PutObjectInput{Bucket: &bucket,
+			Key: aws.String("in/" + filepath.Base(f)), Body: bytes.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: s3://%[1]s/dead-letter/
+files: {s3: {endpoint: %[2]s, region: us-east-1}}
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %[1]s, prefix: out, endpoint: %[2]s, format: parquet}}
+`, bucket, s3.Endpoint))
+	cfg, _ := config.Load(cfgPath)
+	r := runBackfill(t, "--config", cfgPath, "--input", "s3://"+bucket+"/in/part-*")
+	if r.code != 0 {
+		t.Fatalf("exit code %d\n%s", r.code, r.stderr)
+	}
+	in := readInput(t, sampleGlob)
+	got, _ := delivered(t, s3, cfg.Integrations[0])
+	checkExactlyOnce(t, "acme-s3", in.want(cfg.Integrations[0], time.Time{}, time.Time{}), got)
+	dead := s3.Objects(t, bucket, "dead-letter/invalid/")
+	lines := 0
+	for _, b := range dead {
+		lines += strings.Count(string(b), "\n")
+	}
+	if lines != len(in.invalid) || r.report.InvalidLines != int64(len(in.invalid)) {
+		t.Errorf("dead-letter store on S3 holds %d lines in %d files, want %d", lines, len(dead), len(in.invalid))
+	}
+	if state := s3.Objects(t, bucket, "dead-letter/_state/"); len(state) != 1 {
+		t.Errorf("%d backfill state objects on S3, want 1", len(state))
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 )
@@ -60,6 +61,7 @@ func LoadConfig(path string, problems *[]string) *config.Config {
 		*problems = append(*problems, err.Error())
 		return nil
 	}
+	s3io.SetFilesystem(cfg.Files.S3)
 	if ids := sinks.Unsupported(cfg); ids != nil {
 		*problems = append(*problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
 	}
