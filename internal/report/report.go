@@ -55,7 +55,7 @@ type Integration struct {
 	Duplicates int64 `json:"duplicates"` // copies of an impression dropped
 	Objects    int64 `json:"objects,omitempty"`
 	Bytes      int64 `json:"bytes"`
-	// Location is where an object store integration writes: s3://bucket/prefix.
+	// Location is where an object store integration writes: s3://bucket/prefix, gs://….
 	Location string `json:"location,omitempty"`
 	// RateLimit is the HTTP request rate the destination was last allowed, per second.
 	RateLimit float64 `json:"rate_limit,omitempty"`
@@ -105,8 +105,11 @@ func New(cfg *config.Config, started time.Time) *Report {
 	r := &Report{DeadLetter: cfg.DeadLetter, Started: started, Integrations: []Integration{}}
 	for _, in := range cfg.Integrations {
 		ri := Integration{ID: in.ID, Type: string(in.Type), Tenant: in.Tenant}
-		if in.S3 != nil {
+		switch {
+		case in.S3 != nil:
 			ri.Location = "s3://" + in.S3.Bucket + "/" + in.S3.Prefix
+		case in.GCS != nil:
+			ri.Location = "gs://" + in.GCS.Bucket + "/" + in.GCS.Prefix
 		}
 		r.Integrations = append(r.Integrations, ri)
 	}

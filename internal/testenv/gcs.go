@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -37,12 +39,17 @@ func NewGCS(t testing.TB) *GCS {
 	t.Helper()
 	endpoint := strings.TrimSuffix(os.Getenv(GCSEndpointEnv), "/")
 	if endpoint == "" {
-		// With Port 0, httptest listens on 127.0.0.1 at a port the kernel picks, so no
-		// other process can take the port between choosing and binding it.
+		// Beam's gcs file system reads through the XML API, which fake-gcs-server serves
+		// only to requests addressed to its public host: make that its own address.
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
 		srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{
 			Scheme:     "http",
 			Host:       "127.0.0.1",
-			Port:       0,
+			Port:       uint16(port),
+			PublicHost: fmt.Sprintf("127.0.0.1:%d", port),
 			NoListener: false,
 		})
 		if err != nil {
@@ -114,4 +121,14 @@ func (g *GCS) Objects(t testing.TB, bucket, prefix string) map[string][]byte {
 		}
 		out[attrs.Name] = b
 	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

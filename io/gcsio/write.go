@@ -12,6 +12,7 @@ import (
 
 	"cloud.google.com/go/storage"
 	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
 	"github.com/outflow/outflow/io/objectio"
@@ -120,6 +121,29 @@ func (s *store) Put(ctx context.Context, key, contentType string, body io.Reader
 }
 
 func (s *store) Where(key string) string { return "gs://" + s.bucket + "/" + key }
+
+func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	it := s.handle.Objects(ctx, &storage.Query{Prefix: prefix})
+	for {
+		attrs, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return keys, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("gcsio: list %s: %w", s.Where(prefix), err)
+		}
+		keys = append(keys, attrs.Name)
+	}
+}
+
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	r, err := s.handle.Object(key).NewReader(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gcsio: get %s: %w", s.Where(key), err)
+	}
+	return r, nil
+}
 
 // Check verifies, before a job starts, that the integration's bucket is reachable, so
 // a wrong endpoint, bucket or credential fails fast with a clear message.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -260,6 +261,8 @@ func TestCheck(t *testing.T) {
 		wantError(t, err, `integration "acme-gcs"`, "gs://outflow-no-such-bucket at "+srv.Endpoint, "does not exist")
 	})
 	t.Run("unreachable endpoint", func(t *testing.T) {
+		// As in a deployment: no emulator in the environment, only the endpoint.
+		t.Setenv("STORAGE_EMULATOR_HOST", "")
 		// A port that was free a moment ago: connections are refused.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -280,6 +283,7 @@ func TestCheck(t *testing.T) {
 		cfg := gcsio.Config{ObjectSpec: encode.ObjectSpec{Bucket: "outflow-no-such-bucket"},
 			Endpoint: strings.Replace(srv.Endpoint, "://", "://user:hunter2@", 1)}
 		err := gcsio.Check(ctx, "acme-gcs", cfg)
+		t.Logf("error: %v", err)
 		wantError(t, err, `integration "acme-gcs"`)
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("error shows the password: %v", err)
@@ -317,8 +321,8 @@ func TestConfigValidateEndpoint(t *testing.T) {
 	}
 }
 
-// Beam's own gcs filesystem, with STORAGE_EMULATOR_HOST set, lists and reads objects
-// of the emulator.
+// Beam's own gcs filesystem, with STORAGE_EMULATOR_HOST set, lists objects of the
+// emulator by glob, and reads them (skipped while it cannot: see OpenRead below).
 func TestBeamFilesystem(t *testing.T) {
 	srv := testenv.NewGCS(t)
 	bucket := srv.Bucket(t)
@@ -355,8 +359,12 @@ func TestBeamFilesystem(t *testing.T) {
 	for _, f := range wantFiles {
 		r, err := fs.OpenRead(ctx, f)
 		if err != nil {
-			t.Errorf("OpenRead(%s): %v", f, err)
-			continue
+			// Known limitation, left for a decision rather than worked around: the
+			// filesystem's client reads through the XML API, path-style at
+			// http://$STORAGE_EMULATOR_HOST/<bucket>/<object>, which fake-gcs-server
+			// serves only for its public host (storage.googleapis.com), so the read
+			// gets a 404. It has no option for storage.WithJSONReads.
+			t.Fatalf("Beam's gcs filesystem lists but cannot read the emulator: OpenRead(%s): %v", f, err)
 		}
 		b, err := io.ReadAll(r)
 		r.Close()
@@ -367,5 +375,52 @@ func TestBeamFilesystem(t *testing.T) {
 		if name := strings.TrimPrefix(f, "gs://"+bucket+"/"); string(b) != objects[name] {
 			t.Errorf("%s = %q, want %q", f, b, objects[name])
 		}
+	}
+}
+
+// failingReader yields n random bytes, then fails, as a Parquet body does when
+// encoding fails part way.
+type failingReader struct {
+	n int
+	r *rand.ChaCha8
+}
+
+var errBody = errors.New("body failed")
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errBody
+	}
+	p = p[:min(len(p), f.n)]
+	f.r.Read(p)
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// A body that fails part way, before or after the first chunk went up, fails Put
+// and leaves no object behind; a body that ends stores the object.
+func TestPutAbandonsFailedUpload(t *testing.T) {
+	srv := testenv.NewGCS(t)
+	bucket := srv.Bucket(t)
+	ctx := context.Background()
+	settings, _ := json.Marshal(gcsio.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket}})
+	store, err := objectio.NewStore(ctx, gcsio.Kind, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1 << 10, 9 << 20} {
+		key := fmt.Sprintf("failed-%d", n)
+		err := store.Put(ctx, key, "application/gzip", &failingReader{n: n, r: rand.NewChaCha8([32]byte{})})
+		if !errors.Is(err, errBody) || !strings.Contains(err.Error(), store.Where(key)) {
+			t.Errorf("Put of a body failing after %d bytes: %v; want the body's error, naming the object", n, err)
+		}
+	}
+	body := strings.Repeat("x", 100)
+	if err := store.Put(ctx, "ok", "text/plain", strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	objects := srv.Objects(t, bucket, "")
+	if len(objects) != 1 || string(objects["ok"]) != body {
+		t.Errorf("objects = %v; want only ok", names(objects))
 	}
 }

@@ -190,3 +190,11 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	fn.stored = nil
 	return err
 }
+
+// Reader reads a store back, for checking what it holds (pipelines/verify).
+type Reader interface {
+	// List returns the keys of the objects under prefix.
+	List(ctx context.Context, prefix string) ([]string, error)
+	// Get opens an object.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+}

@@ -22,6 +22,7 @@ func init() { objectio.Register(Kind, newStore) }
 // part goes up as a multipart upload, read part by part.
 type store struct {
 	bucket   string
+	client   *s3.Client
 	uploader *manager.Uploader
 }
 
@@ -34,7 +35,7 @@ func newStore(ctx context.Context, settings json.RawMessage) (objectio.Store, er
 	if err != nil {
 		return nil, err
 	}
-	return &store{bucket: cfg.Bucket, uploader: manager.NewUploader(client, func(u *manager.Uploader) {
+	return &store{bucket: cfg.Bucket, client: client, uploader: manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = 8 << 20
 		u.Concurrency = 2
 	})}, nil
@@ -47,3 +48,26 @@ func (s *store) Put(ctx context.Context, key, contentType string, body io.Reader
 }
 
 func (s *store) Where(key string) string { return "s3://" + s.bucket + "/" + key }
+
+func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("s3io: list %s: %w", s.Where(prefix), err)
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys, nil
+}
+
+func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, fmt.Errorf("s3io: get %s: %w", s.Where(key), err)
+	}
+	return out.Body, nil
+}

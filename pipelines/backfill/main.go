@@ -25,6 +25,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/io/gcsio"
 	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/pipelines/internal/job"
@@ -196,8 +197,11 @@ func matchInput(ctx context.Context, glob string) ([]string, error) {
 func checkDestinations(ctx context.Context, cfg *config.Config) error {
 	var errs []error
 	for _, in := range cfg.Integrations {
-		if in.Type == config.S3 {
+		switch in.Type {
+		case config.S3:
 			errs = append(errs, s3io.Check(ctx, in.ID, *in.S3))
+		case config.GCS:
+			errs = append(errs, gcsio.Check(ctx, in.ID, *in.GCS))
 		}
 	}
 	return errors.Join(errs...)

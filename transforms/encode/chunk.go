@@ -295,7 +295,10 @@ func unmarshalChunk(b []byte) (Chunk, error) {
 		return c, errCorruptChunk
 	}
 	c.N, b = int(n), b[k:]
-	c.Index, b = b[:c.N*indexEntry], b[c.N*indexEntry:]
+	// Full slice expressions: an append to Index (a merge) must not run over the
+	// members that follow it in b.
+	end := c.N * indexEntry
+	c.Index, b = b[:end:end], b[end:]
 	m, k := binary.Uvarint(b)
 	if k <= 0 || m > uint64(len(b)) {
 		return c, errCorruptChunk
@@ -307,7 +310,7 @@ func unmarshalChunk(b []byte) (Chunk, error) {
 		if k <= 0 || l > uint64(len(b)-k) {
 			return c, errCorruptChunk
 		}
-		c.Members = append(c.Members, b[k:k+int(l)])
+		c.Members = append(c.Members, b[k:k+int(l):k+int(l)])
 		b = b[k+int(l):]
 	}
 	if len(b) != 0 {

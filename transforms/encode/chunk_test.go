@@ -84,6 +84,34 @@ func TestFinishWithoutDuplicates(t *testing.T) {
 	}
 }
 
+// Accumulators decoded from the shuffle are merged; the merge must not corrupt the
+// members the decoded index sits in front of (found by the GCS sink's test).
+func TestMergeOfDecodedChunks(t *testing.T) {
+	fn := &chunkFn{Format: NDJSON}
+	decoded := func(from, n int) Chunk {
+		acc := fn.CreateAccumulator()
+		for i := from; i < from+n; i++ {
+			acc = fn.AddInput(acc, imp(fmt.Sprintf("user-%d", i), int64(i), uint64(i), "m"))
+		}
+		wire, _ := marshalChunk(acc)
+		c, err := unmarshalChunk(wire)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := decoded(0, 2000), decoded(2000, 3) // a's data is far larger than b's index
+	merged := fn.ExtractOutput(fn.MergeAccumulators(a, b))
+	d, err := merged.Finish(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadObject(d.Reader(), NDJSON)
+	if err != nil || len(recs) != 2003 {
+		t.Fatalf("read %d records: %v", len(recs), err)
+	}
+}
+
 func TestFinishKeepsFirstSeenCopy(t *testing.T) {
 	// Three copies of one impression differing in a field outside the id; the copy
 	// with the lowest origin is the first seen and must win, wherever it lands.

@@ -14,7 +14,6 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/s3io"
-	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 )
 
@@ -49,8 +48,8 @@ func Failure(ctx context.Context, err error) error {
 	return fmt.Errorf("pipeline failed: %s", runners.Cause(err))
 }
 
-// LoadConfig loads the configuration at path and checks that this version can
-// deliver to every integration; what is wrong is added to problems.
+// LoadConfig loads the configuration at path and sets up how s3:// paths are
+// reached; what is wrong is added to problems.
 func LoadConfig(path string, problems *[]string) *config.Config {
 	if path == "" {
 		*problems = append(*problems, "--config is required")
@@ -62,9 +61,6 @@ func LoadConfig(path string, problems *[]string) *config.Config {
 		return nil
 	}
 	s3io.SetFilesystem(cfg.Files.S3)
-	if ids := sinks.Unsupported(cfg); ids != nil {
-		*problems = append(*problems, "this version does not deliver to gcs yet; not supported: "+strings.Join(ids, ", "))
-	}
 	return cfg
 }
 

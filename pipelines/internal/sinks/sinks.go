@@ -9,6 +9,7 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/io/amplitudeio"
+	_ "github.com/outflow/outflow/io/gcsio" // registers the gcs store
 	"github.com/outflow/outflow/io/objectio"
 	_ "github.com/outflow/outflow/io/s3io" // registers the s3 store
 	"github.com/outflow/outflow/io/segmentio"
@@ -41,19 +42,8 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 		case config.Webhook:
 			dead = append(dead, webhookio.Write(s, targets, windowed))
 		default:
-			panic(fmt.Sprintf("sinks: no sink for type %q", g.Type)) // refused when the config was checked
+			panic(fmt.Sprintf("sinks: no sink for type %q", g.Type)) // config.Load refuses unknown types
 		}
 	}
 	return dead
-}
-
-// Unsupported lists the integrations this version cannot deliver to.
-func Unsupported(cfg *config.Config) []string {
-	var out []string
-	for _, in := range cfg.Integrations {
-		if in.Type == config.GCS {
-			out = append(out, fmt.Sprintf("%s (%s)", in.ID, in.Type))
-		}
-	}
-	return out
 }
