@@ -2,6 +2,8 @@ package encode
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,4 +71,30 @@ func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int) st
 		return name
 	}
 	return o.Prefix + "/" + name
+}
+
+// ObjectName is what an object's key says: the inverse of ObjectSpec.Key.
+type ObjectName struct {
+	Integration string
+	Start, End  time.Time
+	Shard       int
+}
+
+var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3,})(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
+
+// ParseKey reads a data object's key; ok is false for anything else under the prefix
+// (manifests, markers) or a key of another format.
+func (o *ObjectSpec) ParseKey(key string) (n ObjectName, ok bool) {
+	m := objectName.FindStringSubmatch(key)
+	if m == nil || m[5] != o.Format.Ext() {
+		return n, false
+	}
+	const stamp = "20060102T150405Z"
+	start, err1 := time.Parse(stamp, m[2])
+	end, err2 := time.Parse(stamp, m[3])
+	shard, err3 := strconv.Atoi(m[4])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return n, false
+	}
+	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard}, true
 }

@@ -19,6 +19,20 @@ func TestKey(t *testing.T) {
 		if got := o.Key("acme-s3", start, end, 3); got != c.want {
 			t.Errorf("Key with prefix %q = %q, want %q", c.prefix, got, c.want)
 		}
+		n, ok := o.ParseKey(c.want)
+		if !ok || n.Integration != "acme-s3" || !n.Start.Equal(start) || !n.End.Equal(end) || n.Shard != 3 {
+			t.Errorf("ParseKey(%q) = %+v, %v", c.want, n, ok)
+		}
+	}
+}
+
+func TestParseKeyRefusesOthers(t *testing.T) {
+	o := ObjectSpec{Format: NDJSON}
+	for _, key := range []string{"manifest.json", "dt=2026-01-01/hour=00/acme_20260101T000000Z_20260101T000500Z_000.csv.gz",
+		"dt=2026-01-01/hour=00/acme_20260101T000000Z_20260101T000500Z_000.ndjson", "_SUCCESS"} {
+		if n, ok := o.ParseKey(key); ok {
+			t.Errorf("ParseKey(%q) = %+v", key, n)
+		}
 	}
 }
 
