@@ -39,7 +39,16 @@ func init() {
 
 type readOption struct {
 	since, until time.Time
+	from, to     time.Time
+	shared       sharing
 	progress     string
+}
+
+// sharing says which of several jobs reading the same input count what, so a
+// backfill's totals count each line once.
+type sharing struct {
+	NotMyLines bool // another job counts this slice's valid lines
+	NotTheRest bool // another job counts and dead-letters invalid lines, lines out of range, and unreadable files
 }
 
 // ReadOptionFn configures Read.
@@ -50,6 +59,20 @@ func Since(t time.Time) ReadOptionFn { return func(o *readOption) { o.since = t 
 
 // Until keeps impressions before t.
 func Until(t time.Time) ReadOptionFn { return func(o *readOption) { o.until = t } }
+
+// Within keeps impressions in [from, to), a job's slice of a backfill (zero: open);
+// the others are left to other jobs: neither delivered nor counted.
+func Within(from, to time.Time) ReadOptionFn {
+	return func(o *readOption) { o.from, o.to = from, to }
+}
+
+// Shared tells a job reading the same input as others what it must not count:
+// ownLines false leaves its slice's valid lines to another job, ownRest false leaves
+// invalid lines, lines outside Since/Until and unreadable files (counts and dead
+// letters) to another.
+func Shared(ownLines, ownRest bool) ReadOptionFn {
+	return func(o *readOption) { o.shared = sharing{NotMyLines: !ownLines, NotTheRest: !ownRest} }
+}
 
 // Progress counts the lines read under key in package progress, for a launcher that
 // shows how far a job has come.
@@ -67,22 +90,27 @@ func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.P
 	for _, opt := range opts {
 		opt(&o)
 	}
-	fn := &readFn{Progress: o.progress}
-	if !o.since.IsZero() {
-		fn.Since = o.since.UnixMilli()
-	}
-	if !o.until.IsZero() {
-		fn.Until = o.until.UnixMilli()
-	}
+	fn := &readFn{Progress: o.progress, Sharing: o.shared, Since: ms(o.since), Until: ms(o.until), From: ms(o.from), To: ms(o.to)}
 	files := fileio.MatchFiles(s, glob)
 	return beam.ParDo2(s, fn, files)
 }
 
-// readFn reads one file per element. Since and Until are Unix ms; 0 means unbounded.
+// ms is t in Unix ms, 0 for the zero time: unbounded.
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// readFn reads one file per element. Times are Unix ms; 0 means unbounded.
 type readFn struct {
-	Since    int64  `json:"since"`
-	Until    int64  `json:"until"`
-	Progress string `json:"progress,omitempty"`
+	Since    int64   `json:"since"` // the range asked for: other lines are filtered
+	Until    int64   `json:"until"`
+	From     int64   `json:"from"` // this job's slice of it: other lines are left to other jobs
+	To       int64   `json:"to"`
+	Sharing  sharing `json:"sharing"`
+	Progress string  `json:"progress,omitempty"`
 
 	lines, invalid, filtered, valid, fileErrors beam.Counter
 }
@@ -111,18 +139,28 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		case errors.Is(p.err, impression.ErrBlank):
 			return
 		case errors.As(p.err, &ie):
-			fn.lines.Inc(ctx, 1)
-			fn.invalid.Inc(ctx, 1)
-			dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
+			if !fn.Sharing.NotTheRest {
+				fn.lines.Inc(ctx, 1)
+				fn.invalid.Inc(ctx, 1)
+				dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
+			}
 			return
 		}
-		fn.lines.Inc(ctx, 1)
 		imp := p.imp
-		if fn.Since != 0 && imp.Time < fn.Since || fn.Until != 0 && imp.Time >= fn.Until {
-			fn.filtered.Inc(ctx, 1)
+		if outside(imp.Time, fn.Since, fn.Until) {
+			if !fn.Sharing.NotTheRest {
+				fn.lines.Inc(ctx, 1)
+				fn.filtered.Inc(ctx, 1)
+			}
 			return
 		}
-		valid++
+		if outside(imp.Time, fn.From, fn.To) {
+			return
+		}
+		if !fn.Sharing.NotMyLines {
+			fn.lines.Inc(ctx, 1)
+			valid++
+		}
 		imp.Origin = origin | line&0xFFFFFFFF
 		imp.ReceivedAt = received
 		emit(mtime.FromMilliseconds(imp.Time), imp)
@@ -133,6 +171,9 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if fn.Sharing.NotTheRest {
+			return nil
+		}
 		// The lines read so far stand; the rest of the file is reported, not fatal.
 		fn.fileErrors.Inc(ctx, 1)
 		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
@@ -140,6 +181,11 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		dead(deadletterio.Invalid(nil, reason, f.Path))
 	}
 	return nil
+}
+
+// outside reports whether t is outside [from, to); 0 bounds are open.
+func outside(t, from, to int64) bool {
+	return from != 0 && t < from || to != 0 && t >= to
 }
 
 // truncate keeps a dead-lettered line within the parser's limit.

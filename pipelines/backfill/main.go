@@ -105,7 +105,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 	}
 	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
 		"estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
-	return runPlan(ctx, log, cfg, *input, jobs, *parallelJobs, st, rep, lines)
+	return runPlan(ctx, log, cfg, *input, jobs, o, *parallelJobs, st, rep, lines)
 }
 
 // printPlan shows the jobs in the order they would run.

@@ -424,7 +424,7 @@ integrations:
 	if r.code != 1 {
 		t.Fatalf("exit code %d, want 1\n%s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "backfill: pipeline failed: put s3://locked/") || !strings.Contains(r.stderr, "AccessDenied") {
+	if !strings.Contains(r.stderr, "pipeline failed: put s3://locked/") || !strings.Contains(r.stderr, "AccessDenied") {
 		t.Errorf("stderr does not name the refused upload:\n%s", r.stderr)
 	}
 	if strings.Contains(r.stderr, "DataSource[") {

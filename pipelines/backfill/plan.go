@@ -34,6 +34,10 @@ type planJob struct {
 	Integrations []config.Integration
 	From, Until  time.Time // zero: unbounded
 	Estimate     int64     // impressions expected
+	// Every job reads the whole input; for the report to count each line once, one
+	// job of each slice counts its valid lines, and one job of all counts (and
+	// dead-letters) invalid lines, lines out of range and unreadable files.
+	OwnLines, OwnRest bool
 }
 
 // planOptions shape the plan.
@@ -66,9 +70,9 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 		return nil, 0, err
 	}
 	var jobs []planJob
-	for _, g := range groups {
-		for _, sl := range timeSlices(o, est.min, est.max) {
-			j := planJob{Integrations: g, From: sl[0], Until: sl[1]}
+	for gi, g := range groups {
+		for si, sl := range timeSlices(o, est.min, est.max) {
+			j := planJob{Integrations: g, From: sl[0], Until: sl[1], OwnLines: gi == 0, OwnRest: gi == 0 && si == 0}
 			var ids []string
 			for _, in := range g {
 				ids = append(ids, in.ID)

@@ -26,7 +26,7 @@ import (
 // runPlan runs the jobs in order, `parallel` at a time, skipping those an earlier run
 // finished, and records each in the report and the state. It returns the exit code:
 // 1 if a job failed, else 3 if one dead-lettered, else 0.
-func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob,
+func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob, o planOptions,
 	parallel int, st *state, rep *report.Report, totalLines int64) (int, error) {
 	var (
 		mu       sync.Mutex // guards rep and the variables below
@@ -70,13 +70,8 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 
 			sub := *cfg
 			sub.Integrations = j.Integrations
-			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID)}
-			if !j.From.IsZero() {
-				opts = append(opts, impressionio.Since(j.From))
-			}
-			if !j.Until.IsZero() {
-				opts = append(opts, impressionio.Until(j.Until))
-			}
+			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID), impressionio.Since(o.From),
+				impressionio.Until(o.Until), impressionio.Within(j.From, j.Until), impressionio.Shared(j.OwnLines, j.OwnRest)}
 			res, err := runners.Run(ctx, pipeline(&sub, glob, opts))
 
 			mu.Lock()
