@@ -11,6 +11,7 @@ package runners
 
 import (
 	"context"
+	"flag"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -21,6 +22,13 @@ import (
 // returns its result, whose metrics are the committed values.
 func Run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
 	return beamx.RunWithMetrics(ctx, p)
+}
+
+// InProcess reports whether jobs run in this process: the embedded prism runner,
+// the default.
+func InProcess() bool {
+	f := flag.Lookup("runner")
+	return f == nil || f.Value.String() == "" || strings.EqualFold(f.Value.String(), "prism")
 }
 
 // FlagsHelp describes the runner flags for a command's usage message.

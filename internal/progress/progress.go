@@ -32,3 +32,12 @@ func Get(key string) int64 { return counter(key).Load() }
 // DoneKey is where sinks count the impressions of an integration they delivered or
 // dead-lettered.
 func DoneKey(integration string) string { return "done/" + integration }
+
+// StartedKey counts under key+"#started" that a job's workers have started: past its
+// submission to the runner.
+func StartedKey(key string) string {
+	if key == "" {
+		return ""
+	}
+	return key + "#started"
+}

@@ -3,6 +3,7 @@
 package deadletterio
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 
@@ -49,13 +50,21 @@ type Impression struct {
 // undeliverable impressions, as CONTRACT §4 pins.
 func (r Record) MarshalJSON() ([]byte, error) {
 	type plain Record // without this method
-	if r.Impression == nil {
-		return json.Marshal(plain(r))
+	var v any = plain(r)
+	if r.Impression != nil {
+		v = struct {
+			plain
+			Raw string `json:"raw,omitempty"`
+		}{plain: plain(r)}
 	}
-	return json.Marshal(struct {
-		plain
-		Raw string `json:"raw,omitempty"`
-	}{plain: plain(r)})
+	// Reasons quote answers and lines: keep their <, > and & readable.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Invalid returns the record of an input line that is not a valid impression.

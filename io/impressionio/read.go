@@ -116,6 +116,7 @@ type readFn struct {
 }
 
 func (fn *readFn) Setup() {
+	progress.Add(progress.StartedKey(fn.Progress), 1)
 	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
 	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
 	fn.filtered = beam.NewCounter(metricname.Job, metricname.Filtered)

@@ -71,7 +71,7 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 	}
 	var jobs []planJob
 	for gi, g := range groups {
-		for si, sl := range timeSlices(o, est.min, est.max) {
+		for si, sl := range timeSlices(o, est.times()) {
 			j := planJob{Integrations: g, From: sl[0], Until: sl[1], OwnLines: gi == 0, OwnRest: gi == 0 && si == 0}
 			var ids []string
 			for _, in := range g {
@@ -101,46 +101,36 @@ func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
 	return out
 }
 
-// timeSlices cuts the range into slices aligned to the slice length (UTC). Without
-// --since (--until), the first (last) slice is unbounded, so impressions beyond the
-// sampled times are still delivered.
-func timeSlices(o planOptions, seenMin, seenMax time.Time) [][2]time.Time {
-	lo, hi := o.From, o.Until
-	if lo.IsZero() {
-		lo = seenMin
-	}
-	if hi.IsZero() {
-		hi = seenMax.Add(time.Millisecond)
-	}
-	if o.Slice <= 0 || lo.IsZero() || !lo.Before(hi) {
+// timeSlices cuts the range into slices aligned to the slice length (UTC), one for
+// each slice the sample saw impressions in; a slice with none seen is merged into the
+// one before (or after), so together they still cover the whole range. Without
+// --since (--until), the first (last) slice is unbounded: impressions beyond the
+// sampled times are delivered too.
+func timeSlices(o planOptions, seen []time.Time) [][2]time.Time {
+	if o.Slice <= 0 || len(seen) == 0 {
 		return [][2]time.Time{{o.From, o.Until}}
 	}
-	var out [][2]time.Time
-	for start := lo.Truncate(o.Slice); start.Before(hi); start = start.Add(o.Slice) {
-		out = append(out, [2]time.Time{maxTime(start, lo), start.Add(o.Slice)})
+	var starts []time.Time // distinct slice starts with data, in order
+	for _, t := range seen {
+		st := t.Truncate(o.Slice)
+		if len(starts) == 0 || !st.Equal(starts[len(starts)-1]) {
+			starts = append(starts, st)
+		}
 	}
-	out[len(out)-1][1] = minTime(out[len(out)-1][1], hi)
-	if o.From.IsZero() {
-		out[0][0] = time.Time{}
+	out := make([][2]time.Time, len(starts))
+	for i, st := range starts {
+		out[i][0] = st
+		if i+1 < len(starts) {
+			out[i][1] = starts[i+1] // a gap without data belongs to the slice before it
+		} else {
+			out[i][1] = st.Add(o.Slice)
+		}
 	}
-	if o.Until.IsZero() {
-		out[len(out)-1][1] = time.Time{}
+	out[0][0], out[len(out)-1][1] = o.From, o.Until // open ends, or the range asked for
+	if !o.From.IsZero() && out[0][1].Before(o.From) || !o.Until.IsZero() && !out[len(out)-1][0].Before(o.Until) {
+		return [][2]time.Time{{o.From, o.Until}}
 	}
 	return out
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
 
 func sliceName(from, until time.Time) string {
@@ -156,13 +146,25 @@ func sliceName(from, until time.Time) string {
 
 // estimate counts sampled impressions per integration and hour.
 type estimate struct {
-	mu       sync.Mutex
-	perHour  map[string]map[int64]float64 // integration -> hour (Unix) -> impressions
-	lines    float64                      // lines of the input
-	min, max time.Time
+	mu      sync.Mutex
+	perHour map[string]map[int64]float64 // integration -> hour (Unix) -> impressions
+	hours   map[int64]bool               // hours any sampled impression in range falls in
+	lines   float64                      // lines of the input
 }
 
-func newEstimate() *estimate { return &estimate{perHour: map[string]map[int64]float64{}} }
+// times returns the start of each hour the sample saw impressions in, in order.
+func (e *estimate) times() []time.Time {
+	var ts []time.Time
+	for h := range e.hours {
+		ts = append(ts, time.Unix(h*3600, 0).UTC())
+	}
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	return ts
+}
+
+func newEstimate() *estimate {
+	return &estimate{perHour: map[string]map[int64]float64{}, hours: map[int64]bool{}}
+}
 
 // sample reads the start of a file, counts its impressions by integration and hour,
 // and scales the counts up to the whole file by the share of its bytes read.
@@ -196,8 +198,8 @@ func (e *estimate) sample(ctx context.Context, path string, targets []route.Targ
 	}
 	r = io.LimitReader(r, limit)
 	counts := map[string]map[int64]float64{}
+	hours := map[int64]bool{}
 	var lines float64
-	var lo, hi time.Time
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, impression.MaxLineBytes+1)
 	for sc.Scan() {
@@ -210,12 +212,7 @@ func (e *estimate) sample(ctx context.Context, path string, targets []route.Targ
 		if (!o.From.IsZero() && t.Before(o.From)) || (!o.Until.IsZero() && !t.Before(o.Until)) {
 			continue
 		}
-		if lo.IsZero() || t.Before(lo) {
-			lo = t
-		}
-		if t.After(hi) {
-			hi = t
-		}
+		hours[t.Unix()/3600] = true
 		for i := range targets {
 			if targets[i].Matches(&imp) {
 				if counts[targets[i].ID] == nil {
@@ -235,11 +232,8 @@ func (e *estimate) sample(ctx context.Context, path string, targets []route.Targ
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lines += lines * scale
-	if !lo.IsZero() && (e.min.IsZero() || lo.Before(e.min)) {
-		e.min = lo
-	}
-	if hi.After(e.max) {
-		e.max = hi
+	for h := range hours {
+		e.hours[h] = true
 	}
 	for id, hours := range counts {
 		if e.perHour[id] == nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 
 	"github.com/outflow/outflow/internal/config"
@@ -72,7 +73,7 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			sub.Integrations = j.Integrations
 			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID), impressionio.Since(o.From),
 				impressionio.Until(o.Until), impressionio.Within(j.From, j.Until), impressionio.Shared(j.OwnLines, j.OwnRest)}
-			res, err := runners.Run(ctx, pipeline(&sub, glob, opts))
+			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts))
 
 			mu.Lock()
 			defer mu.Unlock()
@@ -111,6 +112,42 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			len(failures), len(jobs), strings.Join(failures, "\n  "))
 	}
 	return code, nil
+}
+
+// submitMu serializes submitting jobs to the embedded prism runner: its job server
+// keeps the artifacts of jobs being submitted in a map without a lock (Beam
+// v2.77.0, jobservices/artifact.go), so two submissions at once can crash the
+// process. Once a job's workers have started, the next may be submitted.
+var submitMu sync.Mutex
+
+// submit runs p, submitting it only when no other job is being submitted to an
+// in-process runner.
+func submit(ctx context.Context, id string, p *beam.Pipeline) (beam.PipelineResult, error) {
+	if !runners.InProcess() {
+		return runners.Run(ctx, p)
+	}
+	type result struct {
+		res beam.PipelineResult
+		err error
+	}
+	submitMu.Lock()
+	done := make(chan result, 1)
+	go func() {
+		res, err := runners.Run(ctx, p)
+		done <- result{res, err}
+	}()
+	started := progress.StartedKey(id)
+	for progress.Get(started) == 0 {
+		select {
+		case r := <-done:
+			submitMu.Unlock()
+			return r.res, r.err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	submitMu.Unlock()
+	r := <-done
+	return r.res, r.err
 }
 
 // runningJob is what the progress display knows of a job.

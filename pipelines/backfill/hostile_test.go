@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/testenv"
+)
+
+func goodLine(key string, t int64) string {
+	return fmt.Sprintf(`{"tenant":"acme","environmentName":"production","key":"%s","split":"s","treatment":"on","time":%d}`, key, t)
+}
+
+// Hostile input: each bad line or file is dead-lettered with its reason or reported,
+// the job carries on, and the counts add up: every line read is delivered, a dropped
+// copy, invalid or outside the range.
+func TestHostileInput(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gz := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s))
+		zw.Close()
+		return b.String()
+	}
+	cases := []struct {
+		name, content              string
+		valid, invalid, fileErrors int
+	}{
+		{"a-huge.ndjson", `{"tenant":"acme","key":"` + strings.Repeat("k", 2<<20) + `"}` + "\n" + goodLine("after-huge", base), 1, 1, 0},
+		{"b-utf8.ndjson", strings.Replace(goodLine("bad-utf8", base), "bad", "b\xffd", 1) + "\n" + goodLine("good-utf8", base+1), 1, 1, 0},
+		{"c-nested.ndjson", `{"tenant":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "}\n", 0, 1, 0},
+		{"d-numbers.ndjson", strings.Join([]string{
+			strings.Replace(goodLine("exp", 0), `"time":0`, `"time":1e400`, 1),
+			strings.Replace(goodLine("big", 0), `"time":0`, `"time":99999999999999999999`, 1),
+			goodLine("negative", -5),
+			strings.Replace(goodLine("svn", base), `}`, `,"splitVersionNumber":-99999999999999999999}`, 1),
+		}, "\n"), 0, 4, 0},
+		{"e-future.ndjson", goodLine("far-future", 253402300799000) + "\n" + goodLine("early", base-86400000), 2, 0, 0},
+		{"f-empty.ndjson", "", 0, 0, 0},
+		{"g-truncated.ndjson.gz", gz(goodLine("t1", base) + "\n" + goodLine("t2", base+1) + "\n")[:40], 0, 0, 1},
+		{"h-notgzip.ndjson.gz", goodLine("plain", base), 0, 0, 1},
+		{"i-dup.ndjson", goodLine("dup", base+5) + "\n" + goodLine("dup", base+5) + "\n\n   \n", 2, 0, 0},
+	}
+	var valid, invalid, fileErrors int
+	for _, c := range cases {
+		write(c.name, c.content)
+		valid, invalid, fileErrors = valid+c.valid, invalid+c.invalid, fileErrors+c.fileErrors
+	}
+	if err := os.Mkdir(filepath.Join(dir, "j-dir.ndjson"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fileErrors++
+
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	deadLetter := t.TempDir()
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, endpoint: %s}}
+`, deadLetter, bucket, s3.Endpoint))
+	// --since drops the "early" line: filtered, not lost.
+	r := runBackfill(t, "--config", cfgPath, "--input", filepath.Join(dir, "*"), "--since", "2025-12-31T12:00:00Z")
+	if r.code != 0 {
+		t.Fatalf("exit code %d (invalid input must not change it)\n%s", r.code, r.stderr)
+	}
+	rep := r.report
+	in := rep.Integrations[0]
+	t.Logf("lines %d = delivered %d + duplicates %d + invalid %d + filtered %d; file errors %d",
+		rep.Lines, in.Delivered, in.Duplicates, rep.InvalidLines, rep.Filtered, rep.FileErrors)
+	if rep.Lines != in.Delivered+in.Duplicates+rep.InvalidLines+rep.Filtered {
+		t.Errorf("counts do not add up")
+	}
+	if rep.InvalidLines != int64(invalid) || rep.FileErrors != int64(fileErrors) || rep.Filtered != 1 ||
+		in.Delivered != int64(valid-2) || in.Duplicates != 1 {
+		t.Errorf("want %d invalid, %d file errors, 1 filtered, %d delivered, 1 duplicate", invalid, fileErrors, valid-2)
+	}
+	cfg, _ := config.Load(cfgPath)
+	objects := s3.Objects(t, bucket, "")
+	found := map[string]int{}
+	for key := range objects {
+		if strings.Contains(key, "dt=9999-12-31") {
+			found["far-future"]++
+		}
+	}
+	if found["far-future"] != 1 {
+		t.Errorf("the far-future impression is not in one object of its window: %v", keysOf(objects))
+	}
+	_ = cfg
+	// Every bad line and file is in the dead-letter store with a reason.
+	var dead []string
+	files, _ := filepath.Glob(filepath.Join(deadLetter, "invalid", "*.ndjson"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		dead = append(dead, strings.Split(strings.TrimSpace(string(b)), "\n")...)
+	}
+	if len(dead) != invalid+fileErrors {
+		t.Errorf("%d dead-letter records, want %d", len(dead), invalid+fileErrors)
+	}
+	all := strings.Join(dead, "\n")
+	for _, reason := range []string{"longer than the limit", "not valid UTF-8", "invalid JSON", "must be an integer literal",
+		"out of range", "must be >= 0", "unexpected EOF", "not a gzip file", "is a directory"} {
+		if !strings.Contains(all, reason) {
+			t.Errorf("no dead-letter record says %q", reason)
+		}
+	}
+}
+
+func keysOf(m map[string][]byte) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}

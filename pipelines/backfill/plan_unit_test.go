@@ -1,0 +1,35 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestTimeSlices(t *testing.T) {
+	day := 24 * time.Hour
+	d := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
+	seen := []time.Time{d("2026-01-01T05:00:00Z"), d("2026-01-01T20:00:00Z"), d("2026-01-03T01:00:00Z"), d("9999-12-31T00:00:00Z")}
+	got := timeSlices(planOptions{Slice: day}, seen)
+	want := [][2]time.Time{
+		{{}, d("2026-01-03T00:00:00Z")},                        // open start; the empty 2 January merged in
+		{d("2026-01-03T00:00:00Z"), d("9999-12-31T00:00:00Z")}, // the years without data go with it
+		{d("9999-12-31T00:00:00Z"), {}},                        // open end
+	}
+	if len(got) != len(want) {
+		t.Fatalf("slices %v, want %v", got, want)
+	}
+	for i := range want {
+		if !got[i][0].Equal(want[i][0]) || !got[i][1].Equal(want[i][1]) {
+			t.Errorf("slice %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	// Within --since/--until, the ends are those given.
+	got = timeSlices(planOptions{Slice: day, From: d("2026-01-01T03:00:00Z"), Until: d("2026-01-02T12:00:00Z")},
+		[]time.Time{d("2026-01-01T05:00:00Z"), d("2026-01-02T01:00:00Z")})
+	if len(got) != 2 || !got[0][0].Equal(d("2026-01-01T03:00:00Z")) || !got[1][1].Equal(d("2026-01-02T12:00:00Z")) {
+		t.Errorf("bounded slices %v", got)
+	}
+	if got := timeSlices(planOptions{}, seen); len(got) != 1 {
+		t.Errorf("without slicing: %v", got)
+	}
+}
