@@ -110,6 +110,7 @@ func (c *Config) validate(p *configkit.Problems) {
 	if len(c.Integrations) == 0 {
 		p.Addf("integrations", "at least one integration is required")
 	}
+	defer c.checkShared(p)
 	seen := map[string]bool{}
 	for i := range c.Integrations {
 		in := &c.Integrations[i]

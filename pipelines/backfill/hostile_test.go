@@ -12,6 +12,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
 )
 
@@ -127,4 +128,70 @@ func keysOf(m map[string][]byte) []string {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+// Keys, write keys, webhook secrets and AWS keys never appear in what a run leaves:
+// its output, report, dead letters and state, even when every destination refuses
+// them.
+func TestSecretsNeverLeak(t *testing.T) {
+	const (
+		awsSecret = "aws-SECRET-9f8e7d6c"
+		ampKey    = "amp-SECRET-1a2b3c4d"
+		segKey    = "seg-SECRET-4d5e6f7a"
+		hookKey   = "c2VjcmV0LVNFQ1JFVC13ZWJob29rLWtleS0xMjM0NTY3OA==" // base64 of a 32-byte key
+	)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", awsSecret)
+	t.Setenv("AWS_ACCESS_KEY_ID", "outflow-test")
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	// Each destination expects other credentials, so every request is refused.
+	amp := testenv.Destination(t, destsim.Options{Kind: destsim.Amplitude, APIKey: "the-right-key"})
+	seg := testenv.Destination(t, destsim.Options{Kind: destsim.Segment, WriteKey: "the-right-key"})
+	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Tenant: "initech", Secret: hookSecret})
+	deadLetter := t.TempDir()
+	t.Setenv("ACME_AMPLITUDE_KEY", ampKey)
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+allow_private_destinations: true
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, endpoint: %s}}
+  - {id: acme-amp, tenant: acme, type: amplitude, amplitude: {api_key: "${ACME_AMPLITUDE_KEY}", endpoint: %q}}
+  - {id: globex-seg, tenant: globex, type: segment, segment: {write_key: %q, endpoint: %q}}
+  - {id: initech-hook, tenant: initech, type: webhook, webhook: {url: %q, secret: "whsec_%s"}}
+`, deadLetter, bucket, s3.Endpoint, amp.URL(), segKey, seg.URL(), hook.URL()+"/h", hookKey))
+	reportPath := filepath.Join(t.TempDir(), "report.json")
+	out := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), "--config", cfgPath, "--input", sampleGlob, "--report", reportPath)
+	if out.Code != 3 {
+		t.Fatalf("exit code %d, want 3 (everything refused)\n%s", out.Code, out.Stderr)
+	}
+	texts := map[string]string{"stdout": out.Stdout, "stderr": out.Stderr}
+	add := func(path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[path] = string(b)
+	}
+	add(reportPath)
+	filepath.Walk(deadLetter, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			add(p)
+		}
+		return nil
+	})
+	if len(texts) < 5 {
+		t.Fatalf("only %d outputs to search; the test proves little", len(texts))
+	}
+	deadLettered := 0
+	for name, text := range texts {
+		for _, secret := range []string{awsSecret, ampKey, segKey, hookKey, hookKey[:20]} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s contains a secret (%s…)", name, secret[:6])
+			}
+		}
+		deadLettered += strings.Count(text, `"impression":`)
+	}
+	if deadLettered == 0 {
+		t.Error("no undeliverable impression was dead-lettered; the refusals did not happen")
+	}
 }
