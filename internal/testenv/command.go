@@ -3,6 +3,8 @@ package testenv
 import (
 	"bytes"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
@@ -90,4 +92,12 @@ func Main(m *testing.M) {
 	}
 	buildMu.Unlock()
 	os.Exit(code)
+}
+
+// HTTPServer serves h on a loopback port until the test ends, and returns its URL.
+func HTTPServer(t testing.TB, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
