@@ -3,8 +3,9 @@
 //
 //   - default (no --runner): embedded prism, in this process, nothing to install;
 //   - --runner=universal --endpoint=HOST:PORT: a portable job server (Flink's job
-//     server, or prism started as one); pass --environment_type=LOOPBACK to run the
-//     workers in this process, as local job servers need;
+//     server, or prism started as one); with a job server on this machine the
+//     workers run in this process (--environment_type=LOOPBACK) unless another
+//     environment is given;
 //   - --runner=dataflow with the usual Dataflow flags (--project, --region,
 //     --staging_location, …).
 package runners
@@ -12,6 +13,8 @@ package runners
 import (
 	"context"
 	"flag"
+	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -21,14 +24,31 @@ import (
 // Run runs p on the runner named by --runner (embedded prism when none is) and
 // returns its result, whose metrics are the committed values.
 func Run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
+	defaultLoopback()
 	return beamx.RunWithMetrics(ctx, p)
 }
 
-// InProcess reports whether jobs run in this process: the embedded prism runner,
-// the default.
-func InProcess() bool {
-	f := flag.Lookup("runner")
-	return f == nil || f.Value.String() == "" || strings.EqualFold(f.Value.String(), "prism")
+// defaultLoopback runs the workers in this process when a job goes to a job server on
+// this machine and no environment is chosen: without it the universal runner would
+// ask for a Docker worker image, which a local job server rarely has. A remote job
+// server (a Flink cluster) keeps Beam's default.
+func defaultLoopback() {
+	runner, endpoint, env := flag.Lookup("runner"), flag.Lookup("endpoint"), flag.Lookup("environment_type")
+	if runner == nil || endpoint == nil || env == nil || env.Value.String() != "" {
+		return
+	}
+	switch strings.ToLower(runner.Value.String()) {
+	case "universal", "flink", "portable":
+	default:
+		return
+	}
+	host, _, err := net.SplitHostPort(endpoint.Value.String())
+	if err != nil {
+		return
+	}
+	if ip, err := netip.ParseAddr(host); host == "localhost" || (err == nil && ip.IsLoopback()) {
+		env.Value.Set("LOOPBACK")
+	}
 }
 
 // FlagsHelp describes the runner flags for a command's usage message.

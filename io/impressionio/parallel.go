@@ -41,7 +41,9 @@ type parsed struct {
 // parseFile reads the file at path and calls handle for each line, in order, on the
 // calling goroutine, with its number, raw bytes and parse result. It returns the
 // error that stopped reading, if any; the lines before it have been handled.
-func parseFile(ctx context.Context, path string, handle func(line uint64, raw []byte, p parsed)) error {
+// skip, when set, is asked first of each line: a line it skips is passed on as blank,
+// without being parsed.
+func parseFile(ctx context.Context, path string, skip func([]byte) bool, handle func(line uint64, raw []byte, p parsed)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := max(1, runtime.GOMAXPROCS(0)-1)
@@ -83,6 +85,10 @@ func parseFile(ctx context.Context, path string, handle func(line uint64, raw []
 			for b := range todo {
 				b.parsed = make([]parsed, len(b.ends))
 				for i := range b.parsed {
+					if skip != nil && skip(b.line(i)) {
+						b.parsed[i].err = impression.ErrBlank
+						continue
+					}
 					b.parsed[i].imp, b.parsed[i].err = impression.Parse(b.line(i))
 				}
 				close(b.done)

@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,7 +131,16 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	origin := h.Sum64() << 32
 	var valid, last uint64
 	received := time.Now().UnixMilli()
-	err := parseFile(ctx, f.Path, func(line uint64, raw []byte, p parsed) {
+	var skip func([]byte) bool
+	if fn.Sharing.NotTheRest && (fn.From != 0 || fn.To != 0) {
+		// Lines of other slices are other jobs' to deliver, and invalid lines another
+		// job's to count: a line whose time is plainly outside this slice needs no parse.
+		skip = func(line []byte) bool {
+			t, ok := quickTime(line)
+			return ok && outside(t, fn.From, fn.To)
+		}
+	}
+	err := parseFile(ctx, f.Path, skip, func(line uint64, raw []byte, p parsed) {
 		if line%4096 == 0 {
 			progress.Add(fn.Progress, 4096)
 		}
@@ -182,6 +192,47 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		dead(deadletterio.Invalid(nil, reason, f.Path))
 	}
 	return nil
+}
+
+// quickTime finds the top-level "time" of a JSON object line without parsing it: one
+// pass that skips strings and nested values. ok is false when it cannot tell.
+func quickTime(line []byte) (t int64, ok bool) {
+	depth, inString := 0, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		case c == '"':
+			if depth == 1 && bytes.HasPrefix(line[i:], []byte(`"time":`)) {
+				return leadingInt(line[i+len(`"time":`):])
+			}
+			inString = true
+		}
+	}
+	return 0, false
+}
+
+// leadingInt reads a non-negative JSON integer literal ending where the value ends.
+func leadingInt(b []byte) (int64, bool) {
+	b = bytes.TrimLeft(b, " \t")
+	n := 0
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 18 || (n < len(b) && !strings.ContainsRune(",} \t\r", rune(b[n]))) {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	return v, err == nil
 }
 
 // outside reports whether t is outside [from, to); 0 bounds are open.

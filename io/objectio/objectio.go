@@ -155,6 +155,8 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	}
 	d.impressions.Inc(ctx, int64(obj.Records))
 	d.duplicates.Inc(ctx, int64(obj.Duplicates))
+	// Never wait here for uploads: a bundle that makes no progress for a moment is
+	// split by prism, again and again, copying what is left of it each time.
 	fn.uploads.Go(func() error {
 		select {
 		case d.slots <- struct{}{}:

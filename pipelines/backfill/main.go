@@ -46,10 +46,11 @@ var (
 	slice        = flag.Duration("slice", 24*time.Hour, "time slice of a job (UTC-aligned); 0: the whole range in one")
 	jobsBy       = flag.String("jobs-by", "group", "group: one job per group of integrations sharing a type, window and format; integration: one job per integration")
 	restart      = flag.Bool("restart", false, "ignore what an earlier run of the same backfill finished, and do it all")
+	maxJob       = flag.Int64("max-job-impressions", 4_000_000, "cut slices so that no job is estimated above this many impressions (bounds a job's memory on the embedded runner); 0: no bound")
 )
 
 const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]\n" +
-	"                [--plan] [--parallel-jobs N] [--slice DURATION] [--jobs-by group|integration] [--restart] [runner flags]"
+	"                [--plan] [--parallel-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart] [runner flags]"
 
 func main() { os.Exit(run()) }
 
@@ -97,7 +98,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 	}
 
 	st := &state{Done: map[string]doneJob{}}
-	st.path = statePath(cfg.DeadLetter, mustRead(*configPath), *input, *since, *until, slice.String(), *jobsBy)
+	st.path = statePath(cfg.DeadLetter, mustRead(*configPath), *input, *since, *until, slice.String(), *jobsBy, fmt.Sprint(*maxJob))
 	if !*restart {
 		if st, err = loadState(ctx, st.path); err != nil {
 			return job.ExitFailed, err
@@ -171,7 +172,10 @@ func readFlags() (planOptions, []string) {
 	if *jobsBy != "group" && *jobsBy != "integration" {
 		problems = append(problems, fmt.Sprintf("--jobs-by must be group or integration; got %q", *jobsBy))
 	}
-	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration"}, problems
+	if *maxJob < 0 {
+		problems = append(problems, fmt.Sprintf("--max-job-impressions must be >= 0; got %d", *maxJob))
+	}
+	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration", MaxJobImpressions: *maxJob}, problems
 }
 
 // matchInput lists the input files; it fails when the glob matches none: a typo
@@ -211,9 +215,9 @@ func checkDestinations(ctx context.Context, cfg *config.Config) error {
 // runners documents the ones that choose a runner.
 func printUsage() {
 	fmt.Fprintln(os.Stderr, usage)
-	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "slice", "jobs-by", "restart"} {
+	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "slice", "jobs-by", "max-job-impressions", "restart"} {
 		f := flag.Lookup(name)
-		fmt.Fprintf(os.Stderr, "  --%-14s %s\n", f.Name, f.Usage)
+		fmt.Fprintf(os.Stderr, "  --%-20s %s\n", f.Name, f.Usage)
 	}
 	fmt.Fprintln(os.Stderr, runners.FlagsHelp)
 }

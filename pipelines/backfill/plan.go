@@ -48,6 +48,10 @@ type planOptions struct {
 	// SampleBytes bounds how much of each file is read to estimate (uncompressed
 	// bytes); what is not read is extrapolated from what was.
 	SampleBytes int64
+	// MaxJobImpressions cuts a slice into hour-aligned parts until each job is
+	// estimated below it: the embedded runner keeps a job's shuffle in memory, so this
+	// bounds a job's memory. 0: no bound.
+	MaxJobImpressions int64
 }
 
 // defaultSampleBytes reads small files whole, and the first 4 MiB (about 12,000
@@ -71,15 +75,20 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 	}
 	var jobs []planJob
 	for gi, g := range groups {
-		for si, sl := range timeSlices(o, est.times()) {
-			j := planJob{Integrations: g, From: sl[0], Until: sl[1], OwnLines: gi == 0, OwnRest: gi == 0 && si == 0}
-			var ids []string
-			for _, in := range g {
-				ids = append(ids, in.ID)
-				j.Estimate += est.count(in.ID, sl[0], sl[1])
+		var ids []string
+		for _, in := range g {
+			ids = append(ids, in.ID)
+		}
+		count := func(from, until time.Time) (n int64) {
+			for _, id := range ids {
+				n += est.count(id, from, until)
 			}
-			j.ID = strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1])
-			jobs = append(jobs, j)
+			return n
+		}
+		for si, sl := range splitLarge(timeSlices(o, est.times()), est.times(), count, o.MaxJobImpressions) {
+			jobs = append(jobs, planJob{ID: strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1]),
+				Integrations: g, From: sl[0], Until: sl[1], Estimate: count(sl[0], sl[1]),
+				OwnLines: gi == 0, OwnRest: gi == 0 && si == 0})
 		}
 	}
 	slices.SortStableFunc(jobs, func(a, b planJob) int { return cmp.Compare(b.Estimate, a.Estimate) })
@@ -129,6 +138,30 @@ func timeSlices(o planOptions, seen []time.Time) [][2]time.Time {
 	out[0][0], out[len(out)-1][1] = o.From, o.Until // open ends, or the range asked for
 	if !o.From.IsZero() && out[0][1].Before(o.From) || !o.Until.IsZero() && !out[len(out)-1][0].Before(o.Until) {
 		return [][2]time.Time{{o.From, o.Until}}
+	}
+	return out
+}
+
+// splitLarge cuts slices whose estimate exceeds max at hour boundaries, each part as
+// large as it can be while under max (one hour may exceed it alone). hours are the
+// sampled hours with impressions, in order. Open ends stay open.
+func splitLarge(slices [][2]time.Time, hours []time.Time, count func(from, until time.Time) int64, max int64) [][2]time.Time {
+	if max <= 0 {
+		return slices
+	}
+	within := func(sl [2]time.Time, t time.Time) bool {
+		return (sl[0].IsZero() || !t.Before(sl[0])) && (sl[1].IsZero() || t.Before(sl[1]))
+	}
+	var out [][2]time.Time
+	for _, sl := range slices {
+		from := sl[0]
+		for _, h := range hours {
+			if within(sl, h) && (from.IsZero() || h.After(from)) && count(from, h.Add(time.Hour)) > max && count(from, h) > 0 {
+				out = append(out, [2]time.Time{from, h})
+				from = h
+			}
+		}
+		out = append(out, [2]time.Time{from, sl[1]})
 	}
 	return out
 }

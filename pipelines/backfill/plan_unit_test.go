@@ -33,3 +33,36 @@ func TestTimeSlices(t *testing.T) {
 		t.Errorf("without slicing: %v", got)
 	}
 }
+
+func TestSplitLarge(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var hours []time.Time
+	for h := range 10 {
+		hours = append(hours, base.Add(time.Duration(h)*time.Hour))
+	}
+	// 100 impressions an hour over ten hours.
+	count := func(from, until time.Time) int64 {
+		var n int64
+		for _, h := range hours {
+			if (from.IsZero() || !h.Before(from)) && (until.IsZero() || h.Before(until)) {
+				n += 100
+			}
+		}
+		return n
+	}
+	got := splitLarge([][2]time.Time{{}}, hours, count, 350)
+	if len(got) != 4 || !got[0][0].IsZero() || !got[3][1].IsZero() {
+		t.Fatalf("slices %v: want 4 covering everything, ends open", got)
+	}
+	for i, sl := range got {
+		if n := count(sl[0], sl[1]); n > 350 {
+			t.Errorf("slice %d holds %d > 350", i, n)
+		}
+		if i > 0 && !sl[0].Equal(got[i-1][1]) {
+			t.Errorf("gap or overlap between slices %d and %d: %v", i-1, i, got)
+		}
+	}
+	if got := splitLarge([][2]time.Time{{}}, hours, count, 0); len(got) != 1 {
+		t.Errorf("no bound, yet cut: %v", got)
+	}
+}

@@ -114,18 +114,17 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 	return code, nil
 }
 
-// submitMu serializes submitting jobs to the embedded prism runner: its job server
-// keeps the artifacts of jobs being submitted in a map without a lock (Beam
-// v2.77.0, jobservices/artifact.go), so two submissions at once can crash the
-// process. Once a job's workers have started, the next may be submitted.
+// submitMu serializes submitting jobs: prism's job server (embedded, or started as
+// one) keeps the artifacts of jobs being submitted in a map without a lock (Beam
+// v2.77.0, jobservices/artifact.go), so two submissions at once can crash it. The
+// next job is submitted once the previous one's workers have started (seen when they
+// run in this process) or after submitWait (when they run elsewhere).
 var submitMu sync.Mutex
 
-// submit runs p, submitting it only when no other job is being submitted to an
-// in-process runner.
+const submitWait = 10 * time.Second
+
+// submit runs p, submitting it only when no other job is being submitted.
 func submit(ctx context.Context, id string, p *beam.Pipeline) (beam.PipelineResult, error) {
-	if !runners.InProcess() {
-		return runners.Run(ctx, p)
-	}
 	type result struct {
 		res beam.PipelineResult
 		err error
@@ -137,7 +136,7 @@ func submit(ctx context.Context, id string, p *beam.Pipeline) (beam.PipelineResu
 		done <- result{res, err}
 	}()
 	started := progress.StartedKey(id)
-	for progress.Get(started) == 0 {
+	for deadline := time.Now().Add(submitWait); progress.Get(started) == 0 && time.Now().Before(deadline); {
 		select {
 		case r := <-done:
 			submitMu.Unlock()
