@@ -82,6 +82,10 @@ type Integration struct {
 	Segment   *segmentio.Config   `yaml:"segment" json:"segment,omitempty"`
 	Webhook   *webhookio.Config   `yaml:"webhook" json:"webhook,omitempty"`
 	Delivery  *delivery.Config    `yaml:"delivery" json:"delivery,omitempty"`
+
+	// Progress, set by the launcher and never by a config file, is the key under which
+	// sinks count what they delivered in package progress; empty: the integration id.
+	Progress string `yaml:"-" json:"-"`
 }
 
 // Defaults (CONTRACT §2 for windows).
@@ -233,7 +237,7 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 		}
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings, numbers and bools
 		ts = append(ts, delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
-			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations})
+			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations, Progress: in.Progress})
 	}
 	return ts
 }
@@ -253,7 +257,7 @@ func ObjectTargets(ints []Integration) []objectio.Target {
 			continue
 		}
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
-		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw})
+		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress})
 	}
 	return ts
 }

@@ -30,8 +30,8 @@ func Add(key string, n int64) {
 func Get(key string) int64 { return counter(key).Load() }
 
 // DoneKey is where sinks count the impressions of an integration they delivered or
-// dead-lettered.
-func DoneKey(integration string) string { return "done/" + integration }
+// dead-lettered for job, a launcher's name for one pipeline run (may be empty).
+func DoneKey(job, integration string) string { return "done/" + job + "/" + integration }
 
 // StartedKey counts under key+"#started" that a job's workers have started: past its
 // submission to the runner.

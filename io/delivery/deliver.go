@@ -39,6 +39,8 @@ type Target struct {
 	// Settings is the destination's own configuration section, as JSON.
 	Settings     json.RawMessage `json:"settings"`
 	AllowPrivate bool            `json:"allow_private"`
+	// Progress is the job counting what this integration delivered (package progress).
+	Progress string `json:"progress,omitempty"`
 }
 
 const (
@@ -379,7 +381,7 @@ func (st *drainState) partial(d *dest, b Batch, o Outcome, pause time.Duration) 
 
 func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 	d.delivered.Inc(st.ctx, int64(len(imps)))
-	progress.Add(progress.DoneKey(d.ID), int64(len(imps)))
+	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(imps)))
 	for i := range imps {
 		d.delay.Update(st.ctx, st.now.UnixMilli()-imps[i].Time)
 	}
@@ -387,7 +389,7 @@ func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 
 func (st *drainState) deadLetter(d *dest, b *Batch, status int, reason string) {
 	d.deadLettered.Inc(st.ctx, int64(len(b.Imps)))
-	progress.Add(progress.DoneKey(d.ID), int64(len(b.Imps)))
+	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(b.Imps)))
 	for i := range b.Imps {
 		st.dead(deadletterio.Undeliverable(d.ID, &b.Imps[i], status, b.Attempts, reason, b.ID))
 	}

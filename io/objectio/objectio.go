@@ -76,6 +76,8 @@ type Target struct {
 	Spec encode.ObjectSpec `json:"spec"`
 	// Settings is the store's own configuration section, as JSON.
 	Settings json.RawMessage `json:"settings"`
+	// Progress is the job counting what this integration stored (package progress).
+	Progress string `json:"progress,omitempty"`
 }
 
 // Write stores each chunk as the data object of its integration, window and shard
@@ -185,7 +187,7 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
 		st.d.delivered.Inc(ctx, int64(st.obj.Records))
-		progress.Add(progress.DoneKey(st.d.ID), int64(st.obj.Records))
+		progress.Add(progress.DoneKey(st.d.Progress, st.d.ID), int64(st.obj.Records))
 		st.d.objects.Inc(ctx, 1)
 		st.d.bytes.Inc(ctx, st.obj.Bytes())
 	}

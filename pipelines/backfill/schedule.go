@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,7 +71,10 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			defer func() { <-slots }()
 
 			sub := *cfg
-			sub.Integrations = j.Integrations
+			sub.Integrations = slices.Clone(j.Integrations)
+			for i := range sub.Integrations {
+				sub.Integrations[i].Progress = j.ID
+			}
 			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID), impressionio.Since(o.From),
 				impressionio.Until(o.Until), impressionio.Within(j.From, j.Until), impressionio.Shared(j.OwnLines, j.OwnRest)}
 			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts))
@@ -152,19 +156,19 @@ func submit(ctx context.Context, id string, p *beam.Pipeline) (beam.PipelineResu
 // runningJob is what the progress display knows of a job.
 type runningJob struct {
 	planJob
-	started  time.Time
-	baseline int64 // impressions its integrations had delivered or dead-lettered before it
+	started time.Time
 }
 
 func newRunningJob(j planJob) *runningJob {
-	return &runningJob{planJob: j, started: time.Now(), baseline: doneOf(j)}
+	return &runningJob{planJob: j, started: time.Now()}
 }
 
-// doneOf sums what the job's integrations delivered or dead-lettered in this process.
+// doneOf sums what the job delivered or dead-lettered (seen when its workers run in
+// this process).
 func doneOf(j planJob) int64 {
 	var n int64
 	for _, in := range j.Integrations {
-		n += progress.Get(progress.DoneKey(in.ID))
+		n += progress.Get(progress.DoneKey(j.ID, in.ID))
 	}
 	return n
 }
@@ -192,7 +196,7 @@ func showProgress(log *slog.Logger, mu *sync.Mutex, running map[string]*runningJ
 			mu.Lock()
 			for id, r := range running {
 				read := progress.Get(id)
-				delivered := doneOf(r.planJob) - r.baseline
+				delivered := doneOf(r.planJob)
 				secs := time.Since(r.started).Seconds()
 				rate := float64(delivered) / secs
 				eta := "?"
