@@ -1,0 +1,327 @@
+// Package kafkaio reads Kafka records natively in Go: one splittable DoFn element
+// per partition, its restriction the partition's offsets, so no Java expansion
+// service is needed and any runner (prism, Flink, Dataflow) can run it.
+//
+// Each record is emitted at its Kafka timestamp. The watermark of a partition follows
+// the newest timestamp read; when the partition is idle it follows the clock, so
+// windows close on an idle topic instead of staying open.
+package kafkaio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/sdf"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/rtrackers/offsetrange"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func init() {
+	register.DoFn3x1[context.Context, []byte, func(Partition), error](&partitionsFn{})
+	register.Emitter1[Partition]()
+	register.DoFn5x2[context.Context, *watermarkEstimator, *sdf.LockRTracker, Partition,
+		func(beam.EventTime, Record), sdf.ProcessContinuation, error](&readFn{})
+	register.Emitter2[beam.EventTime, Record]()
+	beam.RegisterType(reflect.TypeOf((*Record)(nil)).Elem())
+	beam.RegisterType(reflect.TypeOf((*Partition)(nil)).Elem())
+}
+
+// Config says what to read.
+type Config struct {
+	Brokers []string `json:"brokers"`
+	Topic   string   `json:"topic"`
+	// Group is the consumer group whose committed offsets say where to start.
+	Group string `json:"group"`
+	// Start is where a partition without a committed offset starts: "earliest"
+	// (default) or "latest".
+	Start string `json:"start"`
+	// Bounded stops each partition at its end offset as listed at launch, so the
+	// pipeline finishes (catch-up runs, tests). Otherwise reading never ends.
+	Bounded bool `json:"bounded"`
+}
+
+// Validate names the first problem with c.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("no brokers")
+	case c.Topic == "":
+		return errors.New("no topic")
+	case c.Group == "":
+		return errors.New("no consumer group")
+	case c.Start != "" && c.Start != "earliest" && c.Start != "latest":
+		return fmt.Errorf("start %q: want earliest or latest", c.Start)
+	}
+	return nil
+}
+
+// Record is one Kafka record of the topic.
+type Record struct {
+	Partition int32
+	Offset    int64
+	Value     []byte
+}
+
+// Partition is one partition to read, from offset Start up to End (exclusive;
+// math.MaxInt64 when unbounded).
+type Partition struct {
+	Partition  int32
+	Start, End int64
+}
+
+const (
+	// pollWait is how long one poll waits for records before the partition counts as
+	// idle; readBudget is how long ProcessElement reads before handing the rest of the
+	// partition back to the runner, so the bundle commits and downstream moves on.
+	pollWait   = 250 * time.Millisecond
+	readBudget = time.Second
+	// idleDelay is how soon an idle partition is polled again.
+	idleDelay = 500 * time.Millisecond
+	// idleLag holds an idle partition's watermark this far behind the clock: a record
+	// being produced now may carry a timestamp slightly in the past.
+	idleLag = time.Second
+	maxPoll = 5000
+)
+
+// Read returns the topic's records, timestamped with their Kafka timestamps.
+//
+// Out: PCollection<Record>.
+func Read(s beam.Scope, cfg Config) beam.PCollection {
+	s = s.Scope("kafkaio.Read")
+	if err := cfg.Validate(); err != nil {
+		panic(fmt.Sprintf("kafkaio.Read: %v", err)) // callers validate their configuration first
+	}
+	parts := beam.ParDo(s, &partitionsFn{Config: cfg}, beam.Impulse(s))
+	return beam.ParDo(s, &readFn{Config: cfg}, parts)
+}
+
+func newClient(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, opts...)...)
+}
+
+// partitionsFn lists the topic's partitions and where the group left each one.
+type partitionsFn struct {
+	Config Config `json:"config"`
+}
+
+func (fn *partitionsFn) ProcessElement(ctx context.Context, _ []byte, emit func(Partition)) error {
+	parts, err := StartOffsets(ctx, fn.Config)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		emit(p)
+	}
+	return nil
+}
+
+// StartOffsets returns the topic's partitions, each starting at the group's committed
+// offset (or cfg.Start where none is) and, when cfg.Bounded, ending at its current end.
+func StartOffsets(ctx context.Context, cfg Config) ([]Partition, error) {
+	cl, err := newClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, cfg.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka topic %q: list offsets: %w", cfg.Topic, err)
+	}
+	if len(ends[cfg.Topic]) == 0 {
+		return nil, fmt.Errorf("kafka topic %q: no such topic, or it has no partitions", cfg.Topic)
+	}
+	starts, err := adm.ListStartOffsets(ctx, cfg.Topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka topic %q: list offsets: %w", cfg.Topic, err)
+	}
+	committed, err := adm.FetchOffsetsForTopics(ctx, cfg.Group, cfg.Topic)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		err = nil // a new group: nothing committed yet
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka group %q: fetch committed offsets: %w", cfg.Group, err)
+	}
+	var parts []Partition
+	for p, end := range ends[cfg.Topic] {
+		first, _ := starts.Lookup(cfg.Topic, p)
+		part := Partition{Partition: p, Start: first.Offset, End: math.MaxInt64}
+		if cfg.Start == "latest" {
+			part.Start = end.Offset
+		}
+		// A committed offset is the next record to read; one the log no longer holds
+		// (retention) starts at the earliest that remains.
+		if c, ok := committed.Lookup(cfg.Topic, p); ok && c.Err == nil && c.At >= 0 {
+			part.Start = max(c.At, first.Offset)
+		}
+		if cfg.Bounded {
+			part.End = end.Offset
+		}
+		parts = append(parts, part)
+	}
+	return parts, nil
+}
+
+// readFn reads one partition; the runner checkpoints it every readBudget.
+type readFn struct {
+	Config Config `json:"config"`
+
+	consumers map[int32]*consumer
+}
+
+// consumer is a client positioned on one partition, kept across checkpoints so its
+// prefetched records are not thrown away.
+type consumer struct {
+	cl   *kgo.Client
+	next int64
+}
+
+func (fn *readFn) Setup() { fn.consumers = map[int32]*consumer{} }
+
+func (fn *readFn) Teardown() {
+	for _, c := range fn.consumers {
+		c.cl.Close()
+	}
+}
+
+func (fn *readFn) CreateInitialRestriction(p Partition) offsetrange.Restriction {
+	return offsetrange.Restriction{Start: p.Start, End: p.End}
+}
+
+func (fn *readFn) SplitRestriction(_ Partition, rest offsetrange.Restriction) []offsetrange.Restriction {
+	return []offsetrange.Restriction{rest}
+}
+
+func (fn *readFn) RestrictionSize(_ Partition, rest offsetrange.Restriction) float64 {
+	if rest.End == math.MaxInt64 {
+		return 1 // unknown and unbounded
+	}
+	return float64(max(0, rest.End-rest.Start))
+}
+
+func (fn *readFn) CreateTracker(rest offsetrange.Restriction) *sdf.LockRTracker {
+	return sdf.NewLockRTracker(partitionTracker{offsetrange.NewTracker(rest)})
+}
+
+// partitionTracker claims a partition's offsets. An unbounded one may be checkpointed
+// (split at fraction 0) but not split further on: halfway to math.MaxInt64 is no
+// offset the log will reach.
+type partitionTracker struct{ *offsetrange.Tracker }
+
+func (t partitionTracker) TrySplit(fraction float64) (primary, residual any, err error) {
+	if fraction > 0 && t.GetRestriction().(offsetrange.Restriction).End == math.MaxInt64 {
+		return t.GetRestriction(), nil, nil
+	}
+	return t.Tracker.TrySplit(fraction)
+}
+
+func (fn *readFn) InitialWatermarkEstimatorState(et beam.EventTime, _ offsetrange.Restriction, _ Partition) int64 {
+	return et.Milliseconds()
+}
+
+func (fn *readFn) CreateWatermarkEstimator(ms int64) *watermarkEstimator {
+	return &watermarkEstimator{ms: ms}
+}
+
+func (fn *readFn) WatermarkEstimatorState(we *watermarkEstimator) int64 { return we.ms }
+
+func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt *sdf.LockRTracker, p Partition,
+	emit func(beam.EventTime, Record)) (sdf.ProcessContinuation, error) {
+	rest := rt.GetRestriction().(offsetrange.Restriction)
+	if rest.Start >= rest.End {
+		return sdf.StopProcessing(), nil
+	}
+	c, err := fn.consumer(p.Partition, rest.Start)
+	if err != nil {
+		return sdf.StopProcessing(), err
+	}
+	for deadline := time.Now().Add(readBudget); time.Now().Before(deadline); {
+		pollCtx, cancel := context.WithTimeout(ctx, pollWait)
+		fetches := c.cl.PollRecords(pollCtx, maxPoll)
+		cancel()
+		if err := fetchError(ctx, fetches); err != nil {
+			fn.drop(p.Partition)
+			return sdf.StopProcessing(), fmt.Errorf("kafka topic %q partition %d: %w", fn.Config.Topic, p.Partition, err)
+		}
+		n := 0
+		for it := fetches.RecordIter(); !it.Done(); {
+			r := it.Next()
+			if !rt.TryClaim(r.Offset) {
+				return sdf.StopProcessing(), rt.GetError()
+			}
+			c.next = r.Offset + 1
+			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, Value: r.Value})
+			we.observe(r.Timestamp)
+			n++
+		}
+		if c.next >= rest.End { // bounded and done
+			rt.TryClaim(rest.End)
+			return sdf.StopProcessing(), nil
+		}
+		if n == 0 {
+			we.observe(time.Now().Add(-idleLag))
+			return sdf.ResumeProcessingIn(idleDelay), nil
+		}
+	}
+	return sdf.ResumeProcessingIn(0), nil
+}
+
+// consumer returns a client that reads partition from offset next.
+func (fn *readFn) consumer(partition int32, next int64) (*consumer, error) {
+	if c := fn.consumers[partition]; c != nil && c.next == next {
+		return c, nil
+	}
+	fn.drop(partition)
+	cl, err := newClient(fn.Config, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+		fn.Config.Topic: {partition: kgo.NewOffset().At(next)},
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("kafka %s: %w", strings.Join(fn.Config.Brokers, ","), err)
+	}
+	c := &consumer{cl: cl, next: next}
+	fn.consumers[partition] = c
+	return c, nil
+}
+
+func (fn *readFn) drop(partition int32) {
+	if c := fn.consumers[partition]; c != nil {
+		c.cl.Close()
+		delete(fn.consumers, partition)
+	}
+}
+
+// fetchError returns the first error of a poll that matters: not the poll's own
+// timeout, which only means no record arrived.
+func fetchError(ctx context.Context, f kgo.Fetches) error {
+	for _, e := range f.Errors() {
+		if errors.Is(e.Err, context.DeadlineExceeded) && ctx.Err() == nil {
+			continue
+		}
+		return e.Err
+	}
+	return nil
+}
+
+// watermarkEstimator holds a partition's watermark, in Unix milliseconds; it never
+// goes back.
+type watermarkEstimator struct{ ms int64 }
+
+func (e *watermarkEstimator) CurrentWatermark() time.Time { return time.UnixMilli(e.ms) }
+
+func (e *watermarkEstimator) observe(t time.Time) { e.ms = max(e.ms, t.UnixMilli()) }

@@ -1,0 +1,159 @@
+package kafkaio
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/transforms/stats"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestMain(m *testing.M) { ptest.Main(m) }
+
+// broker starts an in-process Kafka-protocol broker with topic in partitions.
+func broker(t *testing.T, topic string, partitions int32) Config {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return Config{Brokers: c.ListenAddrs(), Topic: topic, Group: "outflow-test"}
+}
+
+// produce writes n records "topic-i" spread over the partitions, stamped at ts(i).
+func produce(t *testing.T, cfg Config, from, n int, ts func(i int) time.Time) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := from; i < from+n; i++ {
+		recs = append(recs, &kgo.Record{Topic: cfg.Topic, Value: fmt.Appendf(nil, "v-%d", i), Timestamp: ts(i)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func values(n int) []any {
+	var vs []any
+	for i := range n {
+		vs = append(vs, fmt.Sprintf("v-%d", i))
+	}
+	return vs
+}
+
+func value(r Record) string { return string(r.Value) }
+
+func init() { register.Function1x1(value) }
+
+// Every record of every partition, once, in bounded mode; a committed offset is where
+// the group resumes.
+func TestReadBounded(t *testing.T) {
+	cfg := broker(t, "impressions", 3)
+	cfg.Bounded = true
+	produce(t, cfg, 0, 300, func(int) time.Time { return time.Now() })
+
+	p, s := beam.NewPipelineWithRoot()
+	passert.EqualsList(s, beam.ParDo(s, value, Read(s, cfg)), values(300))
+	ptest.RunAndValidate(t, p)
+
+	// Commit 50 on partition 0: reading resumes there and nothing before it comes back.
+	cl, _ := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	defer cl.Close()
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: cfg.Topic, Partition: 0, At: 50, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(cl).CommitOffsets(context.Background(), cfg.Group, offs); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := StartOffsets(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) != 3 {
+		t.Fatalf("%d partitions, want 3", len(parts))
+	}
+	for _, p := range parts {
+		want := int64(0)
+		if p.Partition == 0 {
+			want = 50
+		}
+		if p.Start != want || p.End != 100 {
+			t.Errorf("partition %d: offsets [%d, %d), want [%d, 100)", p.Partition, p.Start, p.End, want)
+		}
+	}
+}
+
+func TestUnknownTopic(t *testing.T) {
+	cfg := broker(t, "impressions", 1)
+	cfg.Topic = "nope"
+	if _, err := StartOffsets(context.Background(), cfg); err == nil {
+		t.Error("no error for a topic that does not exist")
+	}
+}
+
+var (
+	windowsMu sync.Mutex
+	windows   = map[string]int{} // window start -> records counted, by collect
+)
+
+func one(Record) string { return "records" }
+
+func collect(w beam.Window, _ string, n int) {
+	windowsMu.Lock()
+	defer windowsMu.Unlock()
+	windows[w.(window.IntervalWindow).Start.ToTime().UTC().Format(time.TimeOnly)] += n
+}
+
+func init() {
+	register.Function1x1(one)
+	register.Function3x0(collect)
+}
+
+// Unbounded, the watermark follows the records and then the clock: windows close
+// while the job runs, even when no more records arrive.
+func TestReadUnboundedClosesWindows(t *testing.T) {
+	cfg := broker(t, "impressions", 2)
+	base := time.Now().Add(-time.Minute).Truncate(10 * time.Second)
+	produce(t, cfg, 0, 100, func(i int) time.Time { return base.Add(time.Duration(i%2) * 10 * time.Second) })
+
+	p, s := beam.NewPipelineWithRoot()
+	recs := beam.WindowInto(s, window.NewFixedWindows(10*time.Second), Read(s, cfg))
+	beam.ParDo0(s, collect, stats.Count(s, beam.ParDo(s, one, recs)))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := beam.Run(ctx, ptest.DefaultRunner(), p); done <- err }()
+	want := map[string]int{base.UTC().Format(time.TimeOnly): 50, base.Add(10 * time.Second).UTC().Format(time.TimeOnly): 50}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		windowsMu.Lock()
+		got := fmt.Sprint(windows)
+		windowsMu.Unlock()
+		if got == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("windows %s, want %v", got, want)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the unbounded job ended (%v) with windows %s", err, got)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
