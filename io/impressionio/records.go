@@ -1,0 +1,72 @@
+package impressionio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/io/kafkaio"
+)
+
+func init() {
+	register.DoFn4x0[context.Context, kafkaio.Record, func(beam.EventTime, impression.Impression), func(deadletterio.Record)](&recordsFn{})
+}
+
+// FromRecords parses the impressions in Kafka record values (CONTRACT §3: one line,
+// or several NDJSON lines, per record) and timestamps each with its impression time.
+// Invalid lines become dead-letter records naming the partition and offset.
+//
+// In: PCollection<kafkaio.Record>. Out: PCollection<impression.Impression>,
+// PCollection<deadletterio.Record>.
+func FromRecords(s beam.Scope, recs beam.PCollection) (imps, invalid beam.PCollection) {
+	s = s.Scope("impressionio.FromRecords")
+	return beam.ParDo2(s, &recordsFn{}, recs)
+}
+
+type recordsFn struct {
+	lines, invalid, valid beam.Counter
+}
+
+func (fn *recordsFn) Setup() {
+	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
+	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
+	fn.valid = beam.NewCounter(metricname.Job, metricname.Valid)
+}
+
+func (fn *recordsFn) ProcessElement(ctx context.Context, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {
+	// The origin orders repeats of an impression by where they were read: partition,
+	// then offset (below 2^48 in any real log).
+	origin := uint64(r.Partition)<<48 | uint64(r.Offset)&(1<<48-1)
+	received := time.Now().UnixMilli()
+	for line := range bytes.Lines(r.Value) {
+		line = bytes.TrimRight(line, "\r\n")
+		imp, err := impression.Parse(line)
+		if errors.Is(err, impression.ErrBlank) {
+			continue
+		}
+		if err != nil {
+			reason := err.Error()
+			if ie := (*impression.InvalidError)(nil); errors.As(err, &ie) {
+				reason = ie.Reason
+			}
+			fn.lines.Inc(ctx, 1)
+			fn.invalid.Inc(ctx, 1)
+			dead(deadletterio.Invalid(truncate(line), reason, fmt.Sprintf("kafka partition %d offset %d", r.Partition, r.Offset)))
+			continue
+		}
+		fn.lines.Inc(ctx, 1)
+		fn.valid.Inc(ctx, 1)
+		imp.Origin = origin
+		imp.ReceivedAt = received
+		emit(mtime.FromMilliseconds(imp.Time), imp)
+	}
+}
