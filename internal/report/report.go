@@ -116,13 +116,29 @@ func New(cfg *config.Config, started time.Time) *Report {
 	return r
 }
 
+// metricsOf returns res's metrics. A job whose metrics could not be fetched (one
+// cancelled, say) comes back from the universal runner as a result whose Metrics
+// dereferences nil (Beam v2.77.0, runnerlib/execute.go): that means none.
+func metricsOf(res beam.PipelineResult) (m metrics.Results, ok bool) {
+	if res == nil {
+		return m, false
+	}
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return res.Metrics(), true
+}
+
 // AddMetrics adds a finished job's committed metrics to the counts; a backfill made
 // of several jobs calls it once for each.
 func (r *Report) AddMetrics(res beam.PipelineResult) {
-	if res == nil {
+	results, ok := metricsOf(res)
+	if !ok {
 		return
 	}
-	all := res.Metrics().AllMetrics()
+	all := results.AllMetrics()
 	sum := map[[2]string]int64{} // namespace, name -> total over steps
 	for _, c := range all.Counters() {
 		sum[[2]string{c.Namespace(), c.Name()}] += c.Result()
