@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,76 +25,193 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-// Impressions produced for two tenants reach each tenant's destination exactly once
-// while the job runs, windows closed by the watermark; SIGINT ends it with exit 0.
-func TestStreamToHTTP(t *testing.T) {
-	bin := testenv.Build(t, "./pipelines/stream")
+// kafkaTopic is an in-process Kafka-protocol broker with a three-partition topic.
+type kafkaTopic struct {
+	t       *testing.T
+	brokers string
+	cl      *kgo.Client
+}
+
+func newTopic(t *testing.T) *kafkaTopic {
+	t.Helper()
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "impressions"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kafka.Close()
-	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "acme"})
-	amp := testenv.Destination(t, destsim.Options{Kind: destsim.Amplitude, APIKey: "k"})
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "outflow.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-dead_letter: %s
-allow_private_destinations: true
-integrations:
-  - {id: acme-hook, tenant: acme, type: webhook, window: 2s, webhook: {url: %q, secret: %q}}
-  - {id: globex-amp, tenant: globex, type: amplitude, window: 2s, amplitude: {api_key: k, endpoint: %q}}
-`, filepath.Join(dir, "dead"), hook.URL()+"/h", hookSecret, amp.URL())), 0o644)
-
+	t.Cleanup(kafka.Close)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	produce := func(from, n int) {
-		var recs []*kgo.Record
-		for i := from; i < from+n; i++ {
-			tenant := []string{"acme", "globex"}[i%2]
-			line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":"user-%d","split":"s","treatment":"on","time":%d}`,
-				tenant, i, time.Now().UnixMilli())
-			recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line)})
-		}
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	produce(0, 100) // before the job starts
+	t.Cleanup(cl.Close)
+	return &kafkaTopic{t: t, brokers: strings.Join(kafka.ListenAddrs(), ","), cl: cl}
+}
 
-	reportPath := filepath.Join(dir, "report.json")
-	cmd := exec.Command(bin, "--config", cfgPath, "--brokers", strings.Join(kafka.ListenAddrs(), ","),
-		"--topic", "impressions", "--report", reportPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+// produce writes one impression per key for tenant, timed now.
+func (tp *kafkaTopic) produce(tenant string, keys ...string) {
+	var recs []*kgo.Record
+	for _, k := range keys {
+		line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`,
+			tenant, k, time.Now().UnixMilli())
+		recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line)})
+	}
+	if err := tp.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		tp.t.Fatal(err)
+	}
+}
+
+func keys(prefix string, from, to int) []string {
+	var ks []string
+	for i := from; i < to; i++ {
+		ks = append(ks, fmt.Sprintf("%s-%d", prefix, i))
+	}
+	return ks
+}
+
+// streamJob is a stream job running as its own process.
+type streamJob struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	exited chan struct{}
+}
+
+// startJob writes the integrations into a config and starts the stream job on tp.
+func startJob(t *testing.T, tp *kafkaTopic, integrations string) *streamJob {
+	t.Helper()
+	bin := testenv.Build(t, "./pipelines/stream")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "outflow.yaml")
+	cfg := fmt.Sprintf("dead_letter: %s\nallow_private_destinations: true\nintegrations:\n%s", filepath.Join(dir, "dead"), integrations)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	time.Sleep(2 * time.Second)
-	produce(100, 100) // while it runs
+	j := &streamJob{cmd: exec.Command(bin, "--config", cfgPath, "--brokers", tp.brokers, "--topic", "impressions",
+		"--report", filepath.Join(dir, "report.json"))}
+	j.cmd.Stderr = &j.stderr
+	if err := j.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	j.exited = make(chan struct{})
+	go func() { j.cmd.Wait(); close(j.exited) }()
+	t.Cleanup(func() { j.cmd.Process.Kill(); <-j.exited })
+	return j
+}
 
-	waitFor := func(s *destsim.Server, want int) {
-		for deadline := time.Now().Add(90 * time.Second); s.Status().UniqueEvents < want; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s got %d of %d impressions\n%s", s.Status().Kind, s.Status().UniqueEvents, want, stderr.String())
-			}
-			time.Sleep(200 * time.Millisecond)
+// stop ends the job with SIGINT and returns its exit code.
+func (j *streamJob) stop() int {
+	j.cmd.Process.Signal(syscall.SIGINT)
+	<-j.exited
+	return j.cmd.ProcessState.ExitCode()
+}
+
+// waitFor waits until s holds want unique impressions.
+func waitFor(t *testing.T, j *streamJob, s *destsim.Server, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(90 * time.Second); s.Status().UniqueEvents < want; {
+		select {
+		case <-j.exited:
+			t.Fatalf("the job ended (exit code %d) before %s got %d of %d impressions\n%s",
+				j.cmd.ProcessState.ExitCode(), s.URL(), s.Status().UniqueEvents, want, j.stderr.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s got %d of %d impressions\n%s", s.URL(), s.Status().UniqueEvents, want, j.stderr.String())
 		}
 	}
-	waitFor(hook, 100)
-	waitFor(amp, 100)
-	cmd.Process.Signal(syscall.SIGINT)
-	err = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit code %d after SIGINT (%v)\n%s", code, err, stderr.String())
+}
+
+// webhook starts a webhook simulator for tenant and returns it with its integration's
+// config line; extra is more of the integration's YAML fields.
+func webhook(t *testing.T, tenant string, o destsim.Options, extra string) (*destsim.Server, string) {
+	o.Kind, o.Secret, o.Tenant, o.RetryAfterGrace = destsim.Webhook, hookSecret, tenant, 100*time.Millisecond
+	s := testenv.Destination(t, o)
+	return s, fmt.Sprintf("  - {id: %s-hook, tenant: %s, type: webhook, window: 2s, webhook: {url: %q, secret: %q}%s}\n",
+		tenant, tenant, s.URL()+"/h", hookSecret, extra)
+}
+
+// Impressions produced for two tenants before and while the job runs reach each
+// tenant's destination exactly once, windows closed by the watermark; SIGINT ends the
+// job with exit 0.
+func TestStreamToHTTP(t *testing.T) {
+	tp := newTopic(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	amp := testenv.Destination(t, destsim.Options{Kind: destsim.Amplitude, APIKey: "k"})
+	tp.produce("acme", keys("a", 0, 50)...)
+	tp.produce("globex", keys("g", 0, 50)...)
+	j := startJob(t, tp, hookCfg+fmt.Sprintf("  - {id: globex-amp, tenant: globex, type: amplitude, window: 2s, amplitude: {api_key: k, endpoint: %q}}\n", amp.URL()))
+	time.Sleep(2 * time.Second)
+	tp.produce("acme", keys("a", 50, 100)...)
+	tp.produce("globex", keys("g", 50, 100)...)
+
+	waitFor(t, j, hook, 100)
+	waitFor(t, j, amp, 100)
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
 	}
 	for _, s := range []*destsim.Server{hook, amp} {
 		if st := s.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
 			t.Errorf("%s: %d unique, %d duplicates; want 100, 0", st.Kind, st.UniqueEvents, st.Duplicates)
 		}
 	}
+}
+
+// One destination throttled hard (a request every 3 s, Retry-After) while impressions
+// stream in for 20 s: the other tenants' impressions still arrive within their 2 s
+// window and a few seconds, and the throttled one loses nothing and is sent nothing
+// before its Retry-After.
+func TestThrottledDestinationDelaysNobody(t *testing.T) {
+	tp := newTopic(t)
+	slow, slowCfg := webhook(t, "slow", destsim.Options{RateLimit: 0.3, Burst: 1}, ", shards: 1")
+	a, aCfg := webhook(t, "acme", destsim.Options{}, "")
+	g, gCfg := webhook(t, "globex", destsim.Options{}, "")
+	j := startJob(t, tp, slowCfg+aCfg+gCfg)
+	const rounds, perRound = 40, 5
+	for i := range rounds {
+		for _, tenant := range []string{"slow", "acme", "globex"} {
+			tp.produce(tenant, keys(tenant, i*perRound, (i+1)*perRound)...)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	waitFor(t, j, a, rounds*perRound)
+	waitFor(t, j, g, rounds*perRound)
+	if st := slow.Status(); st.Throttled == 0 || st.UniqueEvents == rounds*perRound {
+		t.Fatalf("the slow destination was not held back (%d throttled, %d of %d delivered): the test proves nothing",
+			st.Throttled, st.UniqueEvents, rounds*perRound)
+	}
+	for _, s := range []*destsim.Server{a, g} {
+		delays := delaysOf(t, s)
+		p50, worst := delays[len(delays)/2], delays[len(delays)-1]
+		t.Logf("%s: delivery delay p50 %v, max %v (window 2s)", s.URL(), p50, worst)
+		// Contract: by window end + 30 s. Healthy neighbours of a throttled destination
+		// should see far less; the bound leaves room for a busy machine.
+		if worst > 2*time.Second+15*time.Second {
+			t.Errorf("%s: an impression took %v to arrive beside a throttled destination", s.URL(), worst)
+		}
+	}
+	waitFor(t, j, slow, rounds*perRound)
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	for _, s := range []*destsim.Server{slow, a, g} {
+		if st := s.Status(); st.Duplicates != 0 || st.IgnoredRetryAfter != 0 {
+			t.Errorf("%s: %d duplicates, %d requests before Retry-After", s.URL(), st.Duplicates, st.IgnoredRetryAfter)
+		}
+	}
+}
+
+// delaysOf returns, sorted, how long each impression s accepted took from its time to
+// its arrival.
+func delaysOf(t *testing.T, s *destsim.Server) []time.Duration {
+	var ds []time.Duration
+	for _, e := range s.Events() {
+		var rec struct {
+			Time int64 `json:"time"`
+		}
+		if err := json.Unmarshal(e.Body, &rec); err != nil || rec.Time == 0 {
+			t.Fatalf("event without a time: %s", e.Body)
+		}
+		ds = append(ds, e.First.Sub(time.UnixMilli(rec.Time)))
+	}
+	slices.Sort(ds)
+	return ds
 }
