@@ -35,6 +35,10 @@ type Config struct {
 	// Files says how s3:// paths (--input, dead_letter) are reached; gs:// paths honour
 	// STORAGE_EMULATOR_HOST.
 	Files Files `yaml:"files" json:"files"`
+
+	// Live, set by the stream job and never by a config file, turns on delay alerts:
+	// a backfill's impressions are late by design.
+	Live bool `yaml:"-" json:"-"`
 }
 
 // Files is the `files:` section.
@@ -75,6 +79,9 @@ type Integration struct {
 	// worker at a time: it bounds the parallelism per destination and, for object
 	// stores, is the number of objects per window.
 	Shards int `yaml:"shards" json:"shards"`
+	// AlertDelay is the delivery delay (delivery time minus impression time) above which
+	// the stream job raises an alert; default twice the window.
+	AlertDelay configkit.Duration `yaml:"alert_delay" json:"alert_delay"`
 
 	S3        *s3io.Config        `yaml:"s3" json:"s3,omitempty"`
 	GCS       *gcsio.Config       `yaml:"gcs" json:"gcs,omitempty"`
@@ -156,6 +163,12 @@ func (in *Integration) validate(p *configkit.Problems, path string, allowPrivate
 	if w := in.Window.D(); w < time.Second || w%time.Millisecond != 0 {
 		p.Addf(path+": window", "%v must be at least 1s, in whole milliseconds", w)
 	}
+	if in.AlertDelay == 0 {
+		in.AlertDelay = 2 * in.Window
+	}
+	if in.AlertDelay < 0 {
+		p.Addf(path+": alert_delay", "must be positive; got %v", in.AlertDelay.D())
+	}
 	if in.Shards == 0 {
 		in.Shards = DefaultShards
 	}
@@ -236,8 +249,12 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 			continue
 		}
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings, numbers and bools
-		ts = append(ts, delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
-			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations, Progress: in.Progress})
+		t := delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
+			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations, Progress: in.Progress}
+		if cfg.Live {
+			t.AlertDelay = in.AlertDelay.D()
+		}
+		ts = append(ts, t)
 	}
 	return ts
 }

@@ -68,7 +68,8 @@ func TestContractExample(t *testing.T) {
 	if amp.Amplitude.APIKey.Reveal() != "amp-key-123" || amp.Delivery.RequestsPerSecond != 20 {
 		t.Errorf("amplitude = %+v %+v", amp.Amplitude, amp.Delivery)
 	}
-	if seg := cfg.Integrations[3]; seg.Window.D() != DefaultHTTPWindow || seg.Segment.Event != "get_treatment" {
+	if seg := cfg.Integrations[3]; seg.Window.D() != DefaultHTTPWindow || seg.Segment.Event != "get_treatment" ||
+		seg.AlertDelay.D() != 2*DefaultHTTPWindow {
 		t.Errorf("segment = %+v", seg)
 	}
 	if cfg.Integrations[0].Environments[0] != "production" || cfg.Integrations[1].Environments != nil {
@@ -103,6 +104,7 @@ integrations:
     tenant: acme
     type: webhook
     shards: 0
+    alert_delay: -1s
     bogus_field: 1
     webhook: {url: "https://example.com/h", secret: "plain"}
     s3: {bucket: stray}
@@ -131,7 +133,8 @@ integrations:
 		`integration "amp": amplitude.api_key: environment variable NOT_SET_ANYWHERE is not set`,
 		`integration "amp": amplitude.endpoint: 127.0.0.1 is a private, loopback`,
 		`integration "amp": delivery.requests_per_second: must be > 0`,
-		`integration "hook": bogus_field (line 26): unknown field "bogus_field"`,
+		`integration "hook": alert_delay: must be positive; got -1s`,
+		`integration "hook": bogus_field (line 27): unknown field "bogus_field"`,
 		`integration "hook": webhook.secret: must be whsec_`,
 		`integration "hook": s3: section given, but the type is "webhook"`,
 		`integration "seg": segment.write_key: is required`,

@@ -29,6 +29,7 @@ const (
 	Requests     = "outflow.requests"
 	Throttled    = "outflow.throttled"
 	Retries      = "outflow.retries"
+	DelayAlerts  = "outflow.delay_alerts" // impressions delivered later than alert_delay (stream)
 )
 
 // Per-integration distributions and gauges.

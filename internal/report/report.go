@@ -61,6 +61,8 @@ type Integration struct {
 	RateLimit float64 `json:"rate_limit,omitempty"`
 	// Delay is delivery time minus impression time, over delivered impressions.
 	Delay *Delay `json:"delay_ms,omitempty"`
+	// DelayAlerts counts impressions delivered later than alert_delay (stream only).
+	DelayAlerts int64 `json:"delay_alerts,omitempty"`
 }
 
 // Job is one of a backfill's Beam jobs: some integrations over a time slice.
@@ -164,6 +166,7 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 		in.Duplicates += get(metricname.Duplicates)
 		in.Objects += get(metricname.Objects)
 		in.Bytes += get(metricname.Bytes)
+		in.DelayAlerts += get(metricname.DelayAlerts)
 	}
 	for _, d := range all.Distributions() {
 		if in := byID[d.Namespace()]; in != nil && d.Name() == metricname.DelayMs {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -20,8 +19,10 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/timers"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
+	"github.com/outflow/outflow/internal/delaywatch"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
 )
@@ -41,6 +42,8 @@ type Target struct {
 	AllowPrivate bool            `json:"allow_private"`
 	// Progress is the job counting what this integration delivered (package progress).
 	Progress string `json:"progress,omitempty"`
+	// AlertDelay is the delivery delay above which to alert; 0 never alerts.
+	AlertDelay time.Duration `json:"alert_delay,omitempty"`
 }
 
 const (
@@ -79,8 +82,8 @@ type dest struct {
 	limiter string // registry key, also of in-flight calls
 
 	delivered, deadLettered, requests, throttled, retries, bytes beam.Counter
-	delay                                                        beam.Distribution
 	rate                                                         beam.Gauge
+	delay                                                        *delaywatch.Watch
 }
 
 func newDeliverFn(targets []Target) *deliverFn {
@@ -107,7 +110,7 @@ func (fn *deliverFn) Setup() error {
 			throttled:    beam.NewCounter(t.ID, metricname.Throttled),
 			retries:      beam.NewCounter(t.ID, metricname.Retries),
 			bytes:        beam.NewCounter(t.ID, metricname.Bytes),
-			delay:        beam.NewDistribution(t.ID, metricname.DelayMs),
+			delay:        delaywatch.New(t.ID, t.AlertDelay),
 			rate:         beam.NewGauge(t.ID, metricname.RateLimit),
 		}
 	}
@@ -300,7 +303,7 @@ func (st *drainState) apply(e entry, c *call) error {
 	case Partial:
 		return st.partial(d, b, o, pause)
 	case Gone:
-		slog.ErrorContext(st.ctx, "destination is gone (HTTP 410): its impressions are dead-lettered; fix or remove the integration, then replay",
+		oplog.L().ErrorContext(st.ctx, "destination is gone (HTTP 410): its impressions are dead-lettered; fix or remove the integration, then replay",
 			"integration", d.ID, "reason", o.Reason)
 		st.deadLetter(d, &b, o.Status, "the endpoint is gone: "+o.Reason)
 		return nil
@@ -382,9 +385,7 @@ func (st *drainState) partial(d *dest, b Batch, o Outcome, pause time.Duration) 
 func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 	d.delivered.Inc(st.ctx, int64(len(imps)))
 	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(imps)))
-	for i := range imps {
-		d.delay.Update(st.ctx, st.now.UnixMilli()-imps[i].Time)
-	}
+	d.delay.Delivered(st.ctx, st.now, imps)
 }
 
 func (st *drainState) deadLetter(d *dest, b *Batch, status int, reason string) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
 )
@@ -188,7 +188,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		// The lines read so far stand; the rest of the file is reported, not fatal.
 		fn.fileErrors.Inc(ctx, 1)
 		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
-		slog.ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", last, "error", err)
+		oplog.L().ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", last, "error", err)
 		dead(deadletterio.Invalid(nil, reason, f.Path))
 	}
 	return nil

@@ -87,6 +87,7 @@ func run() int {
 		return job.UsageError("stream", usage, problems)
 	}
 
+	cfg.Live = true // delay alerts on
 	ctx, stop := job.Context()
 	defer stop()
 	rep := report.New(cfg, time.Now())

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/runners"
@@ -36,7 +37,8 @@ func Logger() *slog.Logger {
 		level, beamLevel = slog.LevelDebug, slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: beamLevel})))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	oplog.SetLevel(level)
+	return oplog.L()
 }
 
 // Failure tells why a run failed, in one line: interrupted, or the root cause.
