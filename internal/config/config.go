@@ -36,8 +36,9 @@ type Config struct {
 	// STORAGE_EMULATOR_HOST.
 	Files Files `yaml:"files" json:"files"`
 
-	// Live, set by the stream job and never by a config file, turns on delay alerts:
-	// a backfill's impressions are late by design.
+	// Live, set by the stream job and never by a config file, makes windows accept
+	// late impressions and turns on delay alerts (a backfill's impressions are old by
+	// design, and its watermark passes a window only when all input is read).
 	Live bool `yaml:"-" json:"-"`
 }
 

@@ -15,6 +15,7 @@ const (
 	FileErrors   = "outflow.file_errors"   // input files that could not be read to the end
 	Replayed     = "outflow.replayed"      // dead-letter records sent to delivery again
 	Kept         = "outflow.kept"          // dead-letter records replay cannot deliver, written back
+	VeryLate     = "outflow.very_late"     // stream: impressions older than the allowed lateness, windowed later
 )
 
 // Per-integration counters.

@@ -184,7 +184,7 @@ func TestWrite(t *testing.T) {
 			ots = append(ots, tg.object())
 		}
 		routed := route.Fanout(s, rts, imps)
-		objectio.Write(s, ots, encode.Objects(s, g.format, windowing.Fixed(s, time.Hour, routed)))
+		objectio.Write(s, ots, encode.Objects(s, g.format, windowing.Fixed(s, time.Hour, 0, routed)))
 	}
 	ptest.RunAndValidate(t, p)
 

@@ -18,31 +18,37 @@ import (
 )
 
 func init() {
-	register.DoFn4x0[context.Context, kafkaio.Record, func(beam.EventTime, impression.Impression), func(deadletterio.Record)](&recordsFn{})
+	register.DoFn5x0[context.Context, beam.EventTime, kafkaio.Record, func(beam.EventTime, impression.Impression), func(deadletterio.Record)](&recordsFn{})
 }
 
 // FromRecords parses the impressions in Kafka record values (CONTRACT §3: one line,
-// or several NDJSON lines, per record) and timestamps each with its impression time.
+// or several NDJSON lines, per record) and timestamps each with its impression time,
+// but never more than maxLate before its record's: the watermark follows record
+// times, and an impression older than the windows' allowed lateness would be dropped
+// by the runner. Such an impression is delivered with a later window instead.
 // Invalid lines become dead-letter records naming the partition and offset.
 //
 // In: PCollection<kafkaio.Record>. Out: PCollection<impression.Impression>,
 // PCollection<deadletterio.Record>.
-func FromRecords(s beam.Scope, recs beam.PCollection) (imps, invalid beam.PCollection) {
+func FromRecords(s beam.Scope, recs beam.PCollection, maxLate time.Duration) (imps, invalid beam.PCollection) {
 	s = s.Scope("impressionio.FromRecords")
-	return beam.ParDo2(s, &recordsFn{}, recs)
+	return beam.ParDo2(s, &recordsFn{MaxLateMs: maxLate.Milliseconds()}, recs)
 }
 
 type recordsFn struct {
-	lines, invalid, valid beam.Counter
+	MaxLateMs int64 `json:"max_late_ms"`
+
+	lines, invalid, valid, clamped beam.Counter
 }
 
 func (fn *recordsFn) Setup() {
 	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
 	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
 	fn.valid = beam.NewCounter(metricname.Job, metricname.Valid)
+	fn.clamped = beam.NewCounter(metricname.Job, metricname.VeryLate)
 }
 
-func (fn *recordsFn) ProcessElement(ctx context.Context, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {
+func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {
 	// The origin orders repeats of an impression by where they were read: partition,
 	// then offset (below 2^48 in any real log).
 	origin := uint64(r.Partition)<<48 | uint64(r.Offset)&(1<<48-1)
@@ -67,6 +73,11 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, r kafkaio.Record, emit 
 		fn.valid.Inc(ctx, 1)
 		imp.Origin = origin
 		imp.ReceivedAt = received
-		emit(mtime.FromMilliseconds(imp.Time), imp)
+		ts := imp.Time
+		if earliest := recordTime.Milliseconds() - fn.MaxLateMs; ts < earliest {
+			ts = earliest
+			fn.clamped.Inc(ctx, 1)
+		}
+		emit(mtime.FromMilliseconds(ts), imp)
 	}
 }

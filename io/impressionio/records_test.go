@@ -3,6 +3,7 @@ package impressionio
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
@@ -46,7 +47,7 @@ func TestFromRecords(t *testing.T) {
 
 	p, s := beam.NewPipelineWithRoot()
 	recs := kafkaio.Read(s, kafkaio.Config{Brokers: c.ListenAddrs(), Topic: "impressions", Group: "g", Bounded: true})
-	imps, invalid := FromRecords(s, recs)
+	imps, invalid := FromRecords(s, recs, time.Hour)
 	passert.EqualsList(s, beam.ParDo(s, impKey, imps), []string{"u1", "u2", "u3", "u4"})
 	passert.EqualsList(s, beam.ParDo(s, deadReason, invalid), []string{"kafka partition 0 offset 2 | line is not a JSON object | not json"})
 	ptest.RunAndValidate(t, p)

@@ -63,7 +63,7 @@ func TestWriteLargeObject(t *testing.T) {
 	p, s := beam.NewPipelineWithRoot()
 	imps := beam.ParDo(s, &genFn{N: n}, beam.Impulse(s))
 	routed := route.Fanout(s, []route.Target{{ID: "acme-big", Tenant: "acme", Shards: 1}}, imps)
-	chunks := encode.Objects(s, encode.NDJSON, windowing.Fixed(s, time.Hour, routed))
+	chunks := encode.Objects(s, encode.NDJSON, windowing.Fixed(s, time.Hour, 0, routed))
 	objectio.Write(s, []objectio.Target{{ID: "acme-big", Kind: s3io.Kind, Spec: cfg.ObjectSpec, Settings: settings}}, chunks)
 	ptest.RunAndValidate(t, p)
 

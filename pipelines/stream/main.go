@@ -31,6 +31,7 @@ import (
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 	"github.com/outflow/outflow/transforms/route"
+	"github.com/outflow/outflow/transforms/windowing"
 )
 
 var (
@@ -87,7 +88,7 @@ func run() int {
 		return job.UsageError("stream", usage, problems)
 	}
 
-	cfg.Live = true // delay alerts on
+	cfg.Live = true // late data accepted, delay alerts on
 	ctx, stop := job.Context()
 	defer stop()
 	rep := report.New(cfg, time.Now())
@@ -112,7 +113,7 @@ func run() int {
 func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
-	imps, invalid := impressionio.FromRecords(s, kafkaio.Read(s, src))
+	imps, invalid := impressionio.FromRecords(s, kafkaio.Read(s, src), windowing.AllowedLateness/2)
 	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})

@@ -48,11 +48,14 @@ func newTopic(t *testing.T) *kafkaTopic {
 }
 
 // produce writes one impression per key for tenant, timed now.
-func (tp *kafkaTopic) produce(tenant string, keys ...string) {
+func (tp *kafkaTopic) produce(tenant string, keys ...string) { tp.produceAged(0, tenant, keys...) }
+
+// produceAged writes one impression per key for tenant, timed age ago.
+func (tp *kafkaTopic) produceAged(age time.Duration, tenant string, keys ...string) {
 	var recs []*kgo.Record
 	for _, k := range keys {
 		line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`,
-			tenant, k, time.Now().UnixMilli())
+			tenant, k, time.Now().Add(-age).UnixMilli())
 		recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line)})
 	}
 	if err := tp.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
@@ -130,8 +133,9 @@ func webhook(t *testing.T, tenant string, o destsim.Options, extra string) (*des
 }
 
 // Impressions produced for two tenants before and while the job runs reach each
-// tenant's destination exactly once, windows closed by the watermark; SIGINT ends the
-// job with exit 0.
+// tenant's destination exactly once, windows closed by the watermark, late ones too
+// (their window long closed, or older than the allowed lateness); SIGINT ends the job
+// with exit 0.
 func TestStreamToHTTP(t *testing.T) {
 	tp := newTopic(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
@@ -142,15 +146,20 @@ func TestStreamToHTTP(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	tp.produce("acme", keys("a", 50, 100)...)
 	tp.produce("globex", keys("g", 50, 100)...)
-
 	waitFor(t, j, hook, 100)
+	// The watermark has passed their windows by now: late, and later than the allowed
+	// lateness.
+	tp.produceAged(10*time.Minute, "acme", keys("late", 0, 10)...)
+	tp.produceAged(3*time.Hour, "acme", keys("very-late", 0, 10)...)
+
+	waitFor(t, j, hook, 120)
 	waitFor(t, j, amp, 100)
 	if code := j.stop(); code != 0 {
 		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
 	}
-	for _, s := range []*destsim.Server{hook, amp} {
-		if st := s.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
-			t.Errorf("%s: %d unique, %d duplicates; want 100, 0", st.Kind, st.UniqueEvents, st.Duplicates)
+	for s, want := range map[*destsim.Server]int{hook: 120, amp: 100} {
+		if st := s.Status(); st.UniqueEvents != want || st.Duplicates != 0 {
+			t.Errorf("%s: %d unique, %d duplicates; want %d, 0", st.Kind, st.UniqueEvents, st.Duplicates, want)
 		}
 	}
 }

@@ -129,7 +129,7 @@ func recount(ctx context.Context, cfg *config.Config, from, to time.Time) (map[s
 		if !g.Type.IsObjectStore() {
 			continue
 		}
-		windowed := windowing.Fixed(s, g.Window, route.Fanout(s, config.Targets(g.Integrations), imps))
+		windowed := windowing.Fixed(s, g.Window, 0, route.Fanout(s, config.Targets(g.Integrations), imps))
 		beam.ParDo0(s, &countFn{}, encode.Objects(s, encode.Binary, windowed))
 	}
 	res, err := runners.Run(ctx, p)

@@ -52,9 +52,13 @@ func format(in config.Integration) encode.Format {
 	return ""
 }
 
+// AllowedLateness is how long after its window closed a late impression is still
+// taken, and copies of an impression are still recognised (CONTRACT §3, stream).
+const AllowedLateness = time.Hour
+
 // Fixed assigns the elements of col, timestamped with impression time, to fixed
-// event-time windows of size d.
-func Fixed(s beam.Scope, d time.Duration, col beam.PCollection) beam.PCollection {
+// event-time windows of size d that accept late elements for lateness.
+func Fixed(s beam.Scope, d, lateness time.Duration, col beam.PCollection) beam.PCollection {
 	s = s.Scope("windowing.Fixed")
-	return beam.WindowInto(s, beamwindow.NewFixedWindows(d), col)
+	return beam.WindowInto(s, beamwindow.NewFixedWindows(d), col, beam.AllowedLateness(lateness))
 }

@@ -4,6 +4,7 @@ package sinks
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
@@ -28,9 +29,13 @@ type Router func(s beam.Scope, targets []route.Target) beam.PCollection
 // HTTP branch.
 func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollection {
 	var dead []beam.PCollection
+	var lateness time.Duration // a batch job has no late data
+	if cfg.Live {
+		lateness = windowing.AllowedLateness
+	}
 	for _, g := range windowing.Groups(cfg.Integrations) {
 		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
-		windowed := windowing.Fixed(s, g.Window, routeTo(s, config.Targets(g.Integrations)))
+		windowed := windowing.Fixed(s, g.Window, lateness, routeTo(s, config.Targets(g.Integrations)))
 		targets := config.DeliveryTargets(cfg, g.Integrations)
 		switch g.Type {
 		case config.S3, config.GCS:
