@@ -4,11 +4,13 @@
 //	go run ./cmd/bench -mode s3 -n 1000000   # backfill to S3 vs a plain Go loop (the ceiling)
 //	go run ./cmd/bench -mode goodput         # HTTP delivery vs a destination's rate limit
 //	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
+//	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay
 //
 // s3 generates N impressions, then times (1) a plain Go loop that parses, encodes and
 // gzips them on one core with no Beam, and (2) the backfill command on the embedded
 // prism runner writing them to an S3 API server on loopback; it prints both rates,
-// their ratio and the backfill's peak RSS. The HTTP modes are in http.go.
+// their ratio and the backfill's peak RSS. The HTTP modes are in http.go, the stream
+// mode (catch-up rate, then delivery delay at half and all of it) in stream.go.
 package main
 
 import (
@@ -35,10 +37,10 @@ import (
 
 func main() {
 	var (
-		mode     = flag.String("mode", "s3", "s3, goodput or isolation")
+		mode     = flag.String("mode", "s3", "s3, goodput, isolation or stream")
 		rate     = flag.Float64("rate", 20, "goodput: the destination's limit, requests per second")
-		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy")
-		n        = flag.Int("n", 1000000, "s3: impressions")
+		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
+		n        = flag.Int("n", 1000000, "s3: impressions; stream: the backlog to catch up on")
 		files    = flag.Int("files", 8, "input files")
 		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
@@ -58,6 +60,8 @@ func main() {
 		err = benchGoodput(*rate, *seconds, dir)
 	case "isolation":
 		err = benchIsolation(dir)
+	case "stream":
+		err = benchStream(*n, *tenants, *seconds, dir)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
