@@ -60,6 +60,12 @@ func benchStream(n, tenants, seconds int, dir string) error {
 		}
 		return total
 	}
+	defer func() {
+		for _, h := range hooks {
+			st := h.sim.Status()
+			fmt.Printf("%s: %d unique impressions, %d duplicates, %d requests\n", h.id, st.UniqueEvents, st.Duplicates, st.Requests)
+		}
+	}()
 
 	next := 0 // impressions produced so far; keys are unique across phases
 	produce := func(count int) error {

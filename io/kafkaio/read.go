@@ -263,6 +263,9 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 		for it := fetches.RecordIter(); !it.Done(); {
 			r := it.Next()
 			if !rt.TryClaim(r.Offset) {
+				// The runner took the rest of the partition (a checkpoint): this client
+				// has already handed out records the next reader must see again.
+				fn.drop(p.Partition)
 				return sdf.StopProcessing(), rt.GetError()
 			}
 			c.next = r.Offset + 1
