@@ -91,8 +91,8 @@ type Integration struct {
 	Webhook   *webhookio.Config   `yaml:"webhook" json:"webhook,omitempty"`
 	Delivery  *delivery.Config    `yaml:"delivery" json:"delivery,omitempty"`
 
-	// Progress, set by the launcher and never by a config file, is the key under which
-	// sinks count what they delivered in package progress; empty: the integration id.
+	// Progress, set by the launcher and never by a config file, names the job under
+	// which sinks count what they delivered in package progress (progress.DoneKey).
 	Progress string `yaml:"-" json:"-"`
 }
 

@@ -59,17 +59,16 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 		if errors.Is(err, impression.ErrBlank) {
 			continue
 		}
+		fn.lines.Inc(ctx, 1)
 		if err != nil {
 			reason := err.Error()
 			if ie := (*impression.InvalidError)(nil); errors.As(err, &ie) {
 				reason = ie.Reason
 			}
-			fn.lines.Inc(ctx, 1)
 			fn.invalid.Inc(ctx, 1)
 			dead(deadletterio.Invalid(truncate(line), reason, fmt.Sprintf("kafka partition %d offset %d", r.Partition, r.Offset)))
 			continue
 		}
-		fn.lines.Inc(ctx, 1)
 		fn.valid.Inc(ctx, 1)
 		imp.Origin = origin
 		imp.ReceivedAt = received

@@ -74,6 +74,7 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 		return nil, 0, err
 	}
 	var jobs []planJob
+	hours := est.times()
 	for gi, g := range groups {
 		var ids []string
 		for _, in := range g {
@@ -85,7 +86,7 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 			}
 			return n
 		}
-		for si, sl := range splitLarge(timeSlices(o, est.times()), est.times(), count, o.MaxJobImpressions) {
+		for si, sl := range splitLarge(timeSlices(o, hours), hours, count, o.MaxJobImpressions) {
 			jobs = append(jobs, planJob{ID: strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1]),
 				Integrations: g, From: sl[0], Until: sl[1], Estimate: count(sl[0], sl[1]),
 				OwnLines: gi == 0, OwnRest: gi == 0 && si == 0})
