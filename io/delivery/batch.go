@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -19,7 +20,8 @@ func init() {
 // Batch is the impressions of one request to one integration, and its delivery
 // history.
 type Batch struct {
-	// ID names the batch: integration, window, shard and sequence, plus ".0"/".1" for
+	// ID names the batch: integration, window, shard, sequence and a digest of its
+	// impressions' ids, plus ".0"/".1" for
 	// halves of a split and ".h"/".r" for the held and remaining parts of a partial
 	// answer. It is the same on every retry and every rerun, so it makes webhook-id.
 	ID          string
@@ -122,7 +124,7 @@ func pack(dest Destination, id string, window int64, shard int, imps []impressio
 		if len(cur.Imps) == 0 {
 			return
 		}
-		cur.ID = batchID(id, window, shard, len(batches))
+		cur.ID = batchID(id, window, shard, len(batches), cur.Imps)
 		batches = append(batches, cur)
 		cur = Batch{Integration: id, Window: window}
 		size = lim.Envelope
@@ -148,6 +150,13 @@ func pack(dest Destination, id string, window int64, shard int, imps []impressio
 	return batches, tooBig, reason, nil
 }
 
-func batchID(id string, window int64, shard, seq int) string {
-	return fmt.Sprintf("%s_%d_%03d_%05d", id, window, shard, seq)
+// batchID names a batch by its integration, window, shard and sequence, and a digest
+// of its impressions' ids: a window's later panes (late data in a stream) form
+// batches of the same sequence numbers, which must not take an earlier batch's name.
+func batchID(id string, window int64, shard, seq int, imps []impression.Impression) string {
+	h := fnv.New64a()
+	for i := range imps {
+		h.Write(imps[i].ID[:])
+	}
+	return fmt.Sprintf("%s_%d_%03d_%05d_%016x", id, window, shard, seq, h.Sum64())
 }

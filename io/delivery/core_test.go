@@ -88,7 +88,21 @@ func TestPack(t *testing.T) {
 		for _, imp := range b.Imps {
 			ss = append(ss, fmt.Sprint(imp.Time))
 		}
-		got = append(got, b.ID+":"+strings.Join(ss, ","))
+		name := b.ID[:strings.LastIndexByte(b.ID, '_')] // without the digest, checked below
+		got = append(got, name+":"+strings.Join(ss, ","))
+	}
+	// A later pane of the same window (late data) numbers its batches from 0 again;
+	// its names must differ, or one batch would replace the other while pending.
+	later, _, _, err := pack(fixed{}, "hook", 1000, 2, imps[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if later[0].ID == batches[0].ID {
+		t.Errorf("two panes' first batches share the name %s", later[0].ID)
+	}
+	again, _, _, _ := pack(fixed{}, "hook", 1000, 2, imps)
+	if again[0].ID != batches[0].ID {
+		t.Errorf("the same impressions were named %s, then %s", batches[0].ID, again[0].ID)
 	}
 	// 3 events at most; 40 bytes with the envelope (2) and a comma per event.
 	want := "hook_1000_002_00000:5,5,5 hook_1000_002_00001:5,20 hook_1000_002_00002:20,9"

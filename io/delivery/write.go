@@ -96,7 +96,7 @@ func (fn *batchFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	}
 	fn.deadLettered[id].Inc(ctx, int64(len(tooBig)))
 	for i := range tooBig {
-		dead(deadletterio.Undeliverable(id, &tooBig[i], 0, 0, reason, batchID(id, window, shard, -1)))
+		dead(deadletterio.Undeliverable(id, &tooBig[i], 0, 0, reason, batchID(id, window, shard, -1, tooBig)))
 	}
 	return nil
 }
