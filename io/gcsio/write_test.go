@@ -125,7 +125,7 @@ func want(targets []target, imps []impression.Impression) map[string][]encode.Re
 				continue
 			}
 			start := time.UnixMilli(imp.Time).UTC().Truncate(time.Hour)
-			key := tg.cfg.Key(tg.route.ID, start, start.Add(time.Hour), route.Shard(&imp, tg.route.Shards))
+			key := tg.cfg.Key(tg.route.ID, start, start.Add(time.Hour), route.Shard(&imp, tg.route.Shards), "")
 			out[key] = append(out[key], encode.NewRecord(&imp))
 		}
 	}

@@ -78,6 +78,9 @@ type Target struct {
 	Settings json.RawMessage `json:"settings"`
 	// Progress is the job counting what this integration stored (package progress).
 	Progress string `json:"progress,omitempty"`
+	// PerPane names each object by its impressions too (ObjectSpec.Key): a stream
+	// writes a window again for its late data.
+	PerPane bool `json:"per_pane,omitempty"`
 }
 
 // Write stores each chunk as the data object of its integration, window and shard
@@ -150,7 +153,11 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 		return fmt.Errorf("objectio: no target for integration %q", id)
 	}
 	iw := w.(beamwindow.IntervalWindow)
-	objKey := d.Spec.Key(id, iw.Start.ToTime(), iw.End.ToTime(), shard)
+	pane := ""
+	if d.PerPane {
+		pane = c.Digest()
+	}
+	objKey := d.Spec.Key(id, iw.Start.ToTime(), iw.End.ToTime(), shard, pane)
 	obj, err := encode.FinishObject(c, d.Spec.Format)
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)

@@ -86,13 +86,6 @@ func run() int {
 		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
 	}
 	cfg := job.LoadConfig(*configPath, &problems)
-	if cfg != nil {
-		for _, in := range cfg.Integrations {
-			if in.Type == config.S3 || in.Type == config.GCS {
-				problems = append(problems, fmt.Sprintf("integration %q: type %s is not delivered by the stream pipeline yet; run it with backfill", in.ID, in.Type))
-			}
-		}
-	}
 	if len(problems) > 0 {
 		return job.UsageError("stream", usage, problems)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -52,10 +53,15 @@ func (tp *kafkaTopic) produce(tenant string, keys ...string) { tp.produceAged(0,
 
 // produceAged writes one impression per key for tenant, timed age ago.
 func (tp *kafkaTopic) produceAged(age time.Duration, tenant string, keys ...string) {
+	tp.produceAt(time.Now().Add(-age), tenant, keys...)
+}
+
+// produceAt writes one impression per key for tenant, timed at.
+func (tp *kafkaTopic) produceAt(at time.Time, tenant string, keys ...string) {
 	var recs []*kgo.Record
 	for _, k := range keys {
 		line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`,
-			tenant, k, time.Now().Add(-age).UnixMilli())
+			tenant, k, at.UnixMilli())
 		recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line)})
 	}
 	if err := tp.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
@@ -167,6 +173,82 @@ func TestStreamToHTTP(t *testing.T) {
 	for s, want := range map[*destsim.Server]int{hook: 120, amp: 100} {
 		if st := s.Status(); st.UniqueEvents != want || st.Duplicates != 0 {
 			t.Errorf("%s: %d unique, %d duplicates; want %d, 0", st.Kind, st.UniqueEvents, st.Duplicates, want)
+		}
+	}
+}
+
+// Object stores in a stream: each window's impressions land in an object once the
+// watermark closes it, and late impressions for a window already written land in an
+// extra object of that window, named apart; every impression is held exactly once.
+// An HTTP integration runs beside it.
+func TestStreamToObjects(t *testing.T) {
+	tp := newTopic(t)
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	hook, hookCfg := webhook(t, "globex", destsim.Options{}, "")
+	j := startJob(t, tp, hookCfg+fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
+		bucket, s3.Endpoint))
+	at := time.Now()
+	tp.produceAt(at, "acme", keys("a", 0, 30)...)
+	tp.produce("globex", keys("g", 0, 30)...)
+	held := func(want int) map[string][]string { // object key -> impression keys, once want are held
+		t.Helper()
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			objs, n := map[string][]string{}, 0
+			for key, body := range s3.Objects(t, bucket, "acme/") {
+				recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
+				if err != nil {
+					t.Fatalf("%s: %v", key, err)
+				}
+				for _, r := range recs {
+					objs[key] = append(objs[key], r.Key)
+				}
+				n += len(recs)
+			}
+			if n >= want {
+				return objs
+			}
+			select {
+			case <-j.exited:
+				t.Fatalf("the job ended (exit code %d) with %d of %d impressions stored\n%s", j.cmd.ProcessState.ExitCode(), n, want, j.stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d impressions stored\n%s", n, want, j.stderr.String())
+			}
+		}
+	}
+	onTime := held(30)
+	// The watermark has passed the window: these are late for it.
+	tp.produceAt(at, "acme", keys("late", 0, 10)...)
+	objs := held(40)
+	waitFor(t, j, hook, 30)
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+
+	seen := map[string]int{}
+	for key, ks := range objs {
+		for _, k := range ks {
+			seen[k]++
+		}
+		if _, ok := onTime[key]; !ok {
+			if !slices.ContainsFunc(ks, func(k string) bool { return strings.HasPrefix(k, "late-") }) {
+				t.Errorf("a new object %s holds no late impression: %v", key, ks)
+			}
+		}
+	}
+	for _, k := range append(keys("a", 0, 30), keys("late", 0, 10)...) {
+		if seen[k] != 1 {
+			t.Errorf("impression %s is held %d times", k, seen[k])
+		}
+	}
+	if len(objs) <= len(onTime) {
+		t.Errorf("late impressions did not get an object of their own: %d objects before, %d after", len(onTime), len(objs))
+	}
+	for key := range onTime {
+		if !slices.Equal(onTime[key], objs[key]) {
+			t.Errorf("%s was rewritten: %v, then %v", key, onTime[key], objs[key])
 		}
 	}
 }

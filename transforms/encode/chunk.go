@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"reflect"
 	"slices"
@@ -92,6 +93,24 @@ func appendIndex(b []byte, id uuid.UUID, origin uint64, n int) []byte {
 	b = append(b, id[:]...)
 	b = binary.BigEndian.AppendUint64(b, origin)
 	return binary.BigEndian.AppendUint32(b, uint32(n))
+}
+
+// Digest names the chunk's impressions, whatever their order and copies: 16 hex
+// digits of a hash over their sorted unique ids.
+func (c Chunk) Digest() string {
+	ids := make([]uuid.UUID, 0, c.N)
+	for i := range c.N {
+		id, _, _ := c.entry(i)
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	h := fnv.New64a()
+	for i, id := range ids {
+		if i == 0 || id != ids[i-1] {
+			h.Write(id[:])
+		}
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
 }
 
 func (c *Chunk) entry(i int) (id uuid.UUID, origin uint64, n int) {

@@ -231,3 +231,16 @@ func TestParquetColumns(t *testing.T) {
 		t.Errorf("columns\n%s\nwant\n%s", got, want)
 	}
 }
+
+// A chunk's digest depends on which impressions it holds, not on their order, their
+// bundles or their copies.
+func TestDigest(t *testing.T) {
+	x, y, z := imp("x", 1, 0, "m"), imp("y", 2, 0, "m"), imp("z", 3, 0, "m")
+	d := build(t, NDJSON, []impression.Impression{x, y}, []impression.Impression{z}).Digest()
+	if again := build(t, NDJSON, []impression.Impression{z, y, x, y}).Digest(); again != d {
+		t.Errorf("the same impressions: digest %s, then %s", d, again)
+	}
+	if other := build(t, NDJSON, []impression.Impression{x, y}).Digest(); other == d {
+		t.Errorf("different impressions share the digest %s", d)
+	}
+}

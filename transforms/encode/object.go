@@ -62,11 +62,19 @@ func validBucket(b string) bool {
 // date partitions let query engines prune by day and hour:
 //
 //	{prefix}/dt=2026-01-01/hour=00/acme-s3_20260101T000000Z_20260101T000500Z_000.ndjson.gz
-func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int) string {
+//
+// A stream writes a window once per pane (late data makes more), so its names also
+// carry pane, the digest of the object's impressions (Chunk.Digest):
+// …_000_9f86d081884c7d65.ndjson.gz. The same impressions get the same name again;
+// other ones never take the name of an object already written.
+func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int, pane string) string {
 	const stamp = "20060102T150405Z"
 	start, end = start.UTC(), end.UTC()
-	name := fmt.Sprintf("dt=%s/hour=%02d/%s_%s_%s_%03d%s", start.Format("2006-01-02"), start.Hour(),
-		integration, start.Format(stamp), end.Format(stamp), shard, o.Format.Ext())
+	if pane != "" {
+		pane = "_" + pane
+	}
+	name := fmt.Sprintf("dt=%s/hour=%02d/%s_%s_%s_%03d%s%s", start.Format("2006-01-02"), start.Hour(),
+		integration, start.Format(stamp), end.Format(stamp), shard, pane, o.Format.Ext())
 	if o.Prefix == "" {
 		return name
 	}
@@ -78,15 +86,16 @@ type ObjectName struct {
 	Integration string
 	Start, End  time.Time
 	Shard       int
+	Pane        string // "" but for a stream's objects
 }
 
-var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3,})(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
+var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3,})(?:_([0-9a-f]{16}))?(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
 
 // ParseKey reads a data object's key; ok is false for anything else under the prefix
 // (manifests, markers) or a key of another format.
 func (o *ObjectSpec) ParseKey(key string) (n ObjectName, ok bool) {
 	m := objectName.FindStringSubmatch(key)
-	if m == nil || m[5] != o.Format.Ext() {
+	if m == nil || m[6] != o.Format.Ext() {
 		return n, false
 	}
 	const stamp = "20060102T150405Z"
@@ -96,5 +105,5 @@ func (o *ObjectSpec) ParseKey(key string) (n ObjectName, ok bool) {
 	if err1 != nil || err2 != nil || err3 != nil {
 		return n, false
 	}
-	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard}, true
+	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard, Pane: m[5]}, true
 }

@@ -16,13 +16,26 @@ func TestKey(t *testing.T) {
 		{"split/impressions", "split/impressions/dt=2026-01-01/hour=23/acme-s3_20260101T235500Z_20260102T000000Z_003.ndjson.gz"},
 	} {
 		o := ObjectSpec{Bucket: "b", Prefix: c.prefix, Format: NDJSON}
-		if got := o.Key("acme-s3", start, end, 3); got != c.want {
+		if got := o.Key("acme-s3", start, end, 3, ""); got != c.want {
 			t.Errorf("Key with prefix %q = %q, want %q", c.prefix, got, c.want)
 		}
 		n, ok := o.ParseKey(c.want)
 		if !ok || n.Integration != "acme-s3" || !n.Start.Equal(start) || !n.End.Equal(end) || n.Shard != 3 {
 			t.Errorf("ParseKey(%q) = %+v, %v", c.want, n, ok)
 		}
+	}
+}
+
+// A stream's object names carry the pane's digest, and read back.
+func TestKeyWithPane(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	o := ObjectSpec{Bucket: "b", Prefix: "p", Format: Parquet}
+	key := o.Key("acme-s3", start, start.Add(time.Minute), 0, "9f86d081884c7d65")
+	if want := "p/dt=2026-01-01/hour=00/acme-s3_20260101T000000Z_20260101T000100Z_000_9f86d081884c7d65.parquet"; key != want {
+		t.Errorf("Key = %q, want %q", key, want)
+	}
+	if n, ok := o.ParseKey(key); !ok || n.Pane != "9f86d081884c7d65" || n.Shard != 0 || n.Integration != "acme-s3" {
+		t.Errorf("ParseKey(%q) = %+v, %v", key, n, ok)
 	}
 }
 

@@ -39,7 +39,11 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 		targets := config.DeliveryTargets(cfg, g.Integrations)
 		switch g.Type {
 		case config.S3, config.GCS:
-			objectio.Write(s, config.ObjectTargets(g.Integrations), encode.Objects(s, g.Format, windowed))
+			objTargets := config.ObjectTargets(g.Integrations)
+			for i := range objTargets {
+				objTargets[i].PerPane = cfg.Live // late data writes its window again
+			}
+			objectio.Write(s, objTargets, encode.Objects(s, g.Format, windowed))
 		case config.Amplitude:
 			dead = append(dead, amplitudeio.Write(s, targets, windowed))
 		case config.Segment:
