@@ -4,7 +4,9 @@ package deadletterio
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -13,14 +15,22 @@ import (
 	"github.com/outflow/outflow/transforms/encode"
 )
 
-// Few records are dead-lettered, so their JSON line doubles as their Beam coding.
+// Few records are dead-lettered, so their JSON line doubles as their Beam coding,
+// after their origin.
 func init() {
-	beam.RegisterCoder(reflect.TypeOf(Record{}), func(r Record) ([]byte, error) { return json.Marshal(r) },
-		func(b []byte) (Record, error) {
-			var r Record
-			err := json.Unmarshal(b, &r)
-			return r, err
-		})
+	beam.RegisterCoder(reflect.TypeOf(Record{}), func(r Record) ([]byte, error) {
+		line, err := json.Marshal(r)
+		return append(binary.AppendUvarint(nil, r.Origin), line...), err
+	}, func(b []byte) (Record, error) {
+		var r Record
+		origin, k := binary.Uvarint(b)
+		if k <= 0 {
+			return r, errors.New("deadletterio: corrupt record")
+		}
+		err := json.Unmarshal(b[k:], &r)
+		r.Origin = origin
+		return r, err
+	})
 }
 
 // Record is one line of the dead-letter store: an input line that is not a valid
@@ -38,6 +48,9 @@ type Record struct {
 	// Source says where the record came from: "file:line" for input, the batch id
 	// for an undeliverable batch.
 	Source string `json:"source,omitempty"`
+	// Origin is the input record's (impression.Impression.Origin), for package ack;
+	// not stored.
+	Origin uint64 `json:"-"`
 }
 
 // Impression is an impression as CONTRACT §1 writes it, tenant included.
@@ -67,13 +80,14 @@ func (r Record) MarshalJSON() ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
-// Invalid returns the record of an input line that is not a valid impression.
-func Invalid(raw []byte, reason, source string) Record {
-	return Record{Reason: reason, Raw: string(raw), Source: source}
+// Invalid returns the record of an input line that is not a valid impression, read
+// from the input record at origin.
+func Invalid(raw []byte, reason, source string, origin uint64) Record {
+	return Record{Reason: reason, Raw: string(raw), Source: source, Origin: origin}
 }
 
 // Undeliverable returns the record of an impression that could not be delivered.
 func Undeliverable(integration string, imp *impression.Impression, status, attempts int, reason, source string) Record {
 	return Record{Integration: integration, Reason: reason, Status: status, Attempts: attempts, Source: source,
-		Impression: &Impression{Tenant: imp.Tenant, Record: encode.NewRecord(imp)}}
+		Impression: &Impression{Tenant: imp.Tenant, Record: encode.NewRecord(imp)}, Origin: imp.Origin}
 }

@@ -1,7 +1,7 @@
 package deadletterio
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,14 +10,19 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window/trigger"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 
 	// The stores Write and Read accept: directories, gs:// and s3://.
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/outflow/outflow/internal/ack"
 	_ "github.com/outflow/outflow/io/s3io" // s3://, with the configured endpoint
 )
 
@@ -35,8 +40,28 @@ func init() {
 // In: PCollection<Record>.
 func Write(s beam.Scope, uri string, records beam.PCollection) {
 	s = s.Scope("deadletterio.Write")
+	write(s, &writeFn{URI: uri}, records)
+}
+
+// liveEvery is how often a stream writes what was dead-lettered.
+const liveEvery = 5 * time.Second
+
+// WriteLive is Write for a stream, which never ends: what was dead-lettered is
+// written every few seconds of processing time, each time to files of its own
+// (their names carry a digest of their records), so a later firing never replaces
+// an earlier file.
+//
+// In: PCollection<Record>.
+func WriteLive(s beam.Scope, uri string, records beam.PCollection) {
+	s = s.Scope("deadletterio.WriteLive")
+	every := beam.WindowInto(s, window.NewGlobalWindows(), records,
+		beam.Trigger(trigger.Repeat(trigger.AfterProcessingTime().PlusDelay(liveEvery))), beam.PanesDiscard())
+	write(s, &writeFn{URI: uri, Live: true}, every)
+}
+
+func write(s beam.Scope, fn *writeFn, records beam.PCollection) {
 	keyed := beam.ParDo(s, &keyFn{}, records)
-	beam.ParDo0(s, &writeFn{URI: uri}, beam.GroupByKey(s, keyed))
+	beam.ParDo0(s, fn, beam.GroupByKey(s, keyed))
 }
 
 // FileName returns the store-relative file of r: invalid input goes under invalid/,
@@ -68,7 +93,8 @@ type keyFn struct{}
 func (keyFn) ProcessElement(r Record, emit func(string, Record)) { emit(FileName(&r), r) }
 
 type writeFn struct {
-	URI string `json:"uri"`
+	URI  string `json:"uri"`
+	Live bool   `json:"live"` // file names carry a digest of their records
 }
 
 func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*Record) bool) error {
@@ -79,6 +105,19 @@ func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*R
 	}
 	// Input order, so the file is the same on every run.
 	slices.SortFunc(recs, func(a, b Record) int { return compareSource(a.Source, b.Source) })
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	for i := range recs {
+		if err := enc.Encode(&recs[i]); err != nil {
+			return fmt.Errorf("deadletterio: encode a record for %s: %w", name, err)
+		}
+	}
+	if fn.Live {
+		h := fnv.New64a()
+		h.Write(body.Bytes())
+		name = fmt.Sprintf("%s-%016x.ndjson", strings.TrimSuffix(name, ".ndjson"), h.Sum64())
+	}
 
 	full := strings.TrimSuffix(fn.URI, "/") + "/" + name
 	fs, err := filesystem.New(ctx, full)
@@ -90,21 +129,15 @@ func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*R
 	if err != nil {
 		return fmt.Errorf("deadletterio: open %s: %w", full, err)
 	}
-	bw := bufio.NewWriter(wc)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	for i := range recs {
-		if err := enc.Encode(&recs[i]); err != nil {
-			wc.Close()
-			return fmt.Errorf("deadletterio: write %s: %w", full, err)
-		}
-	}
-	if err := bw.Flush(); err != nil {
+	if _, err := wc.Write(body.Bytes()); err != nil {
 		wc.Close()
 		return fmt.Errorf("deadletterio: write %s: %w", full, err)
 	}
 	if err := wc.Close(); err != nil {
 		return fmt.Errorf("deadletterio: close %s: %w", full, err)
+	}
+	for i := range recs {
+		ack.Done(recs[i].Origin) // stored: their input records may be committed
 	}
 	return nil
 }

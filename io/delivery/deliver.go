@@ -19,6 +19,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/timers"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/delaywatch"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
@@ -383,6 +384,9 @@ func (st *drainState) partial(d *dest, b Batch, o Outcome, pause time.Duration) 
 }
 
 func (st *drainState) delivered(d *dest, imps []impression.Impression) {
+	for i := range imps {
+		ack.Done(imps[i].Origin)
+	}
 	d.delivered.Inc(st.ctx, int64(len(imps)))
 	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(imps)))
 	d.delay.Delivered(st.ctx, st.now, imps)

@@ -11,6 +11,7 @@ import (
 	beamwindow "github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/io/deadletterio"
@@ -91,6 +92,17 @@ func (fn *batchFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	if err != nil {
 		return err
 	}
+	// The batches and dead-letter records now hold what the chunk held; its
+	// duplicates are finished here (package ack).
+	for _, b := range batches {
+		for i := range b.Imps {
+			ack.Hold(b.Imps[i].Origin, 1)
+		}
+	}
+	for i := range tooBig {
+		ack.Hold(tooBig[i].Origin, 1)
+	}
+	ack.Done(c.Origins()...)
 	for _, b := range batches {
 		emit(key, b)
 	}

@@ -153,7 +153,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 			if !fn.Sharing.NotTheRest {
 				fn.lines.Inc(ctx, 1)
 				fn.invalid.Inc(ctx, 1)
-				dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line)))
+				dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line), origin|line&0xFFFFFFFF))
 			}
 			return
 		}
@@ -189,7 +189,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 		fn.fileErrors.Inc(ctx, 1)
 		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
 		oplog.L().ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", last, "error", err)
-		dead(deadletterio.Invalid(nil, reason, f.Path))
+		dead(deadletterio.Invalid(nil, reason, f.Path, origin))
 	}
 	return nil
 }

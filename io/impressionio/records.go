@@ -11,6 +11,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/io/deadletterio"
@@ -49,10 +50,12 @@ func (fn *recordsFn) Setup() {
 }
 
 func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {
-	// The origin orders repeats of an impression by where they were read: partition,
-	// then offset (below 2^48 in any real log).
-	origin := uint64(r.Partition)<<48 | uint64(r.Offset)&(1<<48-1)
+	// The origin names the record (package ack), and orders repeats of an impression
+	// by where they were read.
+	origin := ack.Origin(r.Partition, r.Offset)
 	received := time.Now().UnixMilli()
+	var imps []impression.Impression
+	var invalid []deadletterio.Record
 	for line := range bytes.Lines(r.Value) {
 		line = bytes.TrimRight(line, "\r\n")
 		imp, err := impression.Parse(line)
@@ -65,13 +68,21 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 			if ie := (*impression.InvalidError)(nil); errors.As(err, &ie) {
 				reason = ie.Reason
 			}
-			fn.invalid.Inc(ctx, 1)
-			dead(deadletterio.Invalid(truncate(line), reason, fmt.Sprintf("kafka partition %d offset %d", r.Partition, r.Offset)))
+			invalid = append(invalid, deadletterio.Invalid(truncate(line), reason, fmt.Sprintf("kafka partition %d offset %d", r.Partition, r.Offset), origin))
 			continue
 		}
-		fn.valid.Inc(ctx, 1)
 		imp.Origin = origin
 		imp.ReceivedAt = received
+		imps = append(imps, imp)
+	}
+	// Counted before anything goes downstream, so the record is not finished early.
+	ack.Read(origin, len(imps), len(invalid))
+	fn.invalid.Inc(ctx, int64(len(invalid)))
+	for _, rec := range invalid {
+		dead(rec)
+	}
+	fn.valid.Inc(ctx, int64(len(imps)))
+	for _, imp := range imps {
 		ts := imp.Time
 		if earliest := recordTime.Milliseconds() - fn.MaxLateMs; ts < earliest {
 			ts = earliest

@@ -14,7 +14,6 @@ import (
 	"math"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -281,7 +280,6 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 				return sdf.StopProcessing(), rt.GetError()
 			}
 			c.next = r.Offset + 1
-			reached.Store(p.Partition, c.next)
 			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, Value: r.Value})
 			we.observe(r.Timestamp)
 			n++
@@ -341,50 +339,50 @@ func endOffset(ctx context.Context, cl *kgo.Client, topic string, partition int3
 // draining says that readers in this process stop: see Drain.
 var draining atomic.Bool
 
-// reached holds, by partition, the offset after the last record read in this process.
-var reached sync.Map // int32 -> int64
-
 // Drain ends reading in this process: each partition stops at the next record it
 // would read, so the pipeline delivers what it read and then finishes, as a bounded
 // one does. Readers in other processes (remote workers) are not reached; a pipeline
 // running there has to be cancelled.
 func Drain() { draining.Store(true) }
 
-// Reached returns, by partition, the offset after the last record read in this
-// process: once a drained pipeline has finished, what to commit.
-func Reached() map[int32]int64 {
-	out := map[int32]int64{}
-	reached.Range(func(k, v any) bool {
-		out[k.(int32)] = v.(int64)
-		return true
-	})
-	return out
+// Committer commits a consumer group's offsets.
+type Committer struct {
+	cfg Config
+	cl  *kgo.Client
+	adm *kadm.Client
 }
 
-// Commit records offsets as the group's progress: each partition's next record to
+// NewCommitter returns a committer for cfg's group and topic.
+func NewCommitter(cfg Config) (*Committer, error) {
+	cl, err := newClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	return &Committer{cfg: cfg, cl: cl, adm: kadm.NewClient(cl)}, nil
+}
+
+// Commit records next, by partition, as the group's progress: the next record to
 // read.
-func Commit(ctx context.Context, cfg Config, next map[int32]int64) error {
+func (c *Committer) Commit(ctx context.Context, next map[int32]int64) error {
 	if len(next) == 0 {
 		return nil
 	}
-	cl, err := newClient(cfg)
-	if err != nil {
-		return fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
-	}
-	defer cl.Close()
 	offsets := kadm.Offsets{}
 	for p, o := range next {
-		offsets.Add(kadm.Offset{Topic: cfg.Topic, Partition: p, At: o, LeaderEpoch: -1})
+		offsets.Add(kadm.Offset{Topic: c.cfg.Topic, Partition: p, At: o, LeaderEpoch: -1})
 	}
-	resp, err := kadm.NewClient(cl).CommitOffsets(ctx, cfg.Group, offsets)
+	resp, err := c.adm.CommitOffsets(ctx, c.cfg.Group, offsets)
 	if err == nil {
 		err = resp.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("kafka group %q: commit offsets: %w", cfg.Group, err)
+		return fmt.Errorf("kafka group %q: commit offsets: %w", c.cfg.Group, err)
 	}
 	return nil
 }
+
+// Close closes the committer's connections.
+func (c *Committer) Close() { c.cl.Close() }
 
 // consumer returns a client that reads partition from offset next.
 func (fn *readFn) consumer(partition int32, next int64) (*consumer, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/transforms/encode"
@@ -116,8 +117,9 @@ type dest struct {
 
 // stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
 type stored struct {
-	d   *dest
-	obj *encode.Object
+	d       *dest
+	obj     *encode.Object
+	origins []uint64 // of every impression copy the object took (package ack)
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -162,6 +164,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
 	}
+	origins := c.Origins()
 	d.impressions.Inc(ctx, int64(obj.Records))
 	d.duplicates.Inc(ctx, int64(obj.Duplicates))
 	// Never wait here for uploads: a bundle that makes no progress for a moment is
@@ -180,7 +183,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 			return fmt.Errorf("put %s: %w", d.store.Where(objKey), err)
 		}
 		fn.mu.Lock()
-		fn.stored = append(fn.stored, stored{d, obj})
+		fn.stored = append(fn.stored, stored{d, obj, origins})
 		fn.mu.Unlock()
 		return nil
 	})
@@ -193,6 +196,7 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	defer fn.cancel()
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
+		ack.Done(st.origins...)
 		st.d.delivered.Inc(ctx, int64(st.obj.Records))
 		progress.Add(progress.DoneKey(st.d.Progress, st.d.ID), int64(st.obj.Records))
 		st.d.objects.Inc(ctx, 1)

@@ -3,17 +3,21 @@
 //	stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
 //	       [--group NAME] [--start earliest|latest] [--shutdown-timeout D]
 //
-// plus Beam's runner flags. It runs until stopped. SIGINT or SIGTERM drains it:
-// reading stops, what was read is delivered (or dead-lettered) and the pipeline
-// finishes; then the consumer group's offsets are committed where reading stopped,
-// so a restart resumes there. If the drain takes longer than --shutdown-timeout the
-// job is cancelled and commits nothing: a restart reads that part again, and HTTP
-// destinations see those impressions again under the same ids. A second signal
-// stops at once.
+// plus Beam's runner flags. It runs until stopped.
 //
-// Draining and committing need the readers in this process: the embedded prism
-// runner, or LOOPBACK workers of a job server. With remote workers (Flink with a
-// worker image, Dataflow) a signal cancels the job after --shutdown-timeout, and
+// Every few seconds it commits the consumer group's offsets as far as every record
+// read before them is finished: its impressions delivered, stored or dead-lettered
+// (package ack). A restart resumes there, so only what was in flight is read again
+// (HTTP destinations may see those impressions again, under the same ids).
+//
+// SIGINT or SIGTERM drains it: reading stops, what was read is delivered and the
+// pipeline finishes, then the offsets are committed where reading stopped. If the
+// drain takes longer than --shutdown-timeout the job is cancelled, and what was
+// finished by then is committed. A second signal stops at once.
+//
+// Draining and committing need the pipeline's workers in this process: the embedded
+// prism runner, or LOOPBACK workers of a job server. With remote workers (Flink with
+// a worker image, Dataflow) a signal cancels the job after --shutdown-timeout, and
 // offsets are not committed.
 package main
 
@@ -22,12 +26,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
@@ -92,22 +98,26 @@ func run() int {
 
 	cfg.Live = true // late data accepted, delay alerts on
 	log := job.Logger()
+	committer, err := kafkaio.NewCommitter(src)
+	if err != nil {
+		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed, err, *reportPath)
+	}
+	defer committer.Close()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
+	ack.Enable(len(windowing.Groups(cfg.Integrations)))
+	commits := startCommits(committer)
 	rep := report.New(cfg, time.Now())
 	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
 	res, err := runners.Run(ctx, pipeline(cfg, src))
-	switch {
-	case err == nil: // drained: everything read was delivered or dead-lettered
-		reached := kafkaio.Reached()
-		if err = kafkaio.Commit(context.Background(), src, reached); err == nil {
-			log.Info("stream stopped; offsets committed", "group", src.Group, "next", reached)
-		}
-	case ctx.Err() != nil:
-		log.Warn("stream stopped before all it read was delivered; offsets not committed, a restart reads that part again",
+	if ctx.Err() != nil && err != nil {
+		log.Warn("stream stopped before all it read was delivered; what was not stays uncommitted, and a restart reads it again",
 			"cause", context.Cause(ctx))
 		err = nil // stopping is the way a stream job ends
+	}
+	if cerr := commits.stop(); cerr != nil && err == nil {
+		err = cerr
 	}
 	rep.AddMetrics(res)
 	code := job.ExitOK
@@ -118,6 +128,66 @@ func run() int {
 		code = job.ExitDeadLettered
 	}
 	return job.End("stream", rep, code, err, *reportPath)
+}
+
+// commitEvery is how often the group's offsets are committed while the job runs.
+const commitEvery = 5 * time.Second
+
+// commits commits the group's offsets as far as what was read before them is
+// finished (package ack): every commitEvery, and a last time when stopped.
+type commits struct {
+	c    *kafkaio.Committer
+	last map[int32]int64
+	quit chan struct{}
+	done chan struct{}
+}
+
+func startCommits(c *kafkaio.Committer) *commits {
+	cs := &commits{c: c, last: map[int32]int64{}, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(cs.done)
+		t := time.NewTicker(commitEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-cs.quit:
+				return
+			case <-t.C:
+			}
+			if err := cs.commit(); err != nil {
+				job.Logger().Warn("commit offsets (tried again shortly)", "error", err)
+			}
+		}
+	}()
+	return cs
+}
+
+// commit commits the partitions whose position moved.
+func (cs *commits) commit() error {
+	next := ack.Committable()
+	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := cs.last[p]; return ok && last == o })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cs.c.Commit(ctx, next); err != nil {
+		return err
+	}
+	maps.Copy(cs.last, next)
+	return nil
+}
+
+// stop ends the periodic commits and commits a last time.
+func (cs *commits) stop() error {
+	close(cs.quit)
+	<-cs.done
+	if err := cs.commit(); err != nil {
+		return err
+	}
+	if len(cs.last) == 0 {
+		job.Logger().Info("no offsets committed: no record was finished by workers in this process")
+		return nil
+	}
+	job.Logger().Info("offsets committed", "next", cs.last)
+	return nil
 }
 
 // drainOnSignal drains the pipeline on SIGINT or SIGTERM (kafkaio.Drain), and cancels
@@ -152,6 +222,6 @@ func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
 	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})
-	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...))
+	deadletterio.WriteLive(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...))
 	return p
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -300,6 +301,62 @@ func TestStreamRestartResumes(t *testing.T) {
 	}
 }
 
+// While it runs, the job commits the group's offsets once what was read is finished,
+// and writes dead letters: killed (no drain), it restarts from its last commit and
+// sends nothing twice.
+func TestStreamKilledResumesFromCommits(t *testing.T) {
+	tp := newTopic(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	tp.produce("acme", keys("a", 0, 50)...)
+	if err := tp.cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte("not an impression")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	j := startJob(t, tp, hookCfg)
+	waitFor(t, j, hook, 50)
+	invalid := filepath.Join(filepath.Dir(j.config), "dead", "invalid")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		files, _ := filepath.Glob(filepath.Join(invalid, "*.ndjson"))
+		if len(files) > 0 && tp.committedAll() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s: dead-letter files %v; offsets committed to the end: %v\n%s", files, tp.committedAll(), j.stderr.String())
+		}
+	}
+	j.cmd.Process.Kill()
+	<-j.exited
+
+	j = startConfig(t, tp, j.config)
+	tp.produce("acme", keys("a", 50, 100)...)
+	waitFor(t, j, hook, 100)
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if st := hook.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
+		t.Errorf("%d unique impressions, %d sent again; want 100, 0", st.UniqueEvents, st.Duplicates)
+	}
+}
+
+// committedAll says whether group outflow has committed every partition to its end.
+func (tp *kafkaTopic) committedAll() bool {
+	adm := kadm.NewClient(tp.cl)
+	ctx := context.Background()
+	ends, err := adm.ListEndOffsets(ctx, "impressions")
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	committed, err := adm.FetchOffsetsForTopics(ctx, "outflow", "impressions")
+	if err != nil {
+		return false
+	}
+	all := true
+	ends.Each(func(o kadm.ListedOffset) {
+		c, ok := committed.Lookup("impressions", o.Partition)
+		all = all && ok && c.At == o.Offset
+	})
+	return all
+}
+
 // One destination throttled hard (a request every 3 s, Retry-After) while impressions
 // stream in for 20 s: the other tenants' impressions still arrive within their 2 s
 // window and a few seconds, and the throttled one loses nothing and is sent nothing
@@ -322,6 +379,10 @@ func TestThrottledDestinationDelaysNobody(t *testing.T) {
 	if st := slow.Status(); st.Throttled == 0 || st.UniqueEvents == rounds*perRound {
 		t.Fatalf("the slow destination was not held back (%d throttled, %d of %d delivered): the test proves nothing",
 			st.Throttled, st.UniqueEvents, rounds*perRound)
+	}
+	// Its impressions are still in flight, so their records are not committed.
+	if tp.committedAll() && slow.Status().UniqueEvents < rounds*perRound {
+		t.Errorf("offsets committed past records whose impressions the throttled destination has not received")
 	}
 	for _, s := range []*destsim.Server{a, g} {
 		delays := delaysOf(t, s)

@@ -95,6 +95,18 @@ func appendIndex(b []byte, id uuid.UUID, origin uint64, n int) []byte {
 	return binary.BigEndian.AppendUint32(b, uint32(n))
 }
 
+// Origins returns the origin of every impression the chunk holds, copies included.
+func (c Chunk) Origins() []uint64 {
+	if len(c.Index) != c.N*indexEntry {
+		return nil // corrupt: Each says so
+	}
+	out := make([]uint64, c.N)
+	for i := range c.N {
+		_, out[i], _ = c.entry(i)
+	}
+	return out
+}
+
 // Digest names the chunk's impressions, whatever their order and copies: 16 hex
 // digits of a hash over their sorted unique ids.
 func (c Chunk) Digest() string {

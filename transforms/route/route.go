@@ -11,6 +11,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
 )
@@ -88,13 +89,19 @@ func (fn *fanoutFn) Setup() {
 }
 
 func (fn *fanoutFn) ProcessElement(ctx context.Context, imp impression.Impression, emit func(string, impression.Impression)) {
+	var buf [8]int
+	copies := buf[:0]
 	for _, i := range fn.byTenant[imp.Tenant] {
-		t := &fn.Targets[i]
-		if !t.Matches(&imp) {
-			continue
+		if fn.Targets[i].Matches(&imp) {
+			copies = append(copies, i)
 		}
+	}
+	// In a stream the copies are followed until delivered; this router's share of the
+	// impression becomes them (package ack). Counted before they go downstream.
+	ack.Hold(imp.Origin, len(copies)-1)
+	for _, i := range copies {
 		fn.routed[i].Inc(ctx, 1)
-		emit(fn.keys[i][Shard(&imp, t.Shards)], imp)
+		emit(fn.keys[i][Shard(&imp, fn.Targets[i].Shards)], imp)
 	}
 }
 
