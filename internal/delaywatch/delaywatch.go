@@ -26,7 +26,7 @@ type Watch struct {
 	integration string
 	threshold   time.Duration
 	delay       beam.Distribution
-	alerts      beam.Counter
+	alerts      metricname.Counter
 }
 
 // New returns the watch of integration; a threshold of 0 never alerts (backfills,
@@ -34,7 +34,7 @@ type Watch struct {
 func New(integration string, threshold time.Duration) *Watch {
 	return &Watch{integration: integration, threshold: threshold,
 		delay:  beam.NewDistribution(integration, metricname.DelayMs),
-		alerts: beam.NewCounter(integration, metricname.DelayAlerts)}
+		alerts: metricname.NewCounter(integration, metricname.DelayAlerts)}
 }
 
 // Delivered records that imps arrived at now.

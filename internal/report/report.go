@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -37,6 +38,8 @@ type Report struct {
 	Seconds  float64   `json:"seconds"`
 	ExitCode int       `json:"exit_code"`
 	Error    string    `json:"error,omitempty"`
+	// Running marks the report of a stream still running, rewritten every few seconds.
+	Running bool `json:"running,omitempty"`
 }
 
 // Integration is one integration's line of the report.
@@ -145,28 +148,10 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 	for _, c := range all.Counters() {
 		sum[[2]string{c.Namespace(), c.Name()}] += c.Result()
 	}
-	job := func(name string) int64 { return sum[[2]string{metricname.Job, name}] }
-	r.Lines += job(metricname.Lines)
-	r.InvalidLines += job(metricname.InvalidLines)
-	r.Filtered += job(metricname.Filtered)
-	r.FileErrors += job(metricname.FileErrors)
-	r.Replayed += job(metricname.Replayed)
-	r.Kept += job(metricname.Kept)
+	r.addCounts(sum)
 	byID := map[string]*Integration{}
 	for i := range r.Integrations {
-		in := &r.Integrations[i]
-		byID[in.ID] = in
-		get := func(name string) int64 { return sum[[2]string{in.ID, name}] }
-		in.Impressions += get(metricname.Impressions)
-		in.Delivered += get(metricname.Delivered)
-		in.DeadLettered += get(metricname.DeadLettered)
-		in.Requests += get(metricname.Requests)
-		in.Throttled += get(metricname.Throttled)
-		in.Retries += get(metricname.Retries)
-		in.Duplicates += get(metricname.Duplicates)
-		in.Objects += get(metricname.Objects)
-		in.Bytes += get(metricname.Bytes)
-		in.DelayAlerts += get(metricname.DelayAlerts)
+		byID[r.Integrations[i].ID] = &r.Integrations[i]
 	}
 	for _, d := range all.Distributions() {
 		if in := byID[d.Namespace()]; in != nil && d.Name() == metricname.DelayMs {
@@ -181,6 +166,54 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 			in.RateLimit = float64(g.Result().Value) / 1000
 		}
 	}
+}
+
+// addCounts adds counter totals, by namespace and name, to the counts.
+func (r *Report) addCounts(sum map[[2]string]int64) {
+	job := func(name string) int64 { return sum[[2]string{metricname.Job, name}] }
+	r.Lines += job(metricname.Lines)
+	r.InvalidLines += job(metricname.InvalidLines)
+	r.Filtered += job(metricname.Filtered)
+	r.FileErrors += job(metricname.FileErrors)
+	r.Replayed += job(metricname.Replayed)
+	r.Kept += job(metricname.Kept)
+	for i := range r.Integrations {
+		in := &r.Integrations[i]
+		get := func(name string) int64 { return sum[[2]string{in.ID, name}] }
+		in.Impressions += get(metricname.Impressions)
+		in.Delivered += get(metricname.Delivered)
+		in.DeadLettered += get(metricname.DeadLettered)
+		in.Requests += get(metricname.Requests)
+		in.Throttled += get(metricname.Throttled)
+		in.Retries += get(metricname.Retries)
+		in.Duplicates += get(metricname.Duplicates)
+		in.Objects += get(metricname.Objects)
+		in.Bytes += get(metricname.Bytes)
+		in.DelayAlerts += get(metricname.DelayAlerts)
+	}
+}
+
+// SetCounts replaces the counts with what this process counted (metricname.Live):
+// a running stream's, or one whose runner returned no metrics.
+func (r *Report) SetCounts(live map[[2]string]int64) {
+	r.Lines, r.InvalidLines, r.Filtered, r.FileErrors, r.Replayed, r.Kept = 0, 0, 0, 0, 0, 0
+	for i := range r.Integrations {
+		in := &r.Integrations[i]
+		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0
+		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts = 0, 0, 0, 0
+	}
+	r.addCounts(live)
+}
+
+// Snapshot returns a copy of r for a job still running: the counts this process
+// counted so far.
+func (r *Report) Snapshot(live map[[2]string]int64) *Report {
+	c := *r
+	c.Integrations = slices.Clone(r.Integrations)
+	c.SetCounts(live)
+	c.Running = true
+	c.Seconds = time.Since(r.Started).Seconds()
+	return &c
 }
 
 // DeadLettered is the number of impressions dead-lettered across integrations.

@@ -82,7 +82,7 @@ type dest struct {
 	client  *http.Client
 	limiter string // registry key, also of in-flight calls
 
-	delivered, deadLettered, requests, throttled, retries, bytes beam.Counter
+	delivered, deadLettered, requests, throttled, retries, bytes metricname.Counter
 	rate                                                         beam.Gauge
 	delay                                                        *delaywatch.Watch
 }
@@ -105,12 +105,12 @@ func (fn *deliverFn) Setup() error {
 		key := t.ID + "\x00" + string(mustJSON(t))
 		fn.dests[t.ID] = &dest{Target: t, d: d, lim: limiterFor(key, t.Policy), limiter: key,
 			client:       newClient(t.Policy.MaxInFlight, t.AllowPrivate),
-			delivered:    beam.NewCounter(t.ID, metricname.Delivered),
-			deadLettered: beam.NewCounter(t.ID, metricname.DeadLettered),
-			requests:     beam.NewCounter(t.ID, metricname.Requests),
-			throttled:    beam.NewCounter(t.ID, metricname.Throttled),
-			retries:      beam.NewCounter(t.ID, metricname.Retries),
-			bytes:        beam.NewCounter(t.ID, metricname.Bytes),
+			delivered:    metricname.NewCounter(t.ID, metricname.Delivered),
+			deadLettered: metricname.NewCounter(t.ID, metricname.DeadLettered),
+			requests:     metricname.NewCounter(t.ID, metricname.Requests),
+			throttled:    metricname.NewCounter(t.ID, metricname.Throttled),
+			retries:      metricname.NewCounter(t.ID, metricname.Retries),
+			bytes:        metricname.NewCounter(t.ID, metricname.Bytes),
 			delay:        delaywatch.New(t.ID, t.AlertDelay),
 			rate:         beam.NewGauge(t.ID, metricname.RateLimit),
 		}

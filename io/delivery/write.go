@@ -47,22 +47,22 @@ type batchFn struct {
 	Targets []Target `json:"targets"`
 
 	dests                   map[string]Destination
-	impressions, duplicates map[string]beam.Counter
-	deadLettered            map[string]beam.Counter
+	impressions, duplicates map[string]metricname.Counter
+	deadLettered            map[string]metricname.Counter
 }
 
 func (fn *batchFn) Setup() error {
 	fn.dests = map[string]Destination{}
-	fn.impressions, fn.duplicates, fn.deadLettered = map[string]beam.Counter{}, map[string]beam.Counter{}, map[string]beam.Counter{}
+	fn.impressions, fn.duplicates, fn.deadLettered = map[string]metricname.Counter{}, map[string]metricname.Counter{}, map[string]metricname.Counter{}
 	for _, t := range fn.Targets {
 		d, err := NewDestination(t.Kind, t.Settings)
 		if err != nil {
 			return fmt.Errorf("delivery: integration %q: %w", t.ID, err)
 		}
 		fn.dests[t.ID] = limited{d, t.Policy}
-		fn.impressions[t.ID] = beam.NewCounter(t.ID, metricname.Impressions)
-		fn.duplicates[t.ID] = beam.NewCounter(t.ID, metricname.Duplicates)
-		fn.deadLettered[t.ID] = beam.NewCounter(t.ID, metricname.DeadLettered)
+		fn.impressions[t.ID] = metricname.NewCounter(t.ID, metricname.Impressions)
+		fn.duplicates[t.ID] = metricname.NewCounter(t.ID, metricname.Duplicates)
+		fn.deadLettered[t.ID] = metricname.NewCounter(t.ID, metricname.DeadLettered)
 	}
 	return nil
 }

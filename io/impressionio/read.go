@@ -113,16 +113,16 @@ type readFn struct {
 	Sharing  sharing `json:"sharing"`
 	Progress string  `json:"progress,omitempty"`
 
-	lines, invalid, filtered, valid, fileErrors beam.Counter
+	lines, invalid, filtered, valid, fileErrors metricname.Counter
 }
 
 func (fn *readFn) Setup() {
 	progress.Add(progress.StartedKey(fn.Progress), 1)
-	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
-	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
-	fn.filtered = beam.NewCounter(metricname.Job, metricname.Filtered)
-	fn.valid = beam.NewCounter(metricname.Job, metricname.Valid)
-	fn.fileErrors = beam.NewCounter(metricname.Job, metricname.FileErrors)
+	fn.lines = metricname.NewCounter(metricname.Job, metricname.Lines)
+	fn.invalid = metricname.NewCounter(metricname.Job, metricname.InvalidLines)
+	fn.filtered = metricname.NewCounter(metricname.Job, metricname.Filtered)
+	fn.valid = metricname.NewCounter(metricname.Job, metricname.Valid)
+	fn.fileErrors = metricname.NewCounter(metricname.Job, metricname.FileErrors)
 }
 
 func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {

@@ -39,14 +39,14 @@ func FromRecords(s beam.Scope, recs beam.PCollection, maxLate time.Duration) (im
 type recordsFn struct {
 	MaxLateMs int64 `json:"max_late_ms"`
 
-	lines, invalid, valid, clamped beam.Counter
+	lines, invalid, valid, clamped metricname.Counter
 }
 
 func (fn *recordsFn) Setup() {
-	fn.lines = beam.NewCounter(metricname.Job, metricname.Lines)
-	fn.invalid = beam.NewCounter(metricname.Job, metricname.InvalidLines)
-	fn.valid = beam.NewCounter(metricname.Job, metricname.Valid)
-	fn.clamped = beam.NewCounter(metricname.Job, metricname.VeryLate)
+	fn.lines = metricname.NewCounter(metricname.Job, metricname.Lines)
+	fn.invalid = metricname.NewCounter(metricname.Job, metricname.InvalidLines)
+	fn.valid = metricname.NewCounter(metricname.Job, metricname.Valid)
+	fn.clamped = metricname.NewCounter(metricname.Job, metricname.VeryLate)
 }
 
 func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {

@@ -112,7 +112,7 @@ type dest struct {
 	store Store
 	slots chan struct{}
 
-	impressions, duplicates, delivered, objects, bytes beam.Counter
+	impressions, duplicates, delivered, objects, bytes metricname.Counter
 }
 
 // stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
@@ -133,11 +133,11 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 			Target:      t,
 			store:       store,
 			slots:       make(chan struct{}, max(1, t.Spec.MaxConcurrentUploads)),
-			impressions: beam.NewCounter(t.ID, metricname.Impressions),
-			duplicates:  beam.NewCounter(t.ID, metricname.Duplicates),
-			delivered:   beam.NewCounter(t.ID, metricname.Delivered),
-			objects:     beam.NewCounter(t.ID, metricname.Objects),
-			bytes:       beam.NewCounter(t.ID, metricname.Bytes),
+			impressions: metricname.NewCounter(t.ID, metricname.Impressions),
+			duplicates:  metricname.NewCounter(t.ID, metricname.Duplicates),
+			delivered:   metricname.NewCounter(t.ID, metricname.Delivered),
+			objects:     metricname.NewCounter(t.ID, metricname.Objects),
+			bytes:       metricname.NewCounter(t.ID, metricname.Bytes),
 		}
 	}
 	return nil

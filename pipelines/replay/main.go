@@ -142,12 +142,12 @@ func init() {
 type splitFn struct {
 	Known map[string]bool `json:"known"`
 
-	replayed, kept beam.Counter
+	replayed, kept metricname.Counter
 }
 
 func (fn *splitFn) Setup() {
-	fn.replayed = beam.NewCounter(metricname.Job, metricname.Replayed)
-	fn.kept = beam.NewCounter(metricname.Job, metricname.Kept)
+	fn.replayed = metricname.NewCounter(metricname.Job, metricname.Replayed)
+	fn.kept = metricname.NewCounter(metricname.Job, metricname.Kept)
 }
 
 func (fn *splitFn) ProcessElement(ctx context.Context, r deadletterio.Record, emit func(beam.EventTime, string, impression.Impression), keep func(deadletterio.Record)) error {

@@ -35,6 +35,7 @@ import (
 
 	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
@@ -107,8 +108,21 @@ func run() int {
 	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
 	ack.Enable(len(windowing.Groups(cfg.Integrations)))
-	commits := startCommits(committer)
+	pr := &progress{c: committer, last: map[int32]int64{}}
+	stopCommits := every(commitEvery, func() {
+		if err := pr.commit(); err != nil {
+			log.Warn("commit offsets (tried again shortly)", "error", err)
+		}
+	})
 	rep := report.New(cfg, time.Now())
+	stopReports := func() {}
+	if *reportPath != "" {
+		stopReports = every(reportEvery, func() {
+			if err := rep.Snapshot(metricname.Live()).Write(*reportPath); err != nil {
+				log.Warn("write the report", "error", err)
+			}
+		})
+	}
 	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
 	res, err := runners.Run(ctx, pipeline(cfg, src))
 	if ctx.Err() != nil && err != nil {
@@ -116,10 +130,22 @@ func run() int {
 			"cause", context.Cause(ctx))
 		err = nil // stopping is the way a stream job ends
 	}
-	if cerr := commits.stop(); cerr != nil && err == nil {
+	stopCommits()
+	if cerr := pr.commit(); cerr != nil && err == nil {
 		err = cerr
+	} else if len(pr.last) > 0 {
+		log.Info("offsets committed", "next", pr.last)
+	} else {
+		log.Info("no offsets committed: no record was finished by workers in this process")
 	}
+	stopReports()
 	rep.AddMetrics(res)
+	if live := metricname.Live(); len(live) > 0 {
+		// This process's workers ran the job: their counts are complete, where a
+		// runner's metrics were seen to miss a last bundle, or are absent after a
+		// cancel.
+		rep.SetCounts(live)
+	}
 	code := job.ExitOK
 	switch {
 	case err != nil:
@@ -130,64 +156,51 @@ func run() int {
 	return job.End("stream", rep, code, err, *reportPath)
 }
 
-// commitEvery is how often the group's offsets are committed while the job runs.
-const commitEvery = 5 * time.Second
+const (
+	// commitEvery is how often the group's offsets are committed while the job runs.
+	commitEvery = 5 * time.Second
+	// reportEvery is how often --report is rewritten while the job runs.
+	reportEvery = 10 * time.Second
+)
 
-// commits commits the group's offsets as far as what was read before them is
-// finished (package ack): every commitEvery, and a last time when stopped.
-type commits struct {
+// progress commits the group's offsets as far as what was read before them is
+// finished (package ack).
+type progress struct {
 	c    *kafkaio.Committer
-	last map[int32]int64
-	quit chan struct{}
-	done chan struct{}
-}
-
-func startCommits(c *kafkaio.Committer) *commits {
-	cs := &commits{c: c, last: map[int32]int64{}, quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(cs.done)
-		t := time.NewTicker(commitEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-cs.quit:
-				return
-			case <-t.C:
-			}
-			if err := cs.commit(); err != nil {
-				job.Logger().Warn("commit offsets (tried again shortly)", "error", err)
-			}
-		}
-	}()
-	return cs
+	last map[int32]int64 // what was committed
 }
 
 // commit commits the partitions whose position moved.
-func (cs *commits) commit() error {
+func (pr *progress) commit() error {
 	next := ack.Committable()
-	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := cs.last[p]; return ok && last == o })
+	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := pr.last[p]; return ok && last == o })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := cs.c.Commit(ctx, next); err != nil {
+	if err := pr.c.Commit(ctx, next); err != nil {
 		return err
 	}
-	maps.Copy(cs.last, next)
+	maps.Copy(pr.last, next)
 	return nil
 }
 
-// stop ends the periodic commits and commits a last time.
-func (cs *commits) stop() error {
-	close(cs.quit)
-	<-cs.done
-	if err := cs.commit(); err != nil {
-		return err
-	}
-	if len(cs.last) == 0 {
-		job.Logger().Info("no offsets committed: no record was finished by workers in this process")
-		return nil
-	}
-	job.Logger().Info("offsets committed", "next", cs.last)
-	return nil
+// every calls f every d until the returned stop is called; stop waits for a call
+// under way to end.
+func every(d time.Duration, f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // drainOnSignal drains the pipeline on SIGINT or SIGTERM (kafkaio.Drain), and cancels

@@ -71,20 +71,20 @@ type fanoutFn struct {
 
 	byTenant map[string][]int // tenant -> indexes into Targets
 	keys     [][]string       // target -> shard -> key, built once
-	routed   []beam.Counter
+	routed   []metricname.Counter
 }
 
 func (fn *fanoutFn) Setup() {
 	fn.byTenant = map[string][]int{}
 	fn.keys = make([][]string, len(fn.Targets))
-	fn.routed = make([]beam.Counter, len(fn.Targets))
+	fn.routed = make([]metricname.Counter, len(fn.Targets))
 	for i, t := range fn.Targets {
 		fn.byTenant[t.Tenant] = append(fn.byTenant[t.Tenant], i)
 		fn.keys[i] = make([]string, t.Shards)
 		for s := range fn.keys[i] {
 			fn.keys[i][s] = Key(t.ID, s)
 		}
-		fn.routed[i] = beam.NewCounter(t.ID, metricname.Routed)
+		fn.routed[i] = metricname.NewCounter(t.ID, metricname.Routed)
 	}
 }
 
@@ -119,14 +119,14 @@ type directFn struct {
 	Targets []Target `json:"targets"`
 
 	shards map[string]int
-	routed map[string]beam.Counter
+	routed map[string]metricname.Counter
 }
 
 func (fn *directFn) Setup() {
-	fn.shards, fn.routed = map[string]int{}, map[string]beam.Counter{}
+	fn.shards, fn.routed = map[string]int{}, map[string]metricname.Counter{}
 	for _, t := range fn.Targets {
 		fn.shards[t.ID] = t.Shards
-		fn.routed[t.ID] = beam.NewCounter(t.ID, metricname.Routed)
+		fn.routed[t.ID] = metricname.NewCounter(t.ID, metricname.Routed)
 	}
 }
 
