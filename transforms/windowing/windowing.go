@@ -81,7 +81,7 @@ func Fixed(s beam.Scope, d, lateness time.Duration, col beam.PCollection) beam.P
 		return beam.WindowInto(s, beamwindow.NewFixedWindows(d), col)
 	}
 	tr := trigger.AfterEndOfWindow().
-		EarlyFiring(trigger.AfterProcessingTime().PlusDelay(d+earlyGrace)).
+		EarlyFiring(trigger.AfterProcessingTime().PlusDelay(d + earlyGrace)).
 		LateFiring(trigger.AfterProcessingTime().PlusDelay(lateEvery))
 	return beam.WindowInto(s, beamwindow.NewFixedWindows(d), col,
 		beam.Trigger(tr), beam.AllowedLateness(lateness), beam.PanesDiscard())
