@@ -15,8 +15,9 @@ const Kind = "amplitude"
 // the project at about 100 batches a second.
 var Defaults = delivery.Config{RequestsPerSecond: 100, MaxBatchEvents: 1000, MaxBatchBytes: 10_000_000}
 
-// Write sends windowed impressions, keyed by route.Key, to Amplitude and returns the
-// dead-letter records of those it could not deliver.
-func Write(s beam.Scope, targets []delivery.Target, col beam.PCollection) beam.PCollection {
-	return delivery.Write(s.Scope("amplitudeio.Write"), targets, col)
+// Write sends windowed chunks of impressions (encode.Objects in encode.Binary), keyed
+// by route.Key, to Amplitude and returns the dead-letter records of those it could not
+// deliver.
+func Write(s beam.Scope, targets []delivery.Target, chunks beam.PCollection) beam.PCollection {
+	return delivery.Write(s.Scope("amplitudeio.Write"), targets, chunks)
 }

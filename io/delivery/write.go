@@ -24,15 +24,14 @@ func init() {
 	register.Emitter2[string, Batch]()
 }
 
-// Write delivers windowed impressions, keyed by route.Key, to HTTP destinations: each
-// key's impressions of a window become batches within the destination's limits, and
-// deliverFn sends them. It returns the dead-letter records of what could not be
-// delivered.
+// Write delivers windowed impressions to HTTP destinations: each key's chunk of a
+// window (pane) becomes batches within the destination's limits, and deliverFn sends
+// them. It returns the dead-letter records of what could not be delivered.
 //
-// In: PCollection<KV<string, impression.Impression>>; out: PCollection<deadletterio.Record>.
-func Write(s beam.Scope, targets []Target, col beam.PCollection) beam.PCollection {
+// In: PCollection<KV<string, encode.Chunk>> keyed by route.Key, from
+// encode.Objects(encode.Binary); out: PCollection<deadletterio.Record>.
+func Write(s beam.Scope, targets []Target, chunks beam.PCollection) beam.PCollection {
 	s = s.Scope("delivery.Write")
-	chunks := encode.Objects(s, encode.Binary, col)
 	batches, tooBig := beam.ParDo2(s, &batchFn{Targets: targets}, chunks)
 	// Batches outlive their window while they are retried, so state is per key only.
 	global := beamwindow.NewGlobalWindows()

@@ -15,8 +15,9 @@ const Kind = "segment"
 // recommends at most 1,000 requests a second per workspace.
 var Defaults = delivery.Config{RequestsPerSecond: 200, MaxBatchEvents: 2500, MaxBatchBytes: 500_000}
 
-// Write sends windowed impressions, keyed by route.Key, to Segment and returns the
-// dead-letter records of those it could not deliver.
-func Write(s beam.Scope, targets []delivery.Target, col beam.PCollection) beam.PCollection {
-	return delivery.Write(s.Scope("segmentio.Write"), targets, col)
+// Write sends windowed chunks of impressions (encode.Objects in encode.Binary), keyed
+// by route.Key, to Segment and returns the dead-letter records of those it could not
+// deliver.
+func Write(s beam.Scope, targets []delivery.Target, chunks beam.PCollection) beam.PCollection {
+	return delivery.Write(s.Scope("segmentio.Write"), targets, chunks)
 }

@@ -19,8 +19,9 @@ const Kind = "webhook"
 var Defaults = delivery.Config{RequestsPerSecond: 20, MaxBatchEvents: 500, MaxBatchBytes: 256 << 10,
 	Timeout: configkit.Duration(15 * time.Second)}
 
-// Write posts windowed impressions, keyed by route.Key, to webhooks and returns the
-// dead-letter records of those it could not deliver.
-func Write(s beam.Scope, targets []delivery.Target, col beam.PCollection) beam.PCollection {
-	return delivery.Write(s.Scope("webhookio.Write"), targets, col)
+// Write posts windowed chunks of impressions (encode.Objects in encode.Binary), keyed
+// by route.Key, to webhooks and returns the dead-letter records of those it could not
+// deliver.
+func Write(s beam.Scope, targets []delivery.Target, chunks beam.PCollection) beam.PCollection {
+	return delivery.Write(s.Scope("webhookio.Write"), targets, chunks)
 }

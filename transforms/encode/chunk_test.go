@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/outflow/outflow/internal/impression"
@@ -242,5 +243,28 @@ func TestDigest(t *testing.T) {
 	}
 	if other := build(t, NDJSON, []impression.Impression{x, y}).Digest(); other == d {
 		t.Errorf("different impressions share the digest %s", d)
+	}
+}
+
+// without leaves out the impressions asked, and says where they came from.
+func TestWithout(t *testing.T) {
+	x, y, z := imp("x", 1, 10, "m"), imp("y", 2, 20, "m"), imp("z", 3, 30, "m")
+	c := build(t, NDJSON, []impression.Impression{x, y}, []impression.Impression{z, y})
+	kept, dropped, err := c.without(map[uuid.UUID]bool{y.ID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	if _, err := kept.Each(func(rec []byte) error {
+		keys = append(keys, string(rec[strings.Index(string(rec), `"key":`):][:10]))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if kept.N != 2 || len(keys) != 2 || !strings.Contains(keys[0], `"x"`) || !strings.Contains(keys[1], `"z"`) {
+		t.Errorf("kept %d records: %q", kept.N, keys)
+	}
+	if fmt.Sprint(dropped) != "[20 20]" {
+		t.Errorf("dropped origins %v, want [20 20]", dropped)
 	}
 }

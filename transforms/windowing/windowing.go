@@ -64,7 +64,7 @@ const (
 	// earlyGrace is how long after its end a window may wait for a held-back
 	// watermark before what it holds is delivered anyway (CONTRACT §3: delivered by
 	// the window's end + 30 s). A watermark that is not held back comes first.
-	earlyGrace = 20 * time.Second
+	earlyGrace = 5 * time.Second
 )
 
 // Fixed assigns the elements of col, timestamped with impression time, to fixed

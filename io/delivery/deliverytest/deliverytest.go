@@ -25,6 +25,7 @@ import (
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/delivery"
+	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 )
 
@@ -99,7 +100,7 @@ func DeliverPrivate(t *testing.T, sink Sink, sim *destsim.Server, policy deliver
 	routed := route.Fanout(s, []route.Target{{ID: target.ID, Tenant: Tenant, Shards: 2}}, col)
 	// As windowing.Fixed does (which would import every sink through the config).
 	windowed := beam.WindowInto(s, window.NewFixedWindows(10*time.Second), routed)
-	dead := sink.Write(s, []delivery.Target{target}, windowed)
+	dead := sink.Write(s, []delivery.Target{target}, encode.Objects(s, encode.Binary, windowed))
 	deadletterio.Write(s, deadDir, dead)
 	res, err := ptest.RunWithMetrics(p)
 

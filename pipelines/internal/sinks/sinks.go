@@ -36,6 +36,14 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 	for _, g := range windowing.Groups(cfg.Integrations) {
 		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
 		windowed := windowing.Fixed(s, g.Window, lateness, routeTo(s, config.Targets(g.Integrations)))
+		format := g.Format // object stores; HTTP sinks take the binary coding
+		if format == "" {
+			format = encode.Binary
+		}
+		chunks := encode.Objects(s, format, windowed)
+		if cfg.Live {
+			chunks = encode.DropSeen(s, g.Window, lateness, chunks) // a window fires again for late data
+		}
 		targets := config.DeliveryTargets(cfg, g.Integrations)
 		switch g.Type {
 		case config.S3, config.GCS:
@@ -43,13 +51,13 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 			for i := range objTargets {
 				objTargets[i].PerPane = cfg.Live // late data writes its window again
 			}
-			objectio.Write(s, objTargets, encode.Objects(s, g.Format, windowed))
+			objectio.Write(s, objTargets, chunks)
 		case config.Amplitude:
-			dead = append(dead, amplitudeio.Write(s, targets, windowed))
+			dead = append(dead, amplitudeio.Write(s, targets, chunks))
 		case config.Segment:
-			dead = append(dead, segmentio.Write(s, targets, windowed))
+			dead = append(dead, segmentio.Write(s, targets, chunks))
 		case config.Webhook:
-			dead = append(dead, webhookio.Write(s, targets, windowed))
+			dead = append(dead, webhookio.Write(s, targets, chunks))
 		default:
 			panic(fmt.Sprintf("sinks: no sink for type %q", g.Type)) // config.Load refuses unknown types
 		}
