@@ -182,41 +182,29 @@ func showProgress(log *slog.Logger, mu *sync.Mutex, running map[string]*runningJ
 	if terminal {
 		every = 2 * time.Second
 	}
-	done, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
+	return job.Every(every, func() {
+		mu.Lock()
+		for id, r := range running {
+			read := progress.Get(id)
+			delivered := doneOf(r.planJob)
+			secs := time.Since(r.started).Seconds()
+			rate := float64(delivered) / secs
+			eta := "?"
+			if rate > 0 && r.Estimate > delivered {
+				eta = (time.Duration(float64(r.Estimate-delivered)/rate) * time.Second).String()
+			} else if r.Estimate <= delivered {
+				eta = "0s"
 			}
-			mu.Lock()
-			for id, r := range running {
-				read := progress.Get(id)
-				delivered := doneOf(r.planJob)
-				secs := time.Since(r.started).Seconds()
-				rate := float64(delivered) / secs
-				eta := "?"
-				if rate > 0 && r.Estimate > delivered {
-					eta = (time.Duration(float64(r.Estimate-delivered)/rate) * time.Second).String()
-				} else if r.Estimate <= delivered {
-					eta = "0s"
-				}
-				if terminal {
-					fmt.Printf("%s  %-40s read %3.0f%%  delivered %d/~%d  %.0f/s  ETA %s\n", time.Now().Format("15:04:05"),
-						id, pct(read, totalLines), delivered, r.Estimate, rate, eta)
-				} else {
-					log.Info("job progress", "job", id, "lines_read", read, "lines_estimated", totalLines,
-						"delivered", delivered, "estimated", r.Estimate, "per_second", int64(rate), "eta", eta)
-				}
+			if terminal {
+				fmt.Printf("%s  %-40s read %3.0f%%  delivered %d/~%d  %.0f/s  ETA %s\n", time.Now().Format("15:04:05"),
+					id, pct(read, totalLines), delivered, r.Estimate, rate, eta)
+			} else {
+				log.Info("job progress", "job", id, "lines_read", read, "lines_estimated", totalLines,
+					"delivered", delivered, "estimated", r.Estimate, "per_second", int64(rate), "eta", eta)
 			}
-			mu.Unlock()
 		}
-	}()
-	return func() { close(done); <-finished }
+		mu.Unlock()
+	})
 }
 
 func pct(n, of int64) float64 {

@@ -109,7 +109,7 @@ func run() int {
 	go drainOnSignal(ctx, cancel)
 	ack.Enable(len(windowing.Groups(cfg.Integrations)))
 	pr := &progress{c: committer, last: map[int32]int64{}}
-	stopCommits := every(commitEvery, func() {
+	stopCommits := job.Every(commitEvery, func() {
 		if err := pr.commit(); err != nil {
 			log.Warn("commit offsets (tried again shortly)", "error", err)
 		}
@@ -117,7 +117,7 @@ func run() int {
 	rep := report.New(cfg, time.Now())
 	stopReports := func() {}
 	if *reportPath != "" {
-		stopReports = every(reportEvery, func() {
+		stopReports = job.Every(reportEvery, func() {
 			if err := rep.Snapshot(metricname.Live()).Write(*reportPath); err != nil {
 				log.Warn("write the report", "error", err)
 			}
@@ -181,26 +181,6 @@ func (pr *progress) commit() error {
 	}
 	maps.Copy(pr.last, next)
 	return nil
-}
-
-// every calls f every d until the returned stop is called; stop waits for a call
-// under way to end.
-func every(d time.Duration, f func()) (stop func()) {
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-t.C:
-				f()
-			}
-		}
-	}()
-	return func() { close(quit); <-done }
 }
 
 // drainOnSignal drains the pipeline on SIGINT or SIGTERM (kafkaio.Drain), and cancels

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/oplog"
@@ -92,4 +93,24 @@ func End(cmd string, rep *report.Report, code int, err error, reportPath string)
 // Context is cancelled by SIGINT or SIGTERM.
 func Context() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// Every calls f every d, from another goroutine, until the returned stop is called;
+// stop waits for a call under way to end.
+func Every(d time.Duration, f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }
