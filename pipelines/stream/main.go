@@ -36,6 +36,7 @@ import (
 	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
@@ -193,7 +194,7 @@ func drainOnSignal(ctx context.Context, cancel context.CancelCauseFunc) {
 		return
 	case <-sig.Done():
 	}
-	job.Logger().Info("stopping: delivering what was read", "shutdown_timeout", *shutdown)
+	oplog.L().Info("stopping: delivering what was read", "shutdown_timeout", *shutdown)
 	kafkaio.Drain()
 	again, stopAgain := job.Context()
 	defer stopAgain()
