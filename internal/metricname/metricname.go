@@ -39,6 +39,7 @@ const (
 	Throttled    = "outflow.throttled"
 	Retries      = "outflow.retries"
 	DelayAlerts  = "outflow.delay_alerts" // impressions delivered later than alert_delay (stream)
+	Pending      = "outflow.pending"      // impressions buffered by the delivery core: added, then taken off
 )
 
 // Per-integration distributions and gauges.

@@ -66,6 +66,9 @@ type Integration struct {
 	Delay *Delay `json:"delay_ms,omitempty"`
 	// DelayAlerts counts impressions delivered later than alert_delay (stream only).
 	DelayAlerts int64 `json:"delay_alerts,omitempty"`
+	// Pending counts impressions the HTTP delivery core holds, waiting for their
+	// destination (a running stream's report; 0 once a job has finished).
+	Pending int64 `json:"pending,omitempty"`
 }
 
 // Job is one of a backfill's Beam jobs: some integrations over a time slice.
@@ -190,6 +193,7 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 		in.Objects += get(metricname.Objects)
 		in.Bytes += get(metricname.Bytes)
 		in.DelayAlerts += get(metricname.DelayAlerts)
+		in.Pending += get(metricname.Pending)
 	}
 }
 
@@ -200,7 +204,7 @@ func (r *Report) SetCounts(live map[[2]string]int64) {
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
 		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0
-		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts = 0, 0, 0, 0
+		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts, in.Pending = 0, 0, 0, 0, 0
 	}
 	r.addCounts(live)
 }

@@ -83,6 +83,7 @@ type dest struct {
 	limiter string // registry key, also of in-flight calls
 
 	delivered, deadLettered, requests, throttled, retries, bytes metricname.Counter
+	pending                                                      metricname.Counter // impressions buffered, up and down
 	rate                                                         beam.Gauge
 	delay                                                        *delaywatch.Watch
 }
@@ -110,6 +111,7 @@ func (fn *deliverFn) Setup() error {
 			requests:     metricname.NewCounter(t.ID, metricname.Requests),
 			throttled:    metricname.NewCounter(t.ID, metricname.Throttled),
 			retries:      metricname.NewCounter(t.ID, metricname.Retries),
+			pending:      metricname.NewCounter(t.ID, metricname.Pending),
 			bytes:        metricname.NewCounter(t.ID, metricname.Bytes),
 			delay:        delaywatch.New(t.ID, t.AlertDelay),
 			rate:         beam.NewGauge(t.ID, metricname.RateLimit),
@@ -130,6 +132,9 @@ func (fn *deliverFn) ProcessElement(ctx context.Context, sp state.Provider, tp t
 	}
 	if err := fn.Pending.Put(sp, b.ID, b); err != nil {
 		return err
+	}
+	if d := fn.dests[b.Integration]; d != nil {
+		d.pending.Inc(ctx, int64(len(b.Imps)))
 	}
 	idx = append(idx, entry{ID: b.ID, NotBefore: b.NotBefore})
 	return fn.drain(ctx, sp, tp, idx, dead)
@@ -388,12 +393,14 @@ func (st *drainState) delivered(d *dest, imps []impression.Impression) {
 		ack.Done(imps[i].Origin)
 	}
 	d.delivered.Inc(st.ctx, int64(len(imps)))
+	d.pending.Inc(st.ctx, -int64(len(imps)))
 	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(imps)))
 	d.delay.Delivered(st.ctx, st.now, imps)
 }
 
 func (st *drainState) deadLetter(d *dest, b *Batch, status int, reason string) {
 	d.deadLettered.Inc(st.ctx, int64(len(b.Imps)))
+	d.pending.Inc(st.ctx, -int64(len(b.Imps)))
 	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(len(b.Imps)))
 	for i := range b.Imps {
 		st.dead(deadletterio.Undeliverable(d.ID, &b.Imps[i], status, b.Attempts, reason, b.ID))

@@ -399,9 +399,23 @@ func TestThrottledDestinationDelaysNobody(t *testing.T) {
 		t.Fatalf("the slow destination was not held back (%d throttled, %d of %d delivered): the test proves nothing",
 			st.Throttled, st.UniqueEvents, rounds*perRound)
 	}
-	// Its impressions are still in flight, so their records are not committed.
+	// Its impressions are still in flight, so their records are not committed, and
+	// the running job's report shows them buffered.
 	if tp.committedAll() && slow.Status().UniqueEvents < rounds*perRound {
 		t.Errorf("offsets committed past records whose impressions the throttled destination has not received")
+	}
+	var rep struct {
+		Integrations []struct {
+			ID      string
+			Pending int
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(j.config), "report.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &rep)
+	}
+	if err != nil || len(rep.Integrations) != 3 || rep.Integrations[0].ID != "slow-hook" || rep.Integrations[0].Pending == 0 {
+		t.Errorf("the running report shows nothing buffered for the throttled destination: %s (%v)", data, err)
 	}
 	for _, s := range []*destsim.Server{a, g} {
 		delays := delaysOf(t, s)
