@@ -89,21 +89,28 @@ type streamJob struct {
 // startJob writes the integrations into a config and starts the stream job on tp.
 func startJob(t *testing.T, tp *kafkaTopic, integrations string) *streamJob {
 	t.Helper()
+	return startConfig(t, tp, writeConfig(t, integrations))
+}
+
+// writeConfig writes the integrations into a config and returns its path.
+func writeConfig(t *testing.T, integrations string) string {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "outflow.yaml")
 	cfg := fmt.Sprintf("dead_letter: %s\nallow_private_destinations: true\nintegrations:\n%s", filepath.Join(dir, "dead"), integrations)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return startConfig(t, tp, cfgPath)
+	return cfgPath
 }
 
-// startConfig starts the stream job on tp with the config at cfgPath.
-func startConfig(t *testing.T, tp *kafkaTopic, cfgPath string) *streamJob {
+// startConfig starts the stream job on tp with the config at cfgPath, and flags.
+func startConfig(t *testing.T, tp *kafkaTopic, cfgPath string, flags ...string) *streamJob {
 	t.Helper()
 	bin := testenv.Build(t, "./pipelines/stream")
-	j := &streamJob{config: cfgPath, cmd: exec.Command(bin, "--config", cfgPath, "--brokers", tp.brokers, "--topic", "impressions",
-		"--report", filepath.Join(filepath.Dir(cfgPath), "report.json"))}
+	args := append([]string{"--config", cfgPath, "--brokers", tp.brokers, "--topic", "impressions",
+		"--report", filepath.Join(filepath.Dir(cfgPath), "report.json")}, flags...)
+	j := &streamJob{config: cfgPath, cmd: exec.Command(bin, args...)}
 	j.cmd.Stderr = &j.stderr
 	if err := j.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -300,6 +307,39 @@ func TestStreamRestartResumes(t *testing.T) {
 	}
 	if st := hook.Status(); st.UniqueEvents != 200 || st.Duplicates != 0 {
 		t.Errorf("%d unique impressions, %d sent again; want 200, 0 (the first run delivered %d)", st.UniqueEvents, st.Duplicates, first)
+	}
+}
+
+// A drain that outlasts --shutdown-timeout is cut short: the job still exits 0, and
+// commits nothing past what its throttled destination has not received, which the
+// next run delivers.
+func TestStreamShutdownTimeout(t *testing.T) {
+	tp := newTopic(t)
+	slow, slowCfg := webhook(t, "acme", destsim.Options{RateLimit: 0.5, Burst: 1}, ", shards: 1, delivery: {max_batch_events: 10}")
+	tp.produce("acme", keys("a", 0, 50)...)
+	cfgPath := writeConfig(t, slowCfg)
+	j := startConfig(t, tp, cfgPath, "--shutdown-timeout", "1s")
+	waitFor(t, j, slow, 1)
+	stopped := time.Now()
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if took := time.Since(stopped); took > 20*time.Second {
+		t.Errorf("the job took %v to stop with --shutdown-timeout 1s", took)
+	}
+	if !strings.Contains(j.stderr.String(), "--shutdown-timeout 1s passed") {
+		t.Errorf("no word of the shutdown timeout\n%s", j.stderr.String())
+	}
+	if slow.Status().UniqueEvents == 50 {
+		t.Fatal("everything was delivered before the timeout: the test proves nothing")
+	}
+	if tp.committedAll() {
+		t.Error("offsets committed past impressions the destination has not received")
+	}
+	j = startConfig(t, tp, cfgPath)
+	waitFor(t, j, slow, 50)
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
 	}
 }
 
