@@ -45,6 +45,10 @@ type partition struct {
 	last    int64         // the highest offset read
 }
 
+// Enabled says whether records are being followed: callers skip gathering origins
+// when they are not.
+func Enabled() bool { return enabled.Load() }
+
 // Enable starts counting, for a pipeline whose impressions each pass through n
 // routers (route.Fanout).
 func Enable(n int) {

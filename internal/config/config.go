@@ -260,8 +260,9 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 	return ts
 }
 
-// ObjectTargets returns the object-store core's view of S3 and GCS integrations.
-func ObjectTargets(ints []Integration) []objectio.Target {
+// ObjectTargets returns the object-store core's view of S3 and GCS integrations of
+// cfg among ints.
+func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
 	var ts []objectio.Target
 	for _, in := range ints {
 		var settings any
@@ -275,7 +276,9 @@ func ObjectTargets(ints []Integration) []objectio.Target {
 			continue
 		}
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
-		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress})
+		// A stream writes a window again for its late data: names tell the panes apart.
+		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
+			PerPane: cfg.Live})
 	}
 	return ts
 }

@@ -3,6 +3,8 @@
 package impression
 
 import (
+	"fmt"
+	"hash/fnv"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -56,4 +58,14 @@ func (imp *Impression) ComputeID() uuid.UUID {
 	b = append(b, sep)
 	b = strconv.AppendInt(b, imp.SplitVersionNumber, 10)
 	return uuid.NewSHA1(namespace, b)
+}
+
+// Digest names a set of impressions by their ids, in the order given: 16 hex digits
+// of FNV-64a. Batch, object and pane names use it to stay apart and deterministic.
+func Digest(ids []uuid.UUID) string {
+	h := fnv.New64a()
+	for i := range ids {
+		h.Write(ids[i][:])
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
 }

@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/google/uuid"
 
 	"github.com/outflow/outflow/internal/impression"
 )
@@ -154,9 +154,9 @@ func pack(dest Destination, id string, window int64, shard int, imps []impressio
 // of its impressions' ids: a window's later panes (late data in a stream) form
 // batches of the same sequence numbers, which must not take an earlier batch's name.
 func batchID(id string, window int64, shard, seq int, imps []impression.Impression) string {
-	h := fnv.New64a()
+	ids := make([]uuid.UUID, len(imps))
 	for i := range imps {
-		h.Write(imps[i].ID[:])
+		ids[i] = imps[i].ID
 	}
-	return fmt.Sprintf("%s_%d_%03d_%05d_%016x", id, window, shard, seq, h.Sum64())
+	return fmt.Sprintf("%s_%d_%03d_%05d_%s", id, window, shard, seq, impression.Digest(ids))
 }

@@ -93,15 +93,17 @@ func (fn *batchFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	}
 	// The batches and dead-letter records now hold what the chunk held; its
 	// duplicates are finished here (package ack).
-	for _, b := range batches {
-		for i := range b.Imps {
-			ack.Hold(b.Imps[i].Origin, 1)
+	if ack.Enabled() {
+		for _, b := range batches {
+			for i := range b.Imps {
+				ack.Hold(b.Imps[i].Origin, 1)
+			}
 		}
+		for i := range tooBig {
+			ack.Hold(tooBig[i].Origin, 1)
+		}
+		ack.Done(c.Origins()...)
 	}
-	for i := range tooBig {
-		ack.Hold(tooBig[i].Origin, 1)
-	}
-	ack.Done(c.Origins()...)
 	for _, b := range batches {
 		emit(key, b)
 	}

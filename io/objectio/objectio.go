@@ -164,7 +164,10 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
 	}
-	origins := c.Origins()
+	var origins []uint64
+	if ack.Enabled() {
+		origins = c.Origins()
+	}
 	d.impressions.Inc(ctx, int64(obj.Records))
 	d.duplicates.Inc(ctx, int64(obj.Duplicates))
 	// Never wait here for uploads: a bundle that makes no progress for a moment is

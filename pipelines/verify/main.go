@@ -78,7 +78,7 @@ func run() int {
 		return job.ExitFailed
 	}
 	var rows []row
-	for _, t := range config.ObjectTargets(cfg.Integrations) {
+	for _, t := range config.ObjectTargets(cfg, cfg.Integrations) {
 		found, err := inventory(ctx, log, cfg, t, from, to)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "verify: integration %q: %v\n", t.ID, err)

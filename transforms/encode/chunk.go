@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"reflect"
 	"slices"
@@ -116,13 +115,7 @@ func (c Chunk) Digest() string {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	h := fnv.New64a()
-	for i, id := range ids {
-		if i == 0 || id != ids[i-1] {
-			h.Write(id[:])
-		}
-	}
-	return fmt.Sprintf("%016x", h.Sum64())
+	return impression.Digest(slices.Compact(ids))
 }
 
 func (c *Chunk) entry(i int) (id uuid.UUID, origin uint64, n int) {

@@ -47,11 +47,7 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 		targets := config.DeliveryTargets(cfg, g.Integrations)
 		switch g.Type {
 		case config.S3, config.GCS:
-			objTargets := config.ObjectTargets(g.Integrations)
-			for i := range objTargets {
-				objTargets[i].PerPane = cfg.Live // late data writes its window again
-			}
-			objectio.Write(s, objTargets, chunks)
+			objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), chunks)
 		case config.Amplitude:
 			dead = append(dead, amplitudeio.Write(s, targets, chunks))
 		case config.Segment:
