@@ -1,7 +1,10 @@
 package impression
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -12,8 +15,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"tenant":"t","environmentName":"e","key":"k","split":"s","treatment":"on","time":0}`))
 	f.Add([]byte("\xEF\xBB\xBF{}\r"))
 	f.Add([]byte(`{"time":-0,"splitVersionNumber":-9223372036854775808}`))
+	f.Add([]byte(`{"tenant":"t","environmentName":"e","key":"k","split":"s","treatment":"on","time":0,"ti\u006de":1}`))
+	f.Add([]byte(`{"tenant":"t","environmentName":"e","key":"k","split":"s","treatment":"on","Time":0}`))
+	f.Add([]byte(`{"x":{"time":1,"time":2},"x":[],"tenant":"t","environmentName":"e","key":"k","split":"s","treatment":"on","time":0}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		imp, err := Parse(line)
+		problem, isObject := keyProblem(line)
 		var ie *InvalidError
 		switch {
 		case errors.Is(err, ErrBlank):
@@ -22,9 +29,16 @@ func FuzzParse(f *testing.F) {
 			if ie.Reason == "" {
 				t.Fatal("invalid without a reason")
 			}
+			if keyReason := strings.HasPrefix(ie.Reason, "duplicate field") ||
+				strings.HasSuffix(ie.Reason, "only in letter case"); keyReason && (!isObject || !problem) {
+				t.Fatalf("reason %q, but the top-level keys are fine", ie.Reason)
+			}
 			return
 		case err != nil:
 			t.Fatalf("Parse returned %T %v; want nil, ErrBlank or *InvalidError", err, err)
+		}
+		if problem {
+			t.Fatal("accepted a line whose top-level keys repeat a field or vary its letter case")
 		}
 		if imp.Tenant == "" || imp.EnvironmentName == "" || imp.Key == "" || imp.Split == "" || imp.Treatment == "" || imp.Time < 0 {
 			t.Fatalf("accepted an impression without its required fields: %+v", imp)
@@ -38,6 +52,39 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("binary round trip: %+v, %v", back, err)
 		}
 	})
+}
+
+// keyProblem reports whether line, a JSON object once trimmed as Parse trims it, has
+// a top-level key that repeats one of wantFields or varies its letter case. It walks
+// the keys with encoding/json's tokenizer, independently of checkKeys; isObject is
+// false when line is not a well-formed object.
+func keyProblem(line []byte) (problem, isObject bool) {
+	dec := json.NewDecoder(bytes.NewReader(bytes.TrimSpace(bytes.TrimPrefix(line, bom))))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false, false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false, false
+		}
+		key, _ := tok.(string)
+		for _, name := range wantFields {
+			switch {
+			case key == name:
+				problem = problem || seen[name]
+				seen[name] = true
+			case strings.EqualFold(key, name):
+				problem = true
+			}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return false, false
+		}
+	}
+	return problem, true
 }
 
 // FuzzUnmarshal: corrupt binary forms are refused, never a panic.

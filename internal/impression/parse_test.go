@@ -131,3 +131,88 @@ func TestBinaryRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// wantFields are the fields CONTRACT §1 names, in its order.
+var wantFields = []string{"tenant", "environmentId", "environmentName", "key", "bucketingKey",
+	"split", "treatment", "label", "time", "splitVersionNumber", "machineName", "machineIp",
+	"sdk", "sdkVersion", "properties"}
+
+func TestParseFields(t *testing.T) {
+	if strings.Join(fields, ",") != strings.Join(wantFields, ",") {
+		t.Errorf("fields = %q\nwant     %q", fields, wantFields)
+	}
+}
+
+// TestParseKeys: a top-level key that names a field twice (after unescaping) or in
+// another letter case makes the line invalid, because encoding/json and a reader that
+// takes the first key would disagree on it. Other keys, and nested ones, are ignored.
+func TestParseKeys(t *testing.T) {
+	base, err := Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := func(kv string) string { return "{" + kv + "," + sample[1:] }
+	back := func(kv string) string { return sample[:len(sample)-1] + "," + kv + "}" }
+	cases := []struct {
+		name, line string
+		reason     string // "" for valid: the same impression as sample
+	}{
+		{"duplicate time, same value", back(`"time":1767225600123`), `duplicate field "time"`},
+		{"duplicate time, first differs", front(`"time":1`), `duplicate field "time"`},
+		{"duplicate tenant, different values", back(`"tenant":"globex"`), `duplicate field "tenant"`},
+		{"duplicate optional field", back(`"machineIp":"10.9.9.9"`), `duplicate field "machineIp"`},
+		{"duplicate null", back(`"label":null`), `duplicate field "label"`},
+		{"duplicate integer", front(`"splitVersionNumber":1`), `duplicate field "splitVersionNumber"`},
+		{"case variant Time", back(`"Time":5`), `field "Time" differs from "time" only in letter case`},
+		{"case variant before", front(`"TENANT":"globex"`), `field "TENANT" differs from "tenant" only in letter case`},
+		{"case variant alone", strings.Replace(sample, `"time":`, `"TIME":`, 1), `field "TIME" differs from "time" only in letter case`},
+		{"case variant camel", back(`"environmentid":"x"`), `field "environmentid" differs from "environmentId" only in letter case`},
+		{"escaped duplicate", back(`"ti\u006de":1`), `duplicate field "time"`},
+		{"escaped first", front(`"\u0074\u0069\u006d\u0065":1`), `duplicate field "time"`},
+		{"escaped solidus", back(`"t\/ime":1`), ""}, // unescapes to "t/ime": unknown
+		{"escaped case variant", back(`"\u0054ime":1`), `field "Time" differs from "time" only in letter case`},
+		{"long s folds to s", back(`"ſplit":"x"`), `differs from "split" only in letter case`},
+		{"kelvin sign folds to k", back(`"\u212aey":"x"`), `differs from "key" only in letter case`},
+		{"duplicate unknown key", back(`"extra":1,"extra":{"a":2}`), ""},
+		{"case variants of an unknown key", back(`"extra":1,"EXTRA":2,"Extra":3`), ""},
+		{"near misses", back(`"times":1,"tim":2,"time ":3," time":4,"tenant\u0000":5`), ""},
+		{"nested duplicates", back(`"extra":{"time":1,"time":2,"TIME":3,"tenant":"x"}`), ""},
+		{"nested in array", back(`"extra":[{"time":1},{"time":2},"\"time\":3",[{"Time":[]}]]`), ""},
+		{"keys in strings", strings.Replace(sample, `"default rule"`, `"}\",\"time\":1,{"`, 1), ""},
+		{"whitespace", " {\n\t\"x\" : [ 1 , { } ] ,\r\n" + sample[1:len(sample)-1] + " , \"y\" :\ttrue , \"z\" : -1.5e3 }", ""},
+	}
+	for _, c := range cases {
+		imp, err := Parse([]byte(c.line))
+		if c.reason == "" {
+			want := base
+			if c.name == "keys in strings" {
+				want.Label = `}","time":1,{`
+				want.ID = want.ComputeID()
+			}
+			if err != nil || imp != want {
+				t.Errorf("%s: Parse(%s) = %+v, %v; want the sample impression", c.name, c.line, imp, err)
+			}
+			continue
+		}
+		var ie *InvalidError
+		if !errors.As(err, &ie) {
+			t.Errorf("%s: Parse(%s) = %v, want *InvalidError", c.name, c.line, err)
+			continue
+		}
+		if !strings.Contains(ie.Reason, c.reason) {
+			t.Errorf("%s: reason %q does not mention %q", c.name, ie.Reason, c.reason)
+		}
+	}
+}
+
+// BenchmarkParse measures a typical line, including the key check.
+func BenchmarkParse(b *testing.B) {
+	line := []byte(sample)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if _, err := Parse(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
