@@ -2,8 +2,10 @@ package deadletterio
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +24,10 @@ func init() {
 	register.Emitter1[Record]()
 }
 
-// Read reads the dead-letter files matching glob (NDJSON, .gz gunzipped). A line that
-// is not a record comes out as one holding it in Raw, so it is kept, not lost.
+// Read reads the dead-letter files matching glob (NDJSON, .gz gunzipped). Records come
+// out as they were written, file errors and raw lines (RawBase64 included) unchanged.
+// A line that is not a record comes out as an invalid line holding it, byte for byte,
+// so it is kept, not lost.
 //
 // Out: PCollection<Record>.
 func Read(s beam.Scope, glob string) beam.PCollection {
@@ -52,24 +56,46 @@ func (readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit fu
 		}
 		r = zr
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
+	// Lines are read whole, however long: an invalid input line of any length is a
+	// record, and its raw line is never cut.
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			emitLine(line, f.Path, n, emit)
 		}
-		var rec Record
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			rec = Record{Reason: fmt.Sprintf("not a dead-letter record (%v)", err), Raw: line,
-				Source: fmt.Sprintf("%s:%d", f.Path, n)}
+		if err == io.EOF {
+			return nil
 		}
-		emit(rec)
+		if err != nil {
+			return fmt.Errorf("deadletterio: read %s: %w", f.Path, err)
+		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("deadletterio: read %s: %w", f.Path, err)
+}
+
+// emitLine emits the record of line n of a store file. A line that is not a record
+// comes out as an invalid line holding it, byte for byte, so it is kept, not lost.
+func emitLine(line []byte, path string, n int, emit func(Record)) {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	trimmed := bytes.TrimSpace(line)
+	if len(trimmed) == 0 {
+		return
 	}
-	return nil
+	var rec Record
+	err := json.Unmarshal(trimmed, &rec)
+	switch {
+	case err != nil:
+	case trimmed[0] != '{':
+		err = errors.New("not a JSON object")
+	case rec.Reason == "" && rec.Impression == nil && len(rec.RawBytes()) == 0 && !rec.FileError:
+		// Some other JSON object (an impression line, say): decoded as a record it would
+		// come out empty, and the line would be lost.
+		err = errors.New("no reason, impression or raw line")
+	}
+	if err != nil {
+		rec = Invalid(line, fmt.Sprintf("not a dead-letter record (%v)", err), fmt.Sprintf("%s:%d", path, n), 0)
+	}
+	emit(rec)
 }
 
 // Move moves a file of the store, within one file system (local, s3:// or gs://).

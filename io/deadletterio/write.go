@@ -1,9 +1,9 @@
 package deadletterio
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"path"
@@ -33,14 +33,20 @@ func init() {
 	register.Iter1[Record]()
 }
 
-// Write stores records as NDJSON files under uri (a directory, s3://… or gs://…). The
-// records of one input file, or of one undeliverable batch, share a file whose name
-// is deterministic, so a rerun overwrites it instead of adding a copy.
+// Write stores records as NDJSON files under uri (a directory, s3://… or gs://…).
+// File names are deterministic, so a rerun overwrites a file instead of adding a copy:
+// undeliverable impressions go under their integration, one file per batch; invalid
+// input lines under invalid/, one file per block of lines of their input file (see
+// FileName), so that no worker holds a whole wrong-format file; each file error in a
+// file of its own. Within a file, records are in input order.
+//
+// With Receipts(run), each file written is followed by a receipt of what it holds,
+// which ReadTally sums for the launcher's exit code.
 //
 // In: PCollection<Record>.
-func Write(s beam.Scope, uri string, records beam.PCollection) {
+func Write(s beam.Scope, uri string, records beam.PCollection, opts ...WriteOptionFn) {
 	s = s.Scope("deadletterio.Write")
-	write(s, &writeFn{URI: uri}, records)
+	write(s, newWriteFn(uri, false, opts), records)
 }
 
 // liveEvery is how often a stream writes what was dead-lettered.
@@ -52,11 +58,19 @@ const liveEvery = 5 * time.Second
 // an earlier file.
 //
 // In: PCollection<Record>.
-func WriteLive(s beam.Scope, uri string, records beam.PCollection) {
+func WriteLive(s beam.Scope, uri string, records beam.PCollection, opts ...WriteOptionFn) {
 	s = s.Scope("deadletterio.WriteLive")
 	every := beam.WindowInto(s, window.NewGlobalWindows(), records,
 		beam.Trigger(trigger.Repeat(trigger.AfterProcessingTime().PlusDelay(liveEvery))), beam.PanesDiscard())
-	write(s, &writeFn{URI: uri, Live: true}, every)
+	write(s, newWriteFn(uri, true, opts), every)
+}
+
+func newWriteFn(uri string, live bool, opts []WriteOptionFn) *writeFn {
+	var o writeOption
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &writeFn{URI: uri, Live: live, Run: o.run}
 }
 
 func write(s beam.Scope, fn *writeFn, records beam.PCollection) {
@@ -64,17 +78,47 @@ func write(s beam.Scope, fn *writeFn, records beam.PCollection) {
 	beam.ParDo0(s, fn, beam.GroupByKey(s, keyed))
 }
 
-// FileName returns the store-relative file of r: invalid input goes under invalid/,
-// named after its source file; undeliverable impressions under their integration,
-// named after their batch.
+// Invalid input lines are written in blocks, so that writing one holds at most about
+// blockBytes of its lines, however large the input file (10 GB given by mistake is
+// 10 GB of invalid lines). A block is a range of line numbers of one input file,
+// aligned on its width: blockLines for lines of up to blockBytes/blockLines bytes,
+// halved as lines are longer, down to a single line. Lines of different sizes may thus
+// be in different blocks of overlapping ranges; each line is in exactly one, always
+// the same.
+const (
+	blockLines = 8192
+	blockBytes = 16 << 20
+)
+
+// block returns the range of lines [first, last] of the block holding line n
+// (counted from 1) of size bytes.
+func block(n, size int) (first, last int) {
+	width := blockLines
+	for width > 1 && width*size > blockBytes {
+		width /= 2
+	}
+	first = (n-1)/width*width + 1
+	return first, first + width - 1
+}
+
+// FileName returns the store-relative file of r. Undeliverable impressions go under
+// their integration, named after their batch: "<integration>/<batch>.ndjson". Invalid
+// input goes under invalid/, named after its source file and its block of lines:
+// "invalid/<base>-<hash>-<first>-<last>.ndjson"; a record without a line (a file
+// error, a Kafka record) gets "invalid/<base>-<hash>.ndjson" of its own.
 func FileName(r *Record) string {
 	if r.Integration != "" {
 		return fmt.Sprintf("%s/%s.ndjson", r.Integration, sanitize(r.Source))
 	}
-	src, _ := splitSource(r.Source)
+	src, line, ok := splitSource(r.Source)
 	h := fnv.New32a()
 	h.Write([]byte(src))
-	return fmt.Sprintf("invalid/%s-%08x.ndjson", sanitize(path.Base(src)), h.Sum32())
+	name := fmt.Sprintf("invalid/%s-%08x", sanitize(path.Base(src)), h.Sum32())
+	if !ok || r.FileError {
+		return name + ".ndjson"
+	}
+	first, last := block(line, len(r.Raw)+len(r.RawBase64))
+	return fmt.Sprintf("%s-%d-%d.ndjson", name, first, last)
 }
 
 // sanitize keeps a file name portable.
@@ -94,28 +138,48 @@ func (keyFn) ProcessElement(r Record, emit func(string, Record)) { emit(FileName
 
 type writeFn struct {
 	URI  string `json:"uri"`
-	Live bool   `json:"live"` // file names carry a digest of their records
+	Live bool   `json:"live"`          // file names carry a digest of their records
+	Run  string `json:"run,omitempty"` // write receipts for this run (Receipts)
+}
+
+// line is a record of a file being written, encoded, with its line end.
+type line struct {
+	source string
+	json   []byte
 }
 
 func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*Record) bool) error {
-	var recs []Record
+	// Only the encoded lines are held, once: at most one block of a file's invalid
+	// lines, or one batch.
+	var lines []line
+	var origins []uint64
+	var count Tally
 	var r Record
 	for iter(&r) {
-		recs = append(recs, r)
-	}
-	// Input order, so the file is the same on every run.
-	slices.SortFunc(recs, func(a, b Record) int { return compareSource(a.Source, b.Source) })
-	var body bytes.Buffer
-	enc := json.NewEncoder(&body)
-	enc.SetEscapeHTML(false)
-	for i := range recs {
-		if err := enc.Encode(&recs[i]); err != nil {
+		b, err := r.MarshalJSON()
+		if err != nil {
 			return fmt.Errorf("deadletterio: encode a record for %s: %w", name, err)
 		}
+		lines = append(lines, line{source: r.Source, json: append(b, '\n')})
+		origins = append(origins, r.Origin)
+		count.add(&r)
+	}
+	// Input order, then content, so the file is the same on every run.
+	slices.SortFunc(lines, func(a, b line) int {
+		if c := compareSource(a.source, b.source); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.json, b.json)
+	})
+	body := make([][]byte, len(lines))
+	for i, l := range lines {
+		body[i] = l.json
 	}
 	if fn.Live {
 		h := fnv.New64a()
-		h.Write(body.Bytes())
+		for _, b := range body {
+			h.Write(b)
+		}
 		name = fmt.Sprintf("%s-%016x.ndjson", strings.TrimSuffix(name, ".ndjson"), h.Sum64())
 	}
 
@@ -125,38 +189,60 @@ func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*R
 		return fmt.Errorf("deadletterio: %s: %w", full, err)
 	}
 	defer fs.Close()
+	if err := writeFile(ctx, fs, full, body...); err != nil {
+		return err
+	}
+	if fn.Run != "" {
+		if err := writeReceipt(ctx, fs, fn.URI, fn.Run, name, count); err != nil {
+			return err
+		}
+	}
+	for _, o := range origins {
+		ack.Done(o) // stored: their input records may be committed
+	}
+	return nil
+}
+
+// writeFile writes parts, one after the other, as the file full.
+func writeFile(ctx context.Context, fs filesystem.Interface, full string, parts ...[]byte) error {
 	wc, err := fs.OpenWrite(ctx, full)
 	if err != nil {
 		return fmt.Errorf("deadletterio: open %s: %w", full, err)
 	}
-	if _, err := wc.Write(body.Bytes()); err != nil {
+	w := bufio.NewWriterSize(wc, 256<<10)
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			wc.Close()
+			return fmt.Errorf("deadletterio: write %s: %w", full, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
 		wc.Close()
 		return fmt.Errorf("deadletterio: write %s: %w", full, err)
 	}
 	if err := wc.Close(); err != nil {
 		return fmt.Errorf("deadletterio: close %s: %w", full, err)
 	}
-	for i := range recs {
-		ack.Done(recs[i].Origin) // stored: their input records may be committed
-	}
 	return nil
 }
 
 // compareSource orders "file:line" sources by file, then by line number.
 func compareSource(a, b string) int {
-	af, al := splitSource(a)
-	bf, bl := splitSource(b)
+	af, al, _ := splitSource(a)
+	bf, bl, _ := splitSource(b)
 	if c := strings.Compare(af, bf); c != 0 {
 		return c
 	}
 	return al - bl
 }
 
-func splitSource(s string) (string, int) {
+// splitSource splits "file:line". A source without a line (a file error, a batch id)
+// has ok false and a line that sorts after every line of the file.
+func splitSource(s string) (file string, line int, ok bool) {
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
-		if n, err := strconv.Atoi(s[i+1:]); err == nil {
-			return s[:i], n
+		if n, err := strconv.Atoi(s[i+1:]); err == nil && n > 0 {
+			return s[:i], n, true
 		}
 	}
-	return s, 1 << 62 // a file-level record sorts after the file's lines
+	return s, 1 << 62, false
 }
