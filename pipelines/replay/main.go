@@ -3,17 +3,27 @@
 //	replay --config CONFIG --dead-letter URI [--report FILE]
 //
 // plus Beam's runner flags. Each impression goes again to the integration that could
-// not take it. What fails again, and records replay cannot deliver (invalid input
-// lines, integrations no longer configured), is written back to the store; the files
-// replayed are archived under replayed/, so a second replay sends nothing twice.
+// not take it, if that integration still takes it: same tenant, and inside its current
+// environments and splits filters (route.Target.Matches). What fails again, and records
+// replay does not deliver (invalid input lines, file errors, integrations no longer
+// configured, impressions the integration does not take), is written back to the
+// store, the last with a reason saying why; the files replayed are archived under
+// replayed/, so a second replay sends nothing twice. Replay never sends an impression
+// to an integration of another tenant, whatever the store says.
 //
-// Exit codes: 0 all delivered, 3 some impressions dead-lettered again, 2 bad flags or
-// config, 1 the pipeline failed (the files stay under replaying/ and the next replay
-// takes them up).
+// Exit codes: 0 every impression delivered (invalid lines and file errors written back
+// do not count, as in CONTRACT §3); 3 some impressions were left in the store:
+// dead-lettered again, or kept (an impression kept is not delivered); 2 bad flags or
+// config; 1 the pipeline failed, or what it wrote back could not be counted (the files
+// stay under replaying/ and the next replay takes them up). The code comes from the
+// receipts the run wrote beside what it wrote back (deadletterio.Receipts), so it
+// holds when the runner returns no metrics; the report's counts then come from them
+// too.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -96,38 +106,80 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 	}
 	log.Info("replay starting", "files", files, "dead_letter", root)
 
-	res, err := runners.Run(ctx, pipeline(cfg, root))
+	run, err := newRun()
+	if err != nil {
+		return job.ExitFailed, err
+	}
+	defer func() {
+		if err := deadletterio.ClearReceipts(context.WithoutCancel(ctx), root, run); err != nil {
+			log.Warn("could not remove this run's receipts; they are harmless", "run", run, "error", err)
+		}
+	}()
+	res, err := runners.Run(ctx, pipeline(cfg, root, run))
 	rep.AddMetrics(res)
 	if err != nil {
 		return job.ExitFailed, job.Failure(ctx, err)
 	}
+	tally, err := deadletterio.ReadTally(ctx, root, run)
+	if err != nil {
+		return job.ExitFailed, fmt.Errorf("replay finished, but what it wrote back to the store cannot be counted (the files stay under %s/): %w", replaying, err)
+	}
+	if rep.Replayed+rep.Kept == 0 { // every record read is one or the other: no metrics
+		countFromTally(rep, tally)
+	}
 	if err := archive(ctx, root); err != nil {
 		return job.ExitFailed, err
 	}
-	if rep.DeadLettered() > 0 {
+	if rep.DeadLettered() > 0 || tally.Impressions() > 0 {
 		return job.ExitDeadLettered, nil
 	}
 	return job.ExitOK, nil
 }
 
+// newRun returns an id for this replay's receipts, unique to this execution.
+func newRun() (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("replay: run id: %w", err)
+	}
+	return fmt.Sprintf("replay-%s-%x", time.Now().UTC().Format("20060102T150405Z"), b), nil
+}
+
+// countFromTally fills the report of a run whose runner returned no metrics from what
+// it wrote back to the store: an integration's dead_lettered is every impression left
+// in the store for it (those kept included, which metrics count under kept), and kept
+// every other record written back (invalid lines, file errors, impressions of
+// integrations no longer configured). What was replayed is not known.
+func countFromTally(rep *report.Report, t deadletterio.Tally) {
+	rep.Kept = t.Records()
+	for i := range rep.Integrations {
+		in := &rep.Integrations[i]
+		in.DeadLettered = t.DeadLettered[in.ID]
+		rep.Kept -= in.DeadLettered
+	}
+}
+
 // pipeline is the replay's Beam graph: read the staged records, deliver each
 // impression to its integration, and write back what is left.
-func pipeline(cfg *config.Config, root string) *beam.Pipeline {
+func pipeline(cfg *config.Config, root, run string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	records := deadletterio.Read(s, root+"/"+replaying+"/*/*.ndjson*")
-	imps, kept := beam.ParDo2(s, &splitFn{Known: knownIDs(cfg)}, records)
+	imps, kept := beam.ParDo2(s, &splitFn{Targets: config.Targets(cfg.Integrations), Objects: objectStores(cfg)}, records)
 	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Direct(s, targets, imps)
 	})
-	deadletterio.Write(s, root, beam.Flatten(s, append(undeliverable, kept)...))
+	deadletterio.Write(s, root, beam.Flatten(s, append(undeliverable, kept)...), deadletterio.Receipts(run))
 	return p
 }
 
-func knownIDs(cfg *config.Config) map[string]bool {
+// objectStores returns the ids of cfg's object store integrations.
+func objectStores(cfg *config.Config) map[string]bool {
 	ids := map[string]bool{}
 	for _, in := range cfg.Integrations {
-		ids[in.ID] = true
+		if in.Type.IsObjectStore() {
+			ids[in.ID] = true
+		}
 	}
 	return ids
 }
@@ -137,32 +189,59 @@ func init() {
 	register.Emitter3[beam.EventTime, string, impression.Impression]()
 }
 
-// splitFn sends impressions of configured integrations on to delivery, timestamped
-// with their time, and keeps every other record as it is.
+// splitFn sends on to delivery, timestamped with their time, the impressions their
+// integration still takes (route.Target.Matches: tenant, environments, splits), and
+// keeps every other record: as it is, or with the reason it was not replayed put in
+// front of its own.
 type splitFn struct {
-	Known map[string]bool `json:"known"`
+	Targets []route.Target `json:"targets"`
+	// Objects are the object store integrations. Objects are named per window and
+	// shard: replaying a few impressions into one would replace the window's object
+	// with one holding only them. Their windows are rewritten by a backfill instead.
+	Objects map[string]bool `json:"objects"`
 
+	byID           map[string]*route.Target
 	replayed, kept metricname.Counter
 }
 
 func (fn *splitFn) Setup() {
+	fn.byID = map[string]*route.Target{}
+	for i, t := range fn.Targets {
+		fn.byID[t.ID] = &fn.Targets[i]
+	}
 	fn.replayed = metricname.NewCounter(metricname.Job, metricname.Replayed)
 	fn.kept = metricname.NewCounter(metricname.Job, metricname.Kept)
 }
 
 func (fn *splitFn) ProcessElement(ctx context.Context, r deadletterio.Record, emit func(beam.EventTime, string, impression.Impression), keep func(deadletterio.Record)) error {
-	if r.Impression == nil || !fn.Known[r.Integration] {
+	t := fn.byID[r.Integration]
+	if r.Impression == nil || t == nil {
 		fn.kept.Inc(ctx, 1)
 		keep(r)
 		return nil
 	}
 	raw, err := json.Marshal(r.Impression)
 	if err != nil {
-		return err
+		return fmt.Errorf("replay: encode the impression of %s: %w", r.Source, err)
 	}
 	imp, err := impression.Parse(raw)
 	if err != nil {
-		r.Reason = "cannot replay: " + err.Error() + "; was: " + r.Reason
+		r.Reason = because("cannot replay: "+err.Error(), r.Reason)
+		fn.kept.Inc(ctx, 1)
+		keep(r)
+		return nil
+	}
+	if fn.Objects[t.ID] {
+		r.Reason = because(fmt.Sprintf("not replayed: integration %s writes objects, which only a backfill rewrites whole", t.ID), r.Reason)
+		fn.kept.Inc(ctx, 1)
+		keep(r)
+		return nil
+	}
+	// A reused id or an edited store must not send one tenant's impressions to another
+	// tenant's destination, nor past the integration's current filters.
+	if why := t.Mismatch(&imp); why != "" {
+		r.Reason = because(fmt.Sprintf("not replayed: integration %s does not take this impression of tenant %q: %s",
+			t.ID, imp.Tenant, why), r.Reason)
 		fn.kept.Inc(ctx, 1)
 		keep(r)
 		return nil
@@ -170,6 +249,16 @@ func (fn *splitFn) ProcessElement(ctx context.Context, r deadletterio.Record, em
 	fn.replayed.Inc(ctx, 1)
 	emit(mtime.FromMilliseconds(imp.Time), r.Integration, imp)
 	return nil
+}
+
+// because puts why a record is kept in front of its reason, once: a record kept again
+// for the same reason by a later replay is written back unchanged.
+func because(why, reason string) string {
+	why += "; was: "
+	if strings.HasPrefix(reason, why) {
+		return reason
+	}
+	return why + reason
 }
 
 // stage moves the store's files, and none already staged by a failed replay, under

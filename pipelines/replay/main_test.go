@@ -146,3 +146,121 @@ func toImpression(r deadletterio.Record) impression.Impression {
 	imp, _ := impression.Parse(b)
 	return imp
 }
+
+// A store whose records name acme's webhook for impressions it must not take (globex's,
+// and one outside its environments filter), as after a reused id or an edited store:
+// replay sends neither anywhere, keeps both in the store with the reason (the original
+// kept after it), counts them as kept and exits 3, since they are not delivered. The
+// record it does take is delivered. A second replay keeps them again, reasons unchanged.
+//
+// A record naming an object store integration (an id reused for one) is kept too:
+// replaying a few impressions into a window's object would replace the object.
+func TestReplayNeverCrossesTenants(t *testing.T) {
+	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "acme"})
+	globex := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "globex"})
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	store := filepath.Join(t.TempDir(), "dead-letter")
+	cfgPath := filepath.Join(t.TempDir(), "outflow.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+dead_letter: %s
+allow_private_destinations: true
+integrations:
+  - {id: acme-hook, tenant: acme, type: webhook, environments: [production], webhook: {url: "%s/split", secret: %q}}
+  - {id: globex-hook, tenant: globex, type: webhook, webhook: {url: "%s/split", secret: %q}}
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, endpoint: %s}}
+`, store, hook.URL(), secret, globex.URL(), secret, bucket, s3.Endpoint)), 0o644)
+
+	mk := func(tenant, env, key string) *impression.Impression {
+		i := impression.Impression{Tenant: tenant, EnvironmentName: env, Key: key, Split: "s", Treatment: "on", Time: 1767225600123}
+		i.ID = i.ComputeID()
+		return &i
+	}
+	other, staging, ok := mk("globex", "production", "g-1"), mk("acme", "staging", "a-1"), mk("acme", "production", "a-2")
+	var body []byte
+	for _, imp := range []*impression.Impression{other, staging, ok} {
+		b, err := json.Marshal(deadletterio.Undeliverable("acme-hook", imp, 400, 1, "HTTP 400: refused", "batch-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = append(append(body, b...), '\n')
+	}
+	os.MkdirAll(filepath.Join(store, "acme-hook"), 0o755)
+	os.WriteFile(filepath.Join(store, "acme-hook", "batch-1.ndjson"), body, 0o644)
+	toObjects, err := json.Marshal(deadletterio.Undeliverable("acme-s3", mk("acme", "production", "a-3"), 0, 1, "edited", "batch-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(store, "acme-s3"), 0o755)
+	os.WriteFile(filepath.Join(store, "acme-s3", "batch-2.ndjson"), append(toObjects, '\n'), 0o644)
+
+	replay := testenv.Build(t, "./pipelines/replay")
+	dir := t.TempDir()
+	res := testenv.Run(t, replay, "--config", cfgPath, "--dead-letter", store, "--report", filepath.Join(dir, "replay.json"))
+	if res.Code != 3 {
+		t.Fatalf("replay exit code %d, want 3\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	events := hook.Events()
+	if len(events) != 1 || events[ok.ID.String()].Count != 1 {
+		t.Errorf("acme's webhook holds %v, want only %s", events, ok.ID)
+	}
+	if n := globex.Status().Requests; n != 0 {
+		t.Errorf("globex's webhook got %d requests; replay must not re-route", n)
+	}
+	rep := readReport(t, filepath.Join(dir, "replay.json"))
+	if objects := s3.Objects(t, bucket, ""); len(objects) != 0 {
+		t.Errorf("replay wrote %d objects; want none", len(objects))
+	}
+	if rep.Replayed != 1 || rep.Kept != 3 || rep.Integrations[0].Delivered != 1 || rep.ExitCode != 3 {
+		t.Errorf("report: replayed %d, kept %d, delivered %d, exit %d; want 1, 3, 1, 3",
+			rep.Replayed, rep.Kept, rep.Integrations[0].Delivered, rep.ExitCode)
+	}
+
+	check := func(left []deadletterio.Record) {
+		t.Helper()
+		if len(left) != 3 {
+			t.Fatalf("%d records left in the store, want 3: %+v", len(left), left)
+		}
+		byKey := map[string]string{}
+		for _, r := range left {
+			if r.Impression == nil || r.Integration == "acme-hook" && r.Status != 400 {
+				t.Errorf("record kept changed: %+v", r)
+			}
+			byKey[r.Impression.Key] = r.Reason
+		}
+		for key, want := range map[string]string{
+			"a-3": `not replayed: integration acme-s3 writes objects, which only a backfill rewrites whole; was: edited`,
+			"g-1": `not replayed: integration acme-hook does not take this impression of tenant "globex": tenant "globex" is not "acme"; was: HTTP 400: refused`,
+			"a-1": `not replayed: integration acme-hook does not take this impression of tenant "acme": environment "staging" is not in ["production"]; was: HTTP 400: refused`,
+		} {
+			if byKey[key] != want {
+				t.Errorf("reason of %s:\n got %q\nwant %q", key, byKey[key], want)
+			}
+		}
+	}
+	check(readStore(t, store))
+	if _, err := os.Stat(filepath.Join(store, "_receipts")); !os.IsNotExist(err) {
+		t.Errorf("receipts left in the store: %v", err)
+	}
+
+	before := hook.Status().Requests
+	again := testenv.Run(t, replay, "--config", cfgPath, "--dead-letter", store)
+	if again.Code != 3 {
+		t.Fatalf("second replay exit code %d, want 3\n%s", again.Code, again.Stderr)
+	}
+	if n := hook.Status().Requests - before; n != 0 || globex.Status().Requests != 0 {
+		t.Errorf("second replay sent %d requests to acme, %d to globex; want none", n, globex.Status().Requests)
+	}
+	check(readStore(t, store))
+}
+
+// Without the runner's metrics, the report's counts come from the run's receipts.
+func TestCountFromTally(t *testing.T) {
+	rep := &report.Report{Integrations: []report.Integration{{ID: "acme-hook"}, {ID: "globex-amp"}}}
+	countFromTally(rep, deadletterio.Tally{Files: 4, InvalidLines: 3, FileErrors: 1,
+		DeadLettered: map[string]int64{"acme-hook": 5, "gone": 2}})
+	if rep.Integrations[0].DeadLettered != 5 || rep.Integrations[1].DeadLettered != 0 || rep.Kept != 6 {
+		t.Errorf("dead-lettered %d, %d; kept %d; want 5, 0, 6",
+			rep.Integrations[0].DeadLettered, rep.Integrations[1].DeadLettered, rep.Kept)
+	}
+}

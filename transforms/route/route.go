@@ -4,6 +4,7 @@ package route
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,7 @@ import (
 
 func init() {
 	register.DoFn3x0[context.Context, impression.Impression, func(string, impression.Impression)](&fanoutFn{})
-	register.DoFn4x0[context.Context, string, impression.Impression, func(string, impression.Impression)](&directFn{})
+	register.DoFn4x1[context.Context, string, impression.Impression, func(string, impression.Impression), error](&directFn{})
 	register.Emitter2[string, impression.Impression]()
 }
 
@@ -46,6 +47,20 @@ func (t *Target) Matches(imp *impression.Impression) bool {
 	return imp.Tenant == t.Tenant &&
 		(t.Environments == nil || slices.Contains(t.Environments, imp.EnvironmentName)) &&
 		(t.Splits == nil || slices.Contains(t.Splits, imp.Split))
+}
+
+// Mismatch says why imp may not go to t, "" when it may (Matches): the tenant first,
+// then the environments filter, then the splits filter.
+func (t *Target) Mismatch(imp *impression.Impression) string {
+	switch {
+	case imp.Tenant != t.Tenant:
+		return fmt.Sprintf("tenant %q is not %q", imp.Tenant, t.Tenant)
+	case t.Environments != nil && !slices.Contains(t.Environments, imp.EnvironmentName):
+		return fmt.Sprintf("environment %q is not in %q", imp.EnvironmentName, t.Environments)
+	case t.Splits != nil && !slices.Contains(t.Splits, imp.Split):
+		return fmt.Sprintf("split %q is not in %q", imp.Split, t.Splits)
+	}
+	return ""
 }
 
 // Shard returns the shard of imp for a target with n shards.
@@ -106,8 +121,14 @@ func (fn *fanoutFn) ProcessElement(ctx context.Context, imp impression.Impressio
 }
 
 // Direct keys impressions already bound to an integration (a replay of its
-// dead-letter records) for that integration's shard, if it is one of targets; the
-// tenant and filters were applied when the impression was first routed.
+// dead-letter records) for that integration's shard, if it is one of targets; pairs of
+// other integrations belong to another branch and are skipped.
+//
+// Direct never sends an impression where Fanout would not: one whose target does not
+// Match (another tenant, or outside the filters) fails the bundle, naming the
+// integration and what did not match, rather than crossing tenants or vanishing.
+// Callers check Target.Matches first and keep what fails it (replay writes it back to
+// the dead-letter store), so that failure is a bug, never data.
 //
 // In: PCollection<KV<string, impression.Impression>> keyed by integration id; out: as Fanout.
 func Direct(s beam.Scope, targets []Target, pairs beam.PCollection) beam.PCollection {
@@ -118,23 +139,28 @@ func Direct(s beam.Scope, targets []Target, pairs beam.PCollection) beam.PCollec
 type directFn struct {
 	Targets []Target `json:"targets"`
 
-	shards map[string]int
+	byID   map[string]*Target
 	routed map[string]metricname.Counter
 }
 
 func (fn *directFn) Setup() {
-	fn.shards, fn.routed = map[string]int{}, map[string]metricname.Counter{}
-	for _, t := range fn.Targets {
-		fn.shards[t.ID] = t.Shards
+	fn.byID, fn.routed = map[string]*Target{}, map[string]metricname.Counter{}
+	for i, t := range fn.Targets {
+		fn.byID[t.ID] = &fn.Targets[i]
 		fn.routed[t.ID] = metricname.NewCounter(t.ID, metricname.Routed)
 	}
 }
 
-func (fn *directFn) ProcessElement(ctx context.Context, id string, imp impression.Impression, emit func(string, impression.Impression)) {
-	n, ok := fn.shards[id]
+func (fn *directFn) ProcessElement(ctx context.Context, id string, imp impression.Impression, emit func(string, impression.Impression)) error {
+	t, ok := fn.byID[id]
 	if !ok {
-		return
+		return nil // another branch's integration
+	}
+	if why := t.Mismatch(&imp); why != "" {
+		return fmt.Errorf("route: impression %s of tenant %q bound to integration %s, which does not take it: %s",
+			imp.ID, imp.Tenant, id, why)
 	}
 	fn.routed[id].Inc(ctx, 1)
-	emit(Key(id, Shard(&imp, n)), imp)
+	emit(Key(id, Shard(&imp, t.Shards)), imp)
+	return nil
 }

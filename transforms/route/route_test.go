@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -86,6 +87,59 @@ func TestFanoutNeverCrossesTenants(t *testing.T) {
 				if got[tg.ID] != want {
 					t.Fatalf("seed %d: %+v received %+v %d times, want %d", seed, tg, imp, got[tg.ID], want)
 				}
+			}
+		}
+	}
+}
+
+// Property: over random configurations and impressions, an impression bound to a
+// random integration id (a replayed dead-letter record, whose id may be reused or
+// edited) reaches Direct's output only when that target Matches it, on its shard; a
+// mismatch fails instead of being dropped, naming the integration; another branch's
+// id is skipped. Matches and Mismatch agree with the filters as Fanout applies them.
+func TestDirectNeverCrossesTenants(t *testing.T) {
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 2))
+		fn := &directFn{Targets: randomTargets(r)}
+		fn.Setup()
+		for range 200 {
+			imp := randomImpression(r)
+			id := fmt.Sprintf("i-%d", r.IntN(len(fn.Targets)+1)) // one id past the last: another branch's
+			var tg *Target
+			for i := range fn.Targets {
+				if fn.Targets[i].ID == id {
+					tg = &fn.Targets[i]
+				}
+			}
+			var got []string
+			err := fn.ProcessElement(context.Background(), id, imp, func(key string, out impression.Impression) {
+				if out.ID != imp.ID {
+					t.Fatalf("seed %d: emitted another impression", seed)
+				}
+				got = append(got, key)
+			})
+			switch {
+			case tg == nil:
+				if err != nil || got != nil {
+					t.Fatalf("seed %d: unknown id %s: emitted %q, error %v", seed, id, got, err)
+				}
+			case tg.Matches(&imp):
+				if err != nil || len(got) != 1 || got[0] != Key(id, Shard(&imp, tg.Shards)) {
+					t.Fatalf("seed %d: %+v takes %+v: emitted %q, error %v", seed, *tg, imp, got, err)
+				}
+			default:
+				if err == nil || got != nil || !strings.Contains(err.Error(), id) {
+					t.Fatalf("seed %d: %+v does not take %+v: emitted %q, error %v", seed, *tg, imp, got, err)
+				}
+			}
+			if tg == nil {
+				continue
+			}
+			oracle := tg.Tenant == imp.Tenant && (tg.Environments == nil || tg.Environments[0] == imp.EnvironmentName) &&
+				(tg.Splits == nil || tg.Splits[0] == imp.Split || tg.Splits[1] == imp.Split)
+			if tg.Matches(&imp) != oracle || (tg.Mismatch(&imp) == "") != oracle {
+				t.Fatalf("seed %d: %+v and %+v: Matches %v, Mismatch %q, want match %v", seed, *tg, imp,
+					tg.Matches(&imp), tg.Mismatch(&imp), oracle)
 			}
 		}
 	}
