@@ -2,11 +2,17 @@ package impressionio
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"runtime"
+	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/oplog"
 )
 
 // Parsing is most of a backfill's CPU, and prism runs all of a stage's elements in
@@ -14,7 +20,25 @@ import (
 // bundle's goroutine emits the results, in file order: emitting must stay on that
 // goroutine, and order keeps "first seen" and every run alike.
 
-const batchLines = 512
+// A batch holds batchLines lines, or fewer when they reach batchBytes (long lines).
+const (
+	batchLines = 512
+	batchBytes = 4 << 20
+)
+
+// Reading a file is tried readAttempts times, waiting retryWait, then twice as long
+// each time (7.5 s in all), before the job fails: a connection reset or a 503 while
+// streaming an object is usually gone by then.
+const readAttempts = 5
+
+var retryWait = 500 * time.Millisecond
+
+// retryable reports whether reading again may succeed: not for damaged content, nor
+// for a path that is missing, a directory or not permitted.
+func retryable(err error) bool {
+	return err != nil && !errors.As(err, new(*CorruptError)) && !errors.Is(err, fs.ErrNotExist) &&
+		!errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EISDIR)
+}
 
 // batch is a run of consecutive lines of one file.
 type batch struct {
@@ -38,12 +62,14 @@ type parsed struct {
 	err error // nil, impression.ErrBlank or *impression.InvalidError
 }
 
-// parseFile reads the file at path and calls handle for each line, in order, on the
-// calling goroutine, with its number, raw bytes and parse result. It returns the
-// error that stopped reading, if any; the lines before it have been handled.
-// skip, when set, is asked first of each line: a line it skips is passed on as blank,
-// without being parsed.
-func parseFile(ctx context.Context, path string, skip func([]byte) bool, handle func(line uint64, raw []byte, p parsed)) error {
+// parseFile reads the file at path (size bytes, 0 if unknown) and calls handle for
+// each line, in order, on the calling goroutine, with its number, raw bytes and parse
+// result. A read that fails is retried (readAttempts in all), going on after the lines
+// already read; the error that finally stopped reading is returned, after the lines
+// before it have been handled: a *CorruptError for damaged content, which is not
+// retried. skip, when set, is asked first of each line: a line it skips is passed on
+// as blank, without being parsed.
+func parseFile(ctx context.Context, path string, size int64, skip func([]byte) bool, handle func(line uint64, raw []byte, p parsed)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := max(1, runtime.GOMAXPROCS(0)-1)
@@ -67,14 +93,31 @@ func parseFile(ctx context.Context, path string, skip func([]byte) bool, handle 
 			b = &batch{first: b.first + uint64(len(b.ends)), done: make(chan struct{})}
 			return nil
 		}
-		readErr = readLines(gctx, path, func(line []byte) error {
-			b.buf = append(b.buf, line...)
-			b.ends = append(b.ends, len(b.buf))
-			if len(b.ends) == batchLines {
-				return send()
+		var read uint64 // lines read, over every attempt
+		for attempt := 1; ; attempt++ {
+			readErr = readLines(gctx, path, size, read, func(line []byte) error {
+				read++
+				b.buf = append(b.buf, line...)
+				b.ends = append(b.ends, len(b.buf))
+				if len(b.ends) == batchLines || len(b.buf) >= batchBytes {
+					return send()
+				}
+				return nil
+			})
+			if !retryable(readErr) || gctx.Err() != nil || attempt == readAttempts {
+				break
 			}
-			return nil
-		})
+			wait := retryWait << (attempt - 1)
+			oplog.L().WarnContext(ctx, "reading an input file failed; reading on from where it stopped", "file", path,
+				"line", read, "attempt", attempt, "retry_in", wait, "error", readErr)
+			select {
+			case <-time.After(wait):
+			case <-gctx.Done():
+			}
+		}
+		if readErr != nil && !errors.As(readErr, new(*CorruptError)) {
+			readErr = fmt.Errorf("stopped after line %d, %d attempts: %w", read, readAttempts, readErr)
+		}
 		if len(b.ends) > 0 {
 			send()
 		}

@@ -140,7 +140,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 			return ok && outside(t, fn.From, fn.To)
 		}
 	}
-	err := parseFile(ctx, f.Path, skip, func(line uint64, raw []byte, p parsed) {
+	err := parseFile(ctx, f.Path, f.Size, skip, func(line uint64, raw []byte, p parsed) {
 		if line%4096 == 0 {
 			progress.Add(fn.Progress, 4096)
 		}
@@ -153,7 +153,12 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 			if !fn.Sharing.NotTheRest {
 				fn.lines.Inc(ctx, 1)
 				fn.invalid.Inc(ctx, 1)
-				dead(deadletterio.Invalid(truncate(raw), ie.Reason, fmt.Sprintf("%s:%d", f.Path, line), origin|line&0xFFFFFFFF))
+				reason := ie.Reason
+				if len(raw) > maxKeptLine {
+					raw = raw[:maxKeptLine]
+					reason += fmt.Sprintf("; raw holds the line's first %d bytes", maxKeptLine)
+				}
+				dead(deadletterio.Invalid(raw, reason, fmt.Sprintf("%s:%d", f.Path, line), origin|line&0xFFFFFFFF))
 			}
 			return
 		}
@@ -178,26 +183,34 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	})
 	fn.valid.Inc(ctx, int64(valid))
 	progress.Add(fn.Progress, int64(last%4096))
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if fn.Sharing.NotTheRest {
-			return nil
-		}
-		// The lines read so far stand; the rest of the file is reported, not fatal.
-		fn.fileErrors.Inc(ctx, 1)
-		reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
-		oplog.L().ErrorContext(ctx, "input file could not be read to the end", "file", f.Path, "line", last, "error", err)
-		dead(deadletterio.Invalid(nil, reason, f.Path, origin))
+	var corrupt *CorruptError
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case !errors.As(err, &corrupt):
+		// The input could not be read (a reset connection, expired credentials): fail
+		// the bundle, and with it the job, rather than report a file done that was not.
+		return fmt.Errorf("impressionio: read %s: %w", f.Path, err)
+	case fn.Sharing.NotTheRest:
+		return nil // the job that owns the rest dead-letters the file
 	}
+	// A corrupt file (not gzip, truncated): the lines before the damage stand, the
+	// rest cannot be read by anybody. Dead-lettered as a file error: the run exits 3.
+	fn.fileErrors.Inc(ctx, 1)
+	reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
+	oplog.L().ErrorContext(ctx, "input file is damaged; the rest of it is dead-lettered", "file", f.Path, "line", last, "error", err)
+	dead(deadletterio.FileError(f.Path, reason, origin))
 	return nil
 }
 
 // quickTime finds the top-level "time" of a JSON object line without parsing it: one
-// pass that skips strings and nested values. ok is false when it cannot tell.
+// pass that skips strings and nested values. ok is false when it cannot tell: no such
+// key, or one that the parser might read otherwise (a second "time", a key written
+// with escapes or in other letter case), which the parser then judges.
 func quickTime(line []byte) (t int64, ok bool) {
-	depth, inString := 0, false
+	depth, inString, found := 0, false, false
 	for i := 0; i < len(line); i++ {
 		c := line[i]
 		switch {
@@ -212,13 +225,42 @@ func quickTime(line []byte) (t int64, ok bool) {
 		case c == '}' || c == ']':
 			depth--
 		case c == '"':
-			if depth == 1 && bytes.HasPrefix(line[i:], []byte(`"time":`)) {
-				return leadingInt(line[i+len(`"time":`):])
-			}
 			inString = true
+			if depth != 1 || !isKey(line[i:]) {
+				continue
+			}
+			key, _, _ := bytes.Cut(line[i+1:], []byte(`"`))
+			switch {
+			case bytes.IndexByte(key, '\\') >= 0:
+				return 0, false
+			case !bytes.EqualFold(key, []byte("time")):
+				continue
+			case found || string(key) != "time":
+				return 0, false
+			}
+			found = true
+			_, value, _ := bytes.Cut(line[i+len(`"time"`):], []byte(":"))
+			if t, ok = leadingInt(value); !ok {
+				return 0, false
+			}
 		}
 	}
-	return 0, false
+	return t, found
+}
+
+// isKey reports whether the string that starts b (at its opening quote) is followed
+// by a colon: an object key rather than a value.
+func isKey(b []byte) bool {
+	for i := 1; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			rest := bytes.TrimLeft(b[i+1:], " \t")
+			return len(rest) > 0 && rest[0] == ':'
+		}
+	}
+	return false
 }
 
 // leadingInt reads a non-negative JSON integer literal ending where the value ends.
@@ -240,19 +282,27 @@ func outside(t, from, to int64) bool {
 	return from != 0 && t < from || to != 0 && t >= to
 }
 
-// truncate keeps a dead-lettered line within the parser's limit.
-func truncate(b []byte) []byte {
-	if len(b) > impression.MaxLineBytes {
-		return b[:impression.MaxLineBytes]
-	}
-	return b
-}
+// maxKeptLine bounds how much of one line the reader holds. Lines up to it reach the
+// dead-letter store byte for byte (the parser refuses those over
+// impression.MaxLineBytes); longer ones keep their first maxKeptLine bytes, so a huge
+// file without line ends cannot exhaust a worker's memory.
+const maxKeptLine = 16 << 20
 
-// readLines calls fn for each line of the file at path, without its line end (LF or
-// CRLF), until fn returns an error. Lines
-// longer than impression.MaxLineBytes are passed cut to that length plus one byte, so
-// the parser refuses them without the reader holding a huge line.
-func readLines(ctx context.Context, path string, fn func([]byte) error) error {
+// CorruptError is a file whose bytes were all read but do not decode: not gzip, or a
+// truncated or damaged gzip stream. Retrying cannot help.
+type CorruptError struct{ Err error }
+
+func (e *CorruptError) Error() string { return e.Err.Error() }
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// readLines calls fn for each line of the file at path after the first skip, without
+// its line end (LF or CRLF), until fn returns an error. Lines longer than maxKeptLine
+// are passed cut to maxKeptLine+1 bytes. size is the file's size when known (else 0).
+//
+// A failure to read the file's bytes (open, a reset connection, a body shorter than
+// the file) is returned as it is; a failure to decode bytes that were all read is a
+// *CorruptError.
+func readLines(ctx context.Context, path string, size int64, skip uint64, fn func([]byte) error) error {
 	fs, err := filesystem.New(ctx, path)
 	if err != nil {
 		return err
@@ -263,43 +313,86 @@ func readLines(ctx context.Context, path string, fn func([]byte) error) error {
 		return err
 	}
 	defer rc.Close()
-	var r io.Reader = rc
+	raw := &rawReader{r: rc}
+	var r io.Reader = raw
+	// classify tells a read failure from damaged content, once reading stopped.
+	classify := func(err error) error {
+		switch {
+		case raw.err != nil:
+			return raw.err
+		case raw.eof && size > 0 && raw.n < size:
+			return fmt.Errorf("the file ended after %d of its %d bytes: %w", raw.n, size, err)
+		}
+		return &CorruptError{err}
+	}
 	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(rc)
+		zr, err := gzip.NewReader(raw)
 		if err != nil {
-			return fmt.Errorf("not a gzip file: %w", err)
+			if err = classify(err); errors.As(err, new(*CorruptError)) {
+				return &CorruptError{fmt.Errorf("not a gzip file: %w", err)}
+			}
+			return err
 		}
 		defer zr.Close()
 		r = zr
 	}
 	br := bufio.NewReaderSize(r, 256<<10)
 	var long []byte // a line longer than the buffer, being gathered
-	for {
+	for n := uint64(0); ; {
 		chunk, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
-			if len(long) <= impression.MaxLineBytes {
-				long = append(long, chunk...)
+			if len(long) <= maxKeptLine {
+				long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
 			}
 			continue
 		case err != nil && !errors.Is(err, io.EOF):
-			return err
+			if raw.err == nil && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return classify(err)
 		}
 		line := chunk
 		if long != nil {
-			if len(long) <= impression.MaxLineBytes {
-				long = append(long, chunk...)
+			if len(long) <= maxKeptLine {
+				long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
 			}
 			line, long = long, nil
 		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 		if len(line) > 0 || err == nil {
-			if ferr := fn(line); ferr != nil {
-				return ferr
+			if n++; n > skip {
+				if ferr := fn(line); ferr != nil {
+					return ferr
+				}
 			}
 		}
 		if err != nil { // io.EOF
+			if size > 0 && raw.n < size {
+				return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
+			}
 			return nil
 		}
 	}
+}
+
+// rawReader counts the bytes read from a file and keeps the first read error, so a
+// decoding error can be told from a read error under it.
+type rawReader struct {
+	r   io.Reader
+	n   int64
+	eof bool
+	err error
+}
+
+func (c *rawReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	switch {
+	case errors.Is(err, io.EOF):
+		c.eof = true
+	case err != nil && c.err == nil:
+		c.err = err
+	}
+	return n, err
 }

@@ -63,25 +63,64 @@ func gz(t *testing.T, s string) []byte {
 func TestReadLines(t *testing.T) {
 	dir := t.TempDir()
 	long := strings.Repeat("x", impression.MaxLineBytes+10)
-	content := "a\r\n\nb\n" + long + "\nc" // the last line has no line end
+	huge := strings.Repeat("y", maxKeptLine+100)
+	content := "a\r\n\nb\n" + long + "\n" + huge + "\nc" // the last line has no line end
 	path := filepath.Join(dir, "f.ndjson")
 	os.WriteFile(path, []byte(content), 0o644)
 	var got []string
-	err := readLines(context.Background(), path, func(b []byte) error {
+	err := readLines(context.Background(), path, int64(len(content)), 0, func(b []byte) error {
 		got = append(got, string(b))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 5 || got[0] != "a" || got[1] != "" || got[2] != "b" || got[4] != "c" {
+	if len(got) != 6 || got[0] != "a" || got[1] != "" || got[2] != "b" || got[5] != "c" {
 		t.Fatalf("lines = %q…", got[:min(3, len(got))])
 	}
-	if n := len(got[3]); n <= impression.MaxLineBytes || n > impression.MaxLineBytes+300<<10 {
-		t.Errorf("the long line came through as %d bytes; want it cut just past the limit", n)
+	if got[3] != long {
+		t.Errorf("a line over the parser's limit came through as %d bytes, want all %d", len(got[3]), len(long))
+	}
+	if len(got[4]) != maxKeptLine+1 || got[4] != huge[:maxKeptLine+1] {
+		t.Errorf("a line over %d bytes came through as %d bytes; want it cut just past the bound", maxKeptLine, len(got[4]))
 	}
 	if _, err := impression.Parse([]byte(got[3])); err == nil || !strings.Contains(err.Error(), "longer than the limit") {
 		t.Errorf("Parse of the long line = %v", err)
+	}
+
+	// Reading on after a failure skips the lines already read.
+	got = nil
+	readLines(context.Background(), path, int64(len(content)), 4, func(b []byte) error {
+		got = append(got, string(b[:min(len(b), 1)]))
+		return nil
+	})
+	if strings.Join(got, ",") != "y,c" {
+		t.Errorf("after skipping 4 lines: %q", got)
+	}
+}
+
+// quickTime, the pre-parse filter, reads "time" only where the parser would read the
+// same value; elsewhere it cannot tell, and the parser decides.
+func TestQuickTime(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		t    int64
+		ok   bool
+	}{
+		{`{"tenant":"a","time":123,"key":"k"}`, 123, true},
+		{`{"time" : 7}`, 7, true},
+		{`{"nested":{"time":1},"label":"\"time\":2","time":3}`, 3, true},
+		{`{"time":1,"time":2}`, 0, false},
+		{`{"time":1,"TIME":2}`, 0, false},
+		{`{"Time":1}`, 0, false},
+		{`{"ti\u006de":1,"time":2}`, 0, false},
+		{`{"time":1.5}`, 0, false},
+		{`{"time":"1"}`, 0, false},
+		{`{"key":"time","tenant":"x"}`, 0, false},
+	} {
+		if got, ok := quickTime([]byte(c.line)); got != c.t || ok != c.ok {
+			t.Errorf("quickTime(%s) = %d, %v; want %d, %v", c.line, got, ok, c.t, c.ok)
+		}
 	}
 }
 
@@ -95,14 +134,57 @@ func TestReadBadFiles(t *testing.T) {
 	write("b-truncated.ndjson.gz", full[:len(full)-8]) // the gzip trailer is missing
 	write("c-empty.ndjson", nil)
 	write("d-notgzip.ndjson.gz", []byte(line("u5", 5000)+"\n"))
-	os.Mkdir(filepath.Join(dir, "e-dir.ndjson"), 0o755)
 	write("f-range.ndjson", []byte(line("early", 10)+"\n"+line("late", 9e12)+"\n"))
 
 	p, s := beam.NewPipelineWithRoot()
 	imps, invalid := Read(s, filepath.Join(dir, "*.ndjson*"), Since(time.UnixMilli(500)), Until(time.UnixMilli(8e12)))
 	passert.EqualsList(s, beam.ParDo(s, impKey, imps), []string{"u1", "u2", "u3", "u4"})
 	summaries := beam.ParDo(s, deadSummary, invalid)
-	passert.Count(s, summaries, "dead-letter records", 4)
+	passert.Count(s, summaries, "dead-letter records", 3)
 	passert.True(s, summaries, expectedDeadLetter)
 	ptest.RunAndValidate(t, p)
+}
+
+// A file that cannot be read fails the job, naming the file and the cause, in every
+// job sharing the input: it is never reported done.
+func TestReadErrorFailsTheJob(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "e-dir.ndjson"), 0o755)
+	for _, own := range []bool{true, false} {
+		p, s := beam.NewPipelineWithRoot()
+		Read(s, filepath.Join(dir, "*.ndjson"), Shared(own, own), Within(time.UnixMilli(1), time.UnixMilli(2)))
+		err := ptest.Run(p)
+		if err == nil || !strings.Contains(err.Error(), "e-dir.ndjson") || !strings.Contains(err.Error(), "is a directory") {
+			t.Errorf("job owning the rest %v: error %v, want one naming the file and its cause", own, err)
+		}
+	}
+}
+
+// A read that fails mid-file is tried again and goes on where it stopped: every line
+// once. One that keeps failing fails the job.
+func TestReadRetriesThenFails(t *testing.T) {
+	defer func(w time.Duration) { retryWait = w }(retryWait)
+	retryWait = time.Millisecond
+	var body strings.Builder
+	var want []string
+	for i := range 3000 {
+		key := fmt.Sprintf("u%04d", i)
+		want = append(want, key)
+		body.WriteString(line(key, int64(1000+i)) + "\n")
+	}
+	flaky.files.Store("flaky://ok-after-2.ndjson.gz", &flakyFile{data: gz(t, body.String()), failures: 2})
+	flaky.files.Store("flaky://never.ndjson", &flakyFile{data: []byte(body.String()), failures: 1000})
+
+	p, s := beam.NewPipelineWithRoot()
+	imps, invalid := Read(s, "flaky://ok-after-2.ndjson.gz")
+	passert.EqualsList(s, beam.ParDo(s, impKey, imps), want)
+	passert.Empty(s, invalid)
+	ptest.RunAndValidate(t, p)
+
+	p, s = beam.NewPipelineWithRoot()
+	Read(s, "flaky://never.ndjson")
+	err := ptest.Run(p)
+	if err == nil || !strings.Contains(err.Error(), "flaky://never.ndjson") || !strings.Contains(err.Error(), "connection reset") {
+		t.Errorf("a file that cannot be read: error %v, want one naming the file and the cause", err)
+	}
 }
