@@ -40,6 +40,10 @@ type Config struct {
 	// late impressions and turns on delay alerts (a backfill's impressions are old by
 	// design, and its watermark passes a window only when all input is read).
 	Live bool `yaml:"-" json:"-"`
+	// Since and Until, set by the backfill and never by a config file, are its
+	// --since/--until (zero: open): object stores name a window they cut by the part
+	// the run covers.
+	Since, Until time.Time `yaml:"-" json:"-"`
 }
 
 // Files is the `files:` section.
@@ -278,7 +282,15 @@ func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
 		// A stream writes a window again for its late data: names tell the panes apart.
 		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			PerPane: cfg.Live})
+			PerPane: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: in.Shards})
 	}
 	return ts
+}
+
+// unixMilli is t in Unix ms, 0 for the zero time (open).
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }

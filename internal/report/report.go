@@ -79,11 +79,14 @@ type Job struct {
 	Until        time.Time `json:"until,omitzero"`
 	Estimate     int64     `json:"estimated_impressions"`
 	// Status is done, dead_lettered, failed, skipped (done by an earlier run) or not_run.
-	Status   string    `json:"status"`
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
-	Seconds  float64   `json:"seconds,omitempty"`
-	Error    string    `json:"error,omitempty"`
+	Status string `json:"status"`
+	// PreviousStatus is how a skipped job ended in the earlier run (done or
+	// dead_lettered), whose counts this report includes.
+	PreviousStatus string    `json:"previous_status,omitempty"`
+	Started        time.Time `json:"started,omitzero"`
+	Finished       time.Time `json:"finished,omitzero"`
+	Seconds        float64   `json:"seconds,omitempty"`
+	Error          string    `json:"error,omitempty"`
 }
 
 // Delay summarizes the delivery delay distribution, in milliseconds.
@@ -139,6 +142,42 @@ func metricsOf(res beam.PipelineResult) (m metrics.Results, ok bool) {
 	return res.Metrics(), true
 }
 
+// Counts are a job's counter totals: namespace -> name -> value. A backfill records
+// them with each finished job, so that a rerun which skips the job still reports what
+// it did.
+type Counts map[string]map[string]int64
+
+// CountsOf returns the committed counter totals of a finished job; ok is false when
+// the runner returned no metrics.
+func CountsOf(res beam.PipelineResult) (c Counts, ok bool) {
+	results, ok := metricsOf(res)
+	if !ok {
+		return nil, false
+	}
+	c = Counts{}
+	for _, m := range results.AllMetrics().Counters() {
+		if c[m.Namespace()] == nil {
+			c[m.Namespace()] = map[string]int64{}
+		}
+		c[m.Namespace()][m.Name()] += m.Result() // summed over steps
+	}
+	return c, true
+}
+
+// Get returns the total of name in namespace ns.
+func (c Counts) Get(ns, name string) int64 { return c[ns][name] }
+
+// AddCounts adds counter totals to the report's counts.
+func (r *Report) AddCounts(c Counts) {
+	sum := map[[2]string]int64{}
+	for ns, names := range c {
+		for name, v := range names {
+			sum[[2]string{ns, name}] += v
+		}
+	}
+	r.addCounts(sum)
+}
+
 // AddMetrics adds a finished job's committed metrics to the counts; a backfill made
 // of several jobs calls it once for each.
 func (r *Report) AddMetrics(res beam.PipelineResult) {
@@ -146,12 +185,21 @@ func (r *Report) AddMetrics(res beam.PipelineResult) {
 	if !ok {
 		return
 	}
-	all := results.AllMetrics()
-	sum := map[[2]string]int64{} // namespace, name -> total over steps
-	for _, c := range all.Counters() {
-		sum[[2]string{c.Namespace(), c.Name()}] += c.Result()
+	c, _ := CountsOf(res)
+	r.AddCounts(c)
+	r.addOthers(results)
+}
+
+// AddDistributionsAndGauges adds a finished job's delay distributions and rate-limit
+// gauges, for a caller that adds its counts itself (AddCounts).
+func (r *Report) AddDistributionsAndGauges(res beam.PipelineResult) {
+	if results, ok := metricsOf(res); ok {
+		r.addOthers(results)
 	}
-	r.addCounts(sum)
+}
+
+func (r *Report) addOthers(results metrics.Results) {
+	all := results.AllMetrics()
 	byID := map[string]*Integration{}
 	for i := range r.Integrations {
 		byID[r.Integrations[i].ID] = &r.Integrations[i]

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"cloud.google.com/go/storage"
 	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 	"google.golang.org/api/option"
 
@@ -131,6 +133,9 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 			return keys, nil
 		}
 		if err != nil {
+			if apiErr := (*googleapi.Error)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusForbidden {
+				err = fmt.Errorf("%w: %w", objectio.ErrDenied, err)
+			}
 			return nil, fmt.Errorf("gcsio: list %s: %w", s.Where(prefix), err)
 		}
 		keys = append(keys, attrs.Name)

@@ -7,10 +7,12 @@ package objectio
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	beamwindow "github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
@@ -82,6 +84,25 @@ type Target struct {
 	// PerPane names each object by its impressions too (ObjectSpec.Key): a stream
 	// writes a window again for its late data.
 	PerPane bool `json:"per_pane,omitempty"`
+	// Since and Until (Unix ms, 0: open) are a backfill's --since/--until. A window
+	// they cut is named by the part of it the run covers, so the runs on either side
+	// of a cut write different objects rather than one replacing the other.
+	Since int64 `json:"since,omitempty"`
+	Until int64 `json:"until,omitempty"`
+	// Window and Shards are the integration's: which objects a run writes.
+	Window time.Duration `json:"window"`
+	Shards int           `json:"shards"`
+}
+
+// Covered is the part of the window [start, end) that t's run writes.
+func (t *Target) Covered(start, end time.Time) (time.Time, time.Time) {
+	if t.Since != 0 && start.UnixMilli() < t.Since {
+		start = time.UnixMilli(t.Since).UTC()
+	}
+	if t.Until != 0 && end.UnixMilli() > t.Until {
+		end = time.UnixMilli(t.Until).UTC()
+	}
+	return start, end
 }
 
 // Write stores each chunk as the data object of its integration, window and shard
@@ -159,7 +180,8 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 	if d.PerPane {
 		pane = c.Digest()
 	}
-	objKey := d.Spec.Key(id, iw.Start.ToTime(), iw.End.ToTime(), shard, pane)
+	start, end := d.Covered(iw.Start.ToTime(), iw.End.ToTime())
+	objKey := d.Spec.Key(id, start, end, shard, pane)
 	obj, err := encode.FinishObject(c, d.Spec.Format)
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
@@ -209,9 +231,14 @@ func (fn *writeFn) FinishBundle(ctx context.Context) error {
 	return err
 }
 
+// ErrDenied is a store refusing a read or a listing to these credentials.
+var ErrDenied = errors.New("access denied")
+
 // Reader reads a store back, for checking what it holds (pipelines/verify).
 type Reader interface {
-	// List returns the keys of the objects under prefix.
+	// List returns the keys of the objects under prefix. An error because the
+	// credentials may not list (write-only, as export buckets often are) wraps
+	// ErrDenied.
 	List(ctx context.Context, prefix string) ([]string, error)
 	// Get opens an object.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)

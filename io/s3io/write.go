@@ -3,12 +3,14 @@ package s3io
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"github.com/outflow/outflow/io/objectio"
 )
@@ -55,6 +57,9 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
+			if apiErr := smithy.APIError(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied" {
+				err = fmt.Errorf("%w: %w", objectio.ErrDenied, err)
+			}
 			return nil, fmt.Errorf("s3io: list %s: %w", s.Where(prefix), err)
 		}
 		for _, o := range page.Contents {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/deadletterio"
 )
 
 func goodLine(key string, t int64) string {
@@ -62,10 +64,6 @@ func TestHostileInput(t *testing.T) {
 		write(c.name, c.content)
 		valid, invalid, fileErrors = valid+c.valid, invalid+c.invalid, fileErrors+c.fileErrors
 	}
-	if err := os.Mkdir(filepath.Join(dir, "j-dir.ndjson"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	fileErrors++
 
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
@@ -77,8 +75,8 @@ integrations:
 `, deadLetter, bucket, s3.Endpoint))
 	// --since drops the "early" line: filtered, not lost.
 	r := runBackfill(t, "--config", cfgPath, "--input", filepath.Join(dir, "*"), "--since", "2025-12-31T12:00:00Z")
-	if r.code != 0 {
-		t.Fatalf("exit code %d (invalid input must not change it)\n%s", r.code, r.stderr)
+	if r.code != 3 {
+		t.Fatalf("exit code %d; want 3: invalid lines do not change it, damaged files do\n%s", r.code, r.stderr)
 	}
 	rep := r.report
 	in := rep.Integrations[0]
@@ -105,19 +103,33 @@ integrations:
 	_ = cfg
 	// Every bad line and file is in the dead-letter store with a reason.
 	var dead []string
+	raws := map[string]bool{} // the exact bytes of every line dead-lettered
 	files, _ := filepath.Glob(filepath.Join(deadLetter, "invalid", "*.ndjson"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		dead = append(dead, strings.Split(strings.TrimSpace(string(b)), "\n")...)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			dead = append(dead, l)
+			var rec deadletterio.Record
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			raws[string(rec.RawBytes())] = true
+		}
 	}
 	if len(dead) != invalid+fileErrors {
 		t.Errorf("%d dead-letter records, want %d", len(dead), invalid+fileErrors)
 	}
 	all := strings.Join(dead, "\n")
 	for _, reason := range []string{"longer than the limit", "not valid UTF-8", "invalid JSON", "must be an integer literal",
-		"out of range", "must be >= 0", "unexpected EOF", "not a gzip file", "is a directory"} {
+		"out of range", "must be >= 0", "unexpected EOF", "not a gzip file", `"file_error":true`} {
 		if !strings.Contains(all, reason) {
 			t.Errorf("no dead-letter record says %q", reason)
+		}
+	}
+	// The store holds the input, byte for byte: the 2 MiB line and the one that is not UTF-8.
+	for _, c := range cases[:2] {
+		if first, _, _ := strings.Cut(c.content, "\n"); !raws[first] {
+			t.Errorf("the invalid line of %s (%d bytes) is not in the store byte for byte", c.name, len(first))
 		}
 	}
 }

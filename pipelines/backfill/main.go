@@ -11,22 +11,28 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/gcsio"
 	"github.com/outflow/outflow/io/impressionio"
+	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/pipelines/internal/job"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
@@ -83,12 +89,20 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 	if err != nil {
 		return job.ExitUsage, err
 	}
+	cfg.Since, cfg.Until = o.From, o.Until
 	if !*planOnly {
 		if err := checkDestinations(ctx, cfg); err != nil {
 			return job.ExitFailed, err
 		}
+		if code, err := checkObjects(ctx, cfg); err != nil {
+			return code, err
+		}
 	}
-	jobs, lines, err := makePlan(ctx, cfg, files, o)
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.Path
+	}
+	jobs, lines, err := makePlan(ctx, cfg, paths, o)
 	if err != nil {
 		return job.ExitFailed, err
 	}
@@ -97,8 +111,16 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 		return job.ExitOK, nil
 	}
 
+	expanded, err := json.Marshal(cfg) // after ${VAR} expansion: a changed bucket is another backfill
+	if err != nil {
+		return job.ExitFailed, err
+	}
+	inputs, err := json.Marshal(files) // a new or changed file is another backfill
+	if err != nil {
+		return job.ExitFailed, err
+	}
 	st := &state{Done: map[string]doneJob{}}
-	st.path = statePath(cfg.DeadLetter, mustRead(*configPath), *input, *since, *until, slice.String(), *jobsBy, fmt.Sprint(*maxJob))
+	st.path = statePath(cfg.DeadLetter, string(expanded), string(inputs), *since, *until, slice.String(), *jobsBy, fmt.Sprint(*maxJob))
 	if !*restart {
 		if st, err = loadState(ctx, st.path); err != nil {
 			return job.ExitFailed, err
@@ -118,21 +140,17 @@ func printPlan(w io.Writer, jobs []planJob, files int, lines int64, o planOption
 	}
 }
 
-func mustRead(path string) string {
-	b, _ := os.ReadFile(path) // read once already by config.Load
-	return string(b)
-}
-
 // pipeline is the backfill's Beam graph: read, then route, window and write to each
 // integration; whatever cannot be delivered ends in the dead-letter store.
-func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn) *beam.Pipeline {
+// run names this execution of the job in the dead-letter store's receipts.
+func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn, run string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	imps, invalid := impressionio.Read(s, glob, opts...)
 	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})
-	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...))
+	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...), deadletterio.Receipts(run))
 	return p
 }
 
@@ -178,22 +196,49 @@ func readFlags() (planOptions, []string) {
 	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration", MaxJobImpressions: *maxJob}, problems
 }
 
+// inputFile is a matched input file, as a rerun recognises it.
+type inputFile struct {
+	Path     string    `json:"path"`
+	Size     int64     `json:"size"`
+	Modified time.Time `json:"modified,omitzero"` // where the file system tells
+}
+
 // matchInput lists the input files; it fails when the glob matches none: a typo
 // should not look like an empty, successful backfill.
-func matchInput(ctx context.Context, glob string) ([]string, error) {
+func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 	fs, err := filesystem.New(ctx, glob)
 	if err != nil {
 		return nil, fmt.Errorf("--input %s: %w", glob, err)
 	}
 	defer fs.Close()
-	files, err := fs.List(ctx, glob)
+	paths, err := fs.List(ctx, glob)
 	if err != nil {
 		return nil, fmt.Errorf("--input %s: %w", glob, err)
 	}
-	if len(files) == 0 {
+	if len(paths) == 0 {
 		return nil, fmt.Errorf("--input %s: no files match", glob)
 	}
-	return files, nil
+	slices.Sort(paths)
+	files := make([]inputFile, len(paths))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, p := range paths {
+		g.Go(func() error {
+			f := &files[i]
+			f.Path = p
+			var err error
+			if f.Size, err = fs.Size(gctx, p); err != nil {
+				return fmt.Errorf("--input %s: %w", p, err)
+			}
+			if lm, ok := fs.(filesystem.LastModifiedGetter); ok {
+				if f.Modified, err = lm.LastModified(gctx, p); err != nil {
+					return fmt.Errorf("--input %s: %w", p, err)
+				}
+			}
+			return nil
+		})
+	}
+	return files, g.Wait()
 }
 
 // checkDestinations fails fast when a destination cannot be reached, rather than
@@ -209,6 +254,38 @@ func checkDestinations(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkObjects refuses a run that would put impressions in two objects (exit 2): when
+// an earlier run (another window, range, format or shard count) left objects in a
+// window this run writes under other names. Credentials that may write but not list
+// are not refused: the check is skipped for them, with a warning.
+func checkObjects(ctx context.Context, cfg *config.Config) (int, error) {
+	var lines []string
+	for _, t := range config.ObjectTargets(cfg, cfg.Integrations) {
+		conflicts, err := objectio.Conflicts(ctx, t)
+		if errors.Is(err, objectio.ErrDenied) {
+			oplog.L().Warn("cannot list the integration's objects: not checked for objects an earlier run wrote differently",
+				"integration", t.ID, "error", err)
+			continue
+		}
+		if err != nil {
+			return job.ExitFailed, err
+		}
+		for i, c := range conflicts {
+			if i == 5 {
+				lines = append(lines, fmt.Sprintf("  integration %q: and %d more objects", t.ID, len(conflicts)-i))
+				break
+			}
+			lines = append(lines, fmt.Sprintf("  integration %q: %s %s", t.ID, c.Object, c.Why))
+		}
+	}
+	if lines == nil {
+		return job.ExitOK, nil
+	}
+	return job.ExitUsage, fmt.Errorf("refusing to write objects beside ones an earlier run wrote differently: some impressions "+
+		"would be in two objects.\n%s\nRun with the configuration and the --since/--until (on window boundaries) "+
+		"of the earlier run, or remove those objects first", strings.Join(lines, "\n"))
 }
 
 // printUsage lists backfill's own flags; Beam registers dozens more, of which

@@ -151,8 +151,10 @@ func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]by
 		}
 		start, _ := time.Parse("20060102T150405Z", m[4])
 		end, _ := time.Parse("20060102T150405Z", m[5])
-		if end.Sub(start) != cfg.Window.D() || m[1] != start.Format("2006-01-02") {
-			t.Errorf("object %q: window %v..%v does not match window %v or its date partition", key, start, end, cfg.Window.D())
+		// A window, or the part of one that a run's --since/--until covered.
+		w := encode.WindowStart(start, cfg.Window.D())
+		if !start.Before(end) || end.After(w.Add(cfg.Window.D())) || m[1] != start.Format("2006-01-02") {
+			t.Errorf("object %q: %v..%v is not within one window of %v, or not in its date partition", key, start, end, cfg.Window.D())
 		}
 		recs, err := encode.ReadObject(bytes.NewReader(body), cfg.S3.Format)
 		if err != nil {
@@ -267,12 +269,19 @@ integrations:
 	}
 	checkDeadLetter(t, deadLetter, in.invalid)
 
-	// A second run of the same backfill overwrites the same objects: nothing is added.
+	// A second run of the same backfill delivers it all again: it writes the same
+	// objects again (one lost in between comes back), adds none, and reports what it
+	// did, not zeros.
+	_, objects := delivered(t, s3, cfg.Integrations[0])
+	lost := keysOf(objects)[0]
+	if _, err := s3.Client.DeleteObject(context.Background(), &awss3.DeleteObjectInput{Bucket: &bucketA, Key: &lost}); err != nil {
+		t.Fatal(err)
+	}
 	r2 := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
 	if r2.code != 0 {
 		t.Fatalf("second run: exit code %d\n%s", r2.code, r2.stderr)
 	}
-	for _, ic := range cfg.Integrations {
+	for i, ic := range cfg.Integrations {
 		_, objects := delivered(t, s3, ic)
 		again := decodeAll(t, objects, ic.S3.Format)
 		if len(again) != len(firstObjects[ic.ID]) {
@@ -280,11 +289,32 @@ integrations:
 		}
 		for key, recs := range firstObjects[ic.ID] {
 			if !sameRecords(recs, again[key]) {
-				t.Errorf("%s: object %s changed on rerun", ic.ID, key)
+				t.Errorf("%s: object %s not the same after the rerun", ic.ID, key)
 			}
 		}
+		if a, b := r2.report.Integrations[i], r.report.Integrations[i]; a.Impressions != b.Impressions || a.Delivered != b.Delivered || a.Objects != b.Objects {
+			t.Errorf("rerun report for %s = %+v; want the first run's counts %+v", ic.ID, a, b)
+		}
+	}
+	if r2.report.Lines != r.report.Lines || r2.report.InvalidLines != r.report.InvalidLines {
+		t.Errorf("rerun report: %d lines, %d invalid; want %d, %d", r2.report.Lines, r2.report.InvalidLines, r.report.Lines, r.report.InvalidLines)
 	}
 	checkDeadLetter(t, deadLetter, in.invalid)
+
+	// A new file under the glob, or a changed one, is delivered too.
+	newDir := t.TempDir()
+	for _, f := range []string{"part-000.ndjson.gz", "part-001.ndjson.gz", "part-002.ndjson"} {
+		b, _ := os.ReadFile(filepath.Join(filepath.Dir(sampleGlob), f))
+		os.WriteFile(filepath.Join(newDir, f), b, 0o644)
+	}
+	newLine := `{"tenant":"acme","environmentName":"production","key":"late-arrival","split":"s","treatment":"on","time":1767225600000}`
+	os.WriteFile(filepath.Join(newDir, "part-003.ndjson"), []byte(newLine+"\n"), 0o644)
+	r3 := runBackfill(t, "--config", cfgPath, "--input", filepath.Join(newDir, "*"))
+	if r3.code != 0 {
+		t.Fatalf("run with a new file: exit code %d\n%s", r3.code, r3.stderr)
+	}
+	got, _ := delivered(t, s3, cfg.Integrations[0])
+	checkExactlyOnce(t, "acme-all", readInput(t, filepath.Join(newDir, "*")).want(cfg.Integrations[0], time.Time{}, time.Time{}), got)
 }
 
 func decodeAll(t *testing.T, objects map[string][]byte, f encode.Format) map[string][]encode.Record {
@@ -338,7 +368,7 @@ func checkDeadLetter(t *testing.T, dir string, invalid []string) {
 			if r.Reason == "" {
 				t.Errorf("dead-letter record without a reason: %s", line)
 			}
-			seen[strings.TrimRight(r.Raw, "\r")]++
+			seen[strings.TrimRight(string(r.RawBytes()), "\r")]++
 		}
 	}
 	want := map[string]int{}
@@ -572,8 +602,10 @@ integrations:
 	if lines != len(in.invalid) || r.report.InvalidLines != int64(len(in.invalid)) {
 		t.Errorf("dead-letter store on S3 holds %d lines in %d files, want %d", lines, len(dead), len(in.invalid))
 	}
-	if state := s3.Objects(t, bucket, "dead-letter/_state/"); len(state) != 1 {
-		t.Errorf("%d backfill state objects on S3, want 1", len(state))
+	// A complete backfill leaves no record of finished jobs, nor receipts: a rerun
+	// delivers it again.
+	if left := s3.Objects(t, bucket, "dead-letter/_"); len(left) != 0 {
+		t.Errorf("a complete backfill left %v in the dead-letter store", keysOf(left))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 	"github.com/outflow/outflow/transforms/windowing"
 )
@@ -86,7 +87,11 @@ func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOpt
 			}
 			return n
 		}
-		for si, sl := range splitLarge(timeSlices(o, hours), hours, count, o.MaxJobImpressions) {
+		cuts := splitLarge(timeSlices(o, hours), hours, count, o.MaxJobImpressions)
+		if g[0].Type.IsObjectStore() {
+			cuts = alignCuts(cuts, g[0].Window.D())
+		}
+		for si, sl := range cuts {
 			jobs = append(jobs, planJob{ID: strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1]),
 				Integrations: g, From: sl[0], Until: sl[1], Estimate: count(sl[0], sl[1]),
 				OwnLines: gi == 0, OwnRest: gi == 0 && si == 0})
@@ -163,6 +168,30 @@ func splitLarge(slices [][2]time.Time, hours []time.Time, count func(from, until
 			}
 		}
 		out = append(out, [2]time.Time{from, sl[1]})
+	}
+	return out
+}
+
+// alignCuts moves every cut between two slices down to a window boundary of the
+// group's window d (fixed windows start at multiples of d since the Unix epoch), and
+// merges the slices left empty. An object store writes one object per window and
+// shard: a window cut between two jobs would be written by both under one name, the
+// second upload replacing the first. The outer ends (--since, --until, or open) stay:
+// a window they cut is named by the part of it the run covers (objectio.Target).
+func alignCuts(slices [][2]time.Time, d time.Duration) [][2]time.Time {
+	if d <= 0 || len(slices) < 2 {
+		return slices
+	}
+	out := [][2]time.Time{slices[0]}
+	for _, sl := range slices[1:] {
+		cut := encode.WindowStart(sl[0], d)
+		last := &out[len(out)-1]
+		if !last[0].IsZero() && !cut.After(last[0]) {
+			last[1] = sl[1] // the cut falls in the previous slice's first window: one slice
+			continue
+		}
+		last[1] = cut
+		out = append(out, [2]time.Time{cut, sl[1]})
 	}
 	return out
 }

@@ -136,7 +136,11 @@ func TestKilledBackfillResumes(t *testing.T) {
 		t.Errorf("rerun skipped %d jobs; %d were finished", skipped, finished)
 	}
 	in := readInput(t, sampleGlob)
-	for _, ic := range cfg.Integrations {
+	for i, ic := range cfg.Integrations {
+		// Skipped jobs report what they did in the earlier run, not zeros.
+		if want, rep := int64(len(in.want(ic, time.Time{}, time.Time{}))), r.report.Integrations[i]; rep.Delivered != want {
+			t.Errorf("rerun reports %d delivered for %s, want %d (its job's counts carried over if skipped)", rep.Delivered, ic.ID, want)
+		}
 		switch ic.Type {
 		case config.S3:
 			got, _ := delivered(t, s3, ic)

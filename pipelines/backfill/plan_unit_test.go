@@ -66,3 +66,39 @@ func TestSplitLarge(t *testing.T) {
 		t.Errorf("no bound, yet cut: %v", got)
 	}
 }
+
+// Cuts between jobs move down to window boundaries (multiples of the window since the
+// Unix epoch); slices left empty merge; open ends and --since/--until stay.
+func TestAlignCuts(t *testing.T) {
+	d := func(s string) time.Time { v, _ := time.Parse(time.RFC3339, s); return v }
+	h := func(n int) time.Time { return d("2026-01-01T00:00:00Z").Add(time.Duration(n) * time.Hour) }
+	for _, c := range []struct {
+		window time.Duration
+		in     [][2]time.Time
+		want   [][2]time.Time
+	}{
+		// 7m windows: 01:00 is inside the window that starts at 00:56 (epoch-aligned).
+		{7 * time.Minute, [][2]time.Time{{{}, h(1)}, {h(1), h(2)}, {h(2), {}}},
+			[][2]time.Time{{{}, d("2026-01-01T00:56:00Z")}, {d("2026-01-01T00:56:00Z"), d("2026-01-01T01:59:00Z")}, {d("2026-01-01T01:59:00Z"), {}}}},
+		// 2h windows over hour cuts: 01:00 and 03:00 fall inside windows.
+		{2 * time.Hour, [][2]time.Time{{h(0), h(1)}, {h(1), h(3)}, {h(3), h(5)}},
+			[][2]time.Time{{h(0), h(2)}, {h(2), h(5)}}},
+		// 48h windows over 24h slices: one job.
+		{48 * time.Hour, [][2]time.Time{{h(5), h(24)}, {h(24), h(48)}},
+			[][2]time.Time{{h(5), h(48)}}},
+		// Windows that divide the cuts change nothing.
+		{time.Hour, [][2]time.Time{{{}, h(1)}, {h(1), {}}}, [][2]time.Time{{{}, h(1)}, {h(1), {}}}},
+	} {
+		got := alignCuts(c.in, c.window)
+		if len(got) != len(c.want) {
+			t.Errorf("window %v: %v, want %v", c.window, got, c.want)
+			continue
+		}
+		for i := range got {
+			if !got[i][0].Equal(c.want[i][0]) || !got[i][1].Equal(c.want[i][1]) {
+				t.Errorf("window %v: %v, want %v", c.window, got, c.want)
+				break
+			}
+		}
+	}
+}

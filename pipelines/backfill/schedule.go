@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,8 +19,11 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 
 	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/pipelines/internal/job"
 	"github.com/outflow/outflow/runners"
@@ -48,9 +52,14 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 		for _, in := range j.Integrations {
 			rj.Integrations = append(rj.Integrations, in.ID)
 		}
-		if st.done(j.ID) {
-			rj.Status = "skipped"
-			log.Info("job done by an earlier run; skipped", "job", j.ID)
+		if d, ok := st.done(j.ID); ok {
+			// What the earlier run did counts in this run's report and exit code.
+			rj.Status, rj.PreviousStatus, rj.Finished = "skipped", d.Status, d.Finished
+			rep.AddCounts(d.Counts)
+			if d.Status == "dead_lettered" && code == job.ExitOK {
+				code = job.ExitDeadLettered
+			}
+			log.Info("job done by an earlier run; skipped, its counts carried over", "job", j.ID, "status", d.Status)
 			continue
 		}
 		select {
@@ -77,23 +86,25 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			}
 			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID), impressionio.Since(o.From),
 				impressionio.Until(o.Until), impressionio.Within(j.From, j.Until), impressionio.Shared(j.OwnLines, j.OwnRest)}
-			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts))
+			run := receiptRun(j.ID)
+			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts, run))
+			counts, tally, terr := outcome(ctx, cfg.DeadLetter, run, res)
 
 			mu.Lock()
 			defer mu.Unlock()
 			delete(running, j.ID)
 			rj.Finished = time.Now()
 			rj.Seconds = rj.Finished.Sub(rj.Started).Seconds()
-			before := rep.DeadLettered()
-			rep.AddMetrics(res)
+			rep.AddCounts(counts)
+			rep.AddDistributionsAndGauges(res)
 			switch {
-			case err != nil:
-				rj.Status, rj.Error = "failed", job.Failure(ctx, err).Error()
+			case err != nil || terr != nil:
+				rj.Status, rj.Error = "failed", job.Failure(ctx, errors.Join(err, terr)).Error()
 				failures = append(failures, j.ID+": "+rj.Error)
 				code = job.ExitFailed
 				log.Error("job failed", "job", j.ID, "error", rj.Error)
 				return
-			case rep.DeadLettered() > before:
+			case tally.Impressions()+tally.FileErrors > 0:
 				rj.Status = "dead_lettered"
 				if code == job.ExitOK {
 					code = job.ExitDeadLettered
@@ -102,7 +113,7 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 				rj.Status = "done"
 			}
 			log.Info("job finished", "job", j.ID, "status", rj.Status, "seconds", fmt.Sprintf("%.1f", rj.Seconds))
-			if err := st.markDone(ctx, j.ID, rj.Status); err != nil {
+			if err := st.markDone(ctx, j.ID, doneJob{Status: rj.Status, Finished: rj.Finished.UTC(), Counts: counts}); err != nil {
 				log.Warn("could not record the finished job; a rerun will redo it", "job", j.ID, "error", err)
 			}
 		}()
@@ -115,7 +126,43 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 		return job.ExitFailed, fmt.Errorf("%d of %d jobs failed; rerun the same command to redo them:\n  %s",
 			len(failures), len(jobs), strings.Join(failures, "\n  "))
 	}
+	// Complete: the record has served its purpose (resuming). Running the same
+	// backfill again delivers it all again: objects are overwritten under the same
+	// names, and HTTP destinations drop repeats by id.
+	if err := st.remove(ctx); err != nil {
+		log.Warn("could not remove the record of finished jobs; a rerun will report their counts without redoing them",
+			"state", st.path, "error", err)
+	}
 	return code, nil
+}
+
+// receiptRun names one execution of a job for its dead-letter receipts
+// (deadletterio.Receipts): unique, so that another run's receipts never count.
+func receiptRun(jobID string) string {
+	h := sha256.Sum256([]byte(jobID))
+	return fmt.Sprintf("backfill-%d-%s", time.Now().UnixNano(), hex.EncodeToString(h[:6]))
+}
+
+// outcome returns what a finished job did: its counters (from the runner's metrics),
+// and what it wrote to the dead-letter store (its receipts), which decides its status
+// whatever metrics the runner returns. Without metrics, the dead-letter counts come
+// from the receipts.
+func outcome(ctx context.Context, deadLetter, run string, res beam.PipelineResult) (report.Counts, deadletterio.Tally, error) {
+	tally, err := deadletterio.ReadTally(ctx, deadLetter, run)
+	if err != nil {
+		return nil, tally, fmt.Errorf("count what the job dead-lettered: %w", err)
+	}
+	if err := deadletterio.ClearReceipts(ctx, deadLetter, run); err != nil {
+		oplog.L().Warn("could not remove a job's dead-letter receipts", "dead_letter", deadLetter, "run", run, "error", err)
+	}
+	counts, ok := report.CountsOf(res)
+	if !ok {
+		counts = report.Counts{metricname.Job: {metricname.InvalidLines: tally.InvalidLines, metricname.FileErrors: tally.FileErrors}}
+		for id, n := range tally.DeadLettered {
+			counts[id] = map[string]int64{metricname.DeadLettered: n}
+		}
+	}
+	return counts, tally, nil
 }
 
 // submitMu serializes submitting jobs: prism's job server (embedded, or started as
@@ -219,10 +266,12 @@ func isTerminal(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// state records the jobs a backfill finished, so that running the same backfill again
-// after a crash or Ctrl-C skips them. It lives in the dead-letter store, under
-// _state/, named by a hash of what defines the backfill: the configuration, input,
-// range and slicing.
+// state records the jobs a backfill finished, with what each did, so that running the
+// same backfill again after a crash, a failed job or Ctrl-C skips them, redoes the
+// rest, and still reports the whole. It lives in the dead-letter store, under _state/,
+// named by a hash of what defines the backfill: the configuration after ${VAR}
+// expansion, the matched input files (path, size, modification time), the range and
+// the slicing. A backfill that completes removes it.
 type state struct {
 	mu   sync.Mutex
 	path string
@@ -230,8 +279,9 @@ type state struct {
 }
 
 type doneJob struct {
-	Status   string    `json:"status"`
-	Finished time.Time `json:"finished"`
+	Status   string        `json:"status"` // done or dead_lettered
+	Finished time.Time     `json:"finished"`
+	Counts   report.Counts `json:"counts"`
 }
 
 func statePath(deadLetter string, key ...string) string {
@@ -265,18 +315,18 @@ func loadState(ctx context.Context, path string) (*state, error) {
 	return st, nil
 }
 
-func (s *state) done(id string) bool {
+func (s *state) done(id string) (doneJob, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.Done[id]
-	return ok
+	d, ok := s.Done[id]
+	return d, ok
 }
 
 // markDone records a finished job and writes the state, whole, to its file.
-func (s *state) markDone(ctx context.Context, id, status string) error {
+func (s *state) markDone(ctx context.Context, id string, d doneJob) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.Done[id] = doneJob{Status: status, Finished: time.Now().UTC()}
+	s.Done[id] = d
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
@@ -287,4 +337,21 @@ func (s *state) markDone(ctx context.Context, id, status string) error {
 	}
 	defer fs.Close()
 	return filesystem.Write(ctx, fs, s.path, b)
+}
+
+// remove deletes the state's file, if there is one.
+func (s *state) remove(ctx context.Context) error {
+	fs, err := filesystem.New(ctx, s.path)
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	if matches, err := fs.List(ctx, s.path); err != nil || len(matches) == 0 {
+		return err
+	}
+	rm, ok := fs.(filesystem.Remover)
+	if !ok {
+		return fmt.Errorf("%s: the store cannot remove files", s.path)
+	}
+	return rm.Remove(ctx, s.path)
 }

@@ -81,12 +81,24 @@ func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int, pa
 	return o.Prefix + "/" + name
 }
 
+// WindowStart is the start of the fixed window of size d that holds t, as Beam's
+// fixed windows (no offset) assign it: a multiple of d since the Unix epoch.
+func WindowStart(t time.Time, d time.Duration) time.Time {
+	ms, size := t.UnixMilli(), d.Milliseconds()
+	start := ms - ms%size
+	if ms%size < 0 {
+		start -= size
+	}
+	return time.UnixMilli(start).UTC()
+}
+
 // ObjectName is what an object's key says: the inverse of ObjectSpec.Key.
 type ObjectName struct {
 	Integration string
 	Start, End  time.Time
 	Shard       int
 	Pane        string // "" but for a stream's objects
+	Ext         string // the format's extension: .ndjson.gz, .csv.gz or .parquet
 }
 
 var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3,})(?:_([0-9a-f]{16}))?(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
@@ -94,8 +106,18 @@ var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-
 // ParseKey reads a data object's key; ok is false for anything else under the prefix
 // (manifests, markers) or a key of another format.
 func (o *ObjectSpec) ParseKey(key string) (n ObjectName, ok bool) {
+	n, ok = ParseKey(key)
+	if !ok || n.Ext != o.Format.Ext() {
+		return ObjectName{}, false
+	}
+	return n, true
+}
+
+// ParseKey reads a data object's key, whatever its format; ok is false for anything
+// else.
+func ParseKey(key string) (n ObjectName, ok bool) {
 	m := objectName.FindStringSubmatch(key)
-	if m == nil || m[6] != o.Format.Ext() {
+	if m == nil {
 		return n, false
 	}
 	const stamp = "20060102T150405Z"
@@ -105,5 +127,5 @@ func (o *ObjectSpec) ParseKey(key string) (n ObjectName, ok bool) {
 	if err1 != nil || err2 != nil || err3 != nil {
 		return n, false
 	}
-	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard, Pane: m[5]}, true
+	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard, Pane: m[5], Ext: m[6]}, true
 }
