@@ -564,11 +564,9 @@ func TestSlowDestinationDelaysNobody(t *testing.T) {
 	}
 }
 
-// Input and dead-letter store on an S3-compatible server, reached through the
-// configuration's files.s3 endpoint (path-style), not the AWS environment.
-func TestS3InputAndDeadLetter(t *testing.T) {
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
+// uploadSample copies the sample input to bucket, under in/.
+func uploadSample(t *testing.T, s3 *testenv.S3, bucket string) {
+	t.Helper()
 	files, _ := filepath.Glob(sampleGlob)
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -580,6 +578,14 @@ func TestS3InputAndDeadLetter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// Input and dead-letter store on an S3-compatible server, reached through the
+// configuration's files.s3 endpoint (path-style), not the AWS environment.
+func TestS3InputAndDeadLetter(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	uploadSample(t, s3, bucket)
 	cfgPath := writeConfig(t, fmt.Sprintf(`
 dead_letter: s3://%[1]s/dead-letter/
 files: {s3: {endpoint: %[2]s, region: us-east-1}}

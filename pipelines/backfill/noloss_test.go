@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -13,8 +11,6 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/destsim"
@@ -109,17 +105,7 @@ integrations:
 func TestInputReadErrors(t *testing.T) {
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
-	files, _ := filepath.Glob(sampleGlob)
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s3.Client.PutObject(context.Background(), &awss3.PutObjectInput{Bucket: &bucket,
-			Key: aws.String("in/" + filepath.Base(f)), Body: bytes.NewReader(b)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	uploadSample(t, s3, bucket)
 	in := readInput(t, sampleGlob)
 	for _, c := range []struct {
 		name  string
