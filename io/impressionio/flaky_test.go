@@ -15,7 +15,7 @@ import (
 
 // flaky:// is a file system whose reads break off: each of a file's first failures
 // opens fails with a connection reset a third of the way in, as an object store's
-// stream sometimes does.
+// stream sometimes does, or (short) ends there as if the file ended, mid-line.
 var flaky = &flakyFS{}
 
 func init() {
@@ -27,7 +27,8 @@ type flakyFS struct{ files sync.Map } // path -> *flakyFile
 type flakyFile struct {
 	mu       sync.Mutex
 	data     []byte
-	failures int // opens left that fail
+	failures int  // opens left that fail
+	short    bool // a failing open ends early, cleanly (io.EOF), mid-line
 }
 
 func (f *flakyFS) Close() error { return nil }
@@ -60,6 +61,9 @@ func (f *flakyFS) OpenRead(_ context.Context, name string) (io.ReadCloser, error
 	defer ff.mu.Unlock()
 	if ff.failures > 0 {
 		ff.failures--
+		if ff.short {
+			return io.NopCloser(bytes.NewReader(ff.data[:len(ff.data)/3+5])), nil
+		}
 		return io.NopCloser(io.MultiReader(bytes.NewReader(ff.data[:len(ff.data)/3]), errReader{syscall.ECONNRESET})), nil
 	}
 	return io.NopCloser(bytes.NewReader(ff.data)), nil

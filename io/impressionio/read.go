@@ -359,6 +359,9 @@ func readLines(ctx context.Context, path string, size int64, skip uint64, fn fun
 			}
 			line, long = long, nil
 		}
+		if err != nil && size > 0 && raw.n < size { // io.EOF, early: the last line may be cut
+			return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
+		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 		if len(line) > 0 || err == nil {
 			if n++; n > skip {
@@ -368,9 +371,6 @@ func readLines(ctx context.Context, path string, size int64, skip uint64, fn fun
 			}
 		}
 		if err != nil { // io.EOF
-			if size > 0 && raw.n < size {
-				return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
-			}
 			return nil
 		}
 	}
