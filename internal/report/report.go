@@ -316,6 +316,15 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "lines read: %d, invalid: %d (dead-lettered under %s), outside --since/--until: %d, unreadable files: %d\n",
 			r.Lines, r.InvalidLines, r.DeadLetter, r.Filtered, r.FileErrors)
 	}
+	skipped := 0
+	for _, j := range r.Jobs {
+		if j.Status == "skipped" {
+			skipped++
+		}
+	}
+	if skipped > 0 {
+		fmt.Fprintf(w, "%d of %d jobs were done by an earlier run of this backfill: not run again, their counts included\n", skipped, len(r.Jobs))
+	}
 	for _, in := range r.Integrations {
 		fmt.Fprintf(w, "%-24s %-9s impressions %d, delivered %d, dead-lettered %d, duplicates dropped %d", in.ID, in.Type,
 			in.Impressions, in.Delivered, in.DeadLettered, in.Duplicates)

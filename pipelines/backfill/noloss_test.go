@@ -71,6 +71,10 @@ integrations:
 	if resumed.code != 3 {
 		t.Fatalf("resumed run: exit %d, want 3 (the skipped job dead-lettered)\n%s", resumed.code, resumed.stderr)
 	}
+	t.Logf("the resumed run prints:\n%s", resumed.stdout)
+	if !strings.Contains(resumed.stdout, "1 of 2 jobs were done by an earlier run of this backfill") {
+		t.Errorf("the resumed run does not say it skipped a job:\n%s", resumed.stdout)
+	}
 	if st, prev := jobStatus(resumed, "acme-hook"); st != "skipped" || prev != "dead_lettered" {
 		t.Errorf("resumed run: acme-hook job %s (previously %s), want skipped (previously dead_lettered)", st, prev)
 	}
