@@ -176,6 +176,12 @@ func readFlags() (planOptions, []string) {
 			problems = append(problems, fmt.Sprintf("--%s: %q is not an RFC 3339 time like 2026-01-01T00:00:00Z", f.name, f.value))
 			continue
 		}
+		if t.Nanosecond() != 0 {
+			// Object names carry whole seconds: a window cut within a second could be
+			// written by two runs under one name.
+			problems = append(problems, fmt.Sprintf("--%s: %q must be a whole second", f.name, f.value))
+			continue
+		}
 		*f.t = t
 	}
 	if !from.IsZero() && !to.IsZero() && !from.Before(to) {

@@ -487,6 +487,7 @@ integrations:
 		"missing config file": {[]string{"--config", "/nonexistent.yaml", "--input", sampleGlob}, []string{"/nonexistent.yaml"}},
 		"no flags":            {nil, []string{"--config is required", "--input is required", "usage: backfill"}},
 		"bad since":           {[]string{"--config", good, "--input", sampleGlob, "--since", "yesterday"}, []string{`--since: "yesterday" is not an RFC 3339 time`}},
+		"sub-second until":    {[]string{"--config", good, "--input", sampleGlob, "--until", "2026-01-01T00:30:00.5Z"}, []string{`--until: "2026-01-01T00:30:00.5Z" must be a whole second`}},
 		"empty range": {[]string{"--config", good, "--input", sampleGlob, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"},
 			[]string{"--since must be before --until"}},
 		"no input match": {[]string{"--config", good, "--input", "/nonexistent/*.ndjson"}, []string{"--input /nonexistent/*.ndjson: no files match"}},

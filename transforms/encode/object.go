@@ -57,7 +57,8 @@ func validBucket(b string) bool {
 	return true
 }
 
-// Key names the data object of one integration, window and shard. The name is
+// Key names the data object of one integration, window and shard; start and end are
+// the window's, or the part of it a backfill's --since/--until covered. The name is
 // deterministic, so a rerun overwrites the object instead of adding a duplicate, and
 // date partitions let query engines prune by day and hour:
 //
