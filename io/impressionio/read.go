@@ -315,36 +315,46 @@ func readLines(ctx context.Context, path string, size int64, skip uint64, fn fun
 	defer rc.Close()
 	raw := &rawReader{r: rc}
 	var r io.Reader = raw
+	// short is the error of a body that ended before the file's size: a read failure.
+	short := func() error {
+		if raw.eof && size > 0 && raw.n < size {
+			return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
+		}
+		return nil
+	}
 	// classify tells a read failure from damaged content, once reading stopped.
 	classify := func(err error) error {
-		switch {
-		case raw.err != nil:
+		if raw.err != nil {
 			return raw.err
-		case raw.eof && size > 0 && raw.n < size:
-			return fmt.Errorf("the file ended after %d of its %d bytes: %w", raw.n, size, err)
+		}
+		if serr := short(); serr != nil {
+			return fmt.Errorf("%w: %w", serr, err)
 		}
 		return &CorruptError{err}
 	}
 	if strings.HasSuffix(path, ".gz") {
 		zr, err := gzip.NewReader(raw)
 		if err != nil {
-			if err = classify(err); errors.As(err, new(*CorruptError)) {
+			if raw.err == nil && short() == nil {
 				return &CorruptError{fmt.Errorf("not a gzip file: %w", err)}
 			}
-			return err
+			return classify(err)
 		}
 		defer zr.Close()
 		r = zr
 	}
 	br := bufio.NewReaderSize(r, 256<<10)
 	var long []byte // a line longer than the buffer, being gathered
+	gather := func(chunk []byte) {
+		if len(long) <= maxKeptLine {
+			long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
+		}
+	}
 	for n := uint64(0); ; {
 		chunk, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
-			if len(long) <= maxKeptLine {
-				long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
-			}
+			gather(chunk)
 			continue
 		case err != nil && !errors.Is(err, io.EOF):
 			if raw.err == nil && ctx.Err() != nil {
@@ -354,13 +364,13 @@ func readLines(ctx context.Context, path string, size int64, skip uint64, fn fun
 		}
 		line := chunk
 		if long != nil {
-			if len(long) <= maxKeptLine {
-				long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
-			}
+			gather(chunk)
 			line, long = long, nil
 		}
-		if err != nil && size > 0 && raw.n < size { // io.EOF, early: the last line may be cut
-			return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
+		if err != nil { // io.EOF; if early, the last line may be cut
+			if serr := short(); serr != nil {
+				return serr
+			}
 		}
 		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 		if len(line) > 0 || err == nil {

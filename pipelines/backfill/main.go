@@ -98,11 +98,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 			return code, err
 		}
 	}
-	paths := make([]string, len(files))
-	for i, f := range files {
-		paths[i] = f.Path
-	}
-	jobs, lines, err := makePlan(ctx, cfg, paths, o)
+	jobs, lines, err := makePlan(ctx, cfg, files, o)
 	if err != nil {
 		return job.ExitFailed, err
 	}

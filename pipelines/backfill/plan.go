@@ -62,14 +62,14 @@ const defaultSampleBytes = 4 << 20
 // makePlan estimates how many impressions each job will deliver and orders the jobs
 // largest first.
 // It also returns the estimated lines of the whole input.
-func makePlan(ctx context.Context, cfg *config.Config, files []string, o planOptions) ([]planJob, int64, error) {
+func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o planOptions) ([]planJob, int64, error) {
 	groups := jobGroups(cfg, o.ByIntegration)
 	targets := config.Targets(cfg.Integrations)
 	est := newEstimate()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, f := range files {
-		g.Go(func() error { return est.sample(gctx, f, targets, o) })
+		g.Go(func() error { return est.sample(gctx, f.Path, f.Size, targets, o) })
 	}
 	if err := g.Wait(); err != nil {
 		return nil, 0, err
@@ -229,18 +229,15 @@ func newEstimate() *estimate {
 	return &estimate{perHour: map[string]map[int64]float64{}, hours: map[int64]bool{}}
 }
 
-// sample reads the start of a file, counts its impressions by integration and hour,
-// and scales the counts up to the whole file by the share of its bytes read.
-func (e *estimate) sample(ctx context.Context, path string, targets []route.Target, o planOptions) error {
+// sample reads the start of a file of size bytes (as matchInput found it), counts its
+// impressions by integration and hour, and scales the counts up to the whole file by
+// the share of its bytes read.
+func (e *estimate) sample(ctx context.Context, path string, size int64, targets []route.Target, o planOptions) error {
 	fs, err := filesystem.New(ctx, path)
 	if err != nil {
 		return err
 	}
 	defer fs.Close()
-	size, err := fs.Size(ctx, path)
-	if err != nil {
-		return fmt.Errorf("estimate %s: %w", path, err)
-	}
 	rc, err := fs.OpenRead(ctx, path)
 	if err != nil {
 		return fmt.Errorf("estimate %s: %w", path, err)

@@ -49,18 +49,19 @@ func (t *Target) Matches(imp *impression.Impression) bool {
 		(t.Splits == nil || slices.Contains(t.Splits, imp.Split))
 }
 
-// Mismatch says why imp may not go to t, "" when it may (Matches): the tenant first,
-// then the environments filter, then the splits filter.
+// Mismatch says why imp may not go to t, "" when it may: Matches decides, this only
+// explains, the tenant first, then the environments filter, then the splits filter.
 func (t *Target) Mismatch(imp *impression.Impression) string {
 	switch {
+	case t.Matches(imp):
+		return ""
 	case imp.Tenant != t.Tenant:
 		return fmt.Sprintf("tenant %q is not %q", imp.Tenant, t.Tenant)
 	case t.Environments != nil && !slices.Contains(t.Environments, imp.EnvironmentName):
 		return fmt.Sprintf("environment %q is not in %q", imp.EnvironmentName, t.Environments)
 	case t.Splits != nil && !slices.Contains(t.Splits, imp.Split):
-		return fmt.Sprintf("split %q is not in %q", imp.Split, t.Splits)
 	}
-	return ""
+	return fmt.Sprintf("split %q is not in %q", imp.Split, t.Splits)
 }
 
 // Shard returns the shard of imp for a target with n shards.
