@@ -73,13 +73,14 @@ type Options struct {
 	// RetryAfterDate sends every Retry-After as an HTTP date, not delay-seconds.
 	RetryAfterDate bool
 	// RetryAfterGrace is how long after announcing a Retry-After a request may still
-	// start without counting in IgnoredRetryAfter: a client with several requests in
+	// start without counting in IgnoredRetryAfter, one request per announcement: a
+	// client with several requests in
 	// flight may send one before the answer reaches it (0: none).
 	RetryAfterGrace time.Duration
 
 	// FailRate answers a random one of 500, 502 and 504 (no Retry-After).
 	FailRate float64
-	// Unavailable answers 503 with Retry-After: 1.
+	// Unavailable answers 503 with Retry-After: 1 (or RetryAfter).
 	Unavailable float64
 	// ResetRate closes the connection after reading the body, with no response.
 	ResetRate float64
@@ -87,10 +88,14 @@ type Options struct {
 	SlowRate  float64
 	SlowDelay time.Duration
 	// Status, if non-zero, answers every request with this status and a JSON error
-	// body (a 429 or 503 with Retry-After: 1); nothing is accepted. The answer is
+	// body (a 429 or 503 with Retry-After: 1, or RetryAfter); nothing is accepted. The answer is
 	// counted by its status: 429 Throttled, 503 Unavailable, other 5xx Failed, the
 	// rest (even a 2xx) Rejected.
 	Status int
+	// RetryAfter, if > 0, is the Retry-After of the 429s and 503s that Status and
+	// Unavailable give, instead of 1 s: with Status 429 and Set, a destination that
+	// pauses its clients for a minute, then recovers.
+	RetryAfter time.Duration
 	// MaxBodyBytes, if > 0, answers 413 to bodies larger than this after gzip decoding.
 	MaxBodyBytes int
 	// ThrottleEvents (Amplitude only) is the share of a request's events rejected with
@@ -131,8 +136,8 @@ type Status struct {
 	// accepted before.
 	DuplicateBatches int
 	// IgnoredRetryAfter counts requests that arrived before a Retry-After this server
-	// announced had passed (not counting requests that started within
-	// Options.RetryAfterGrace of the announcement: their clients could not know it yet).
+	// announced had passed (not counting one request per announcement that started
+	// within Options.RetryAfterGrace of it: its client could not know it yet).
 	IgnoredRetryAfter int
 	// DroppedOverLimit counts Segment events beyond SegmentMaxEvents in one request,
 	// answered 200 but not accepted (as Segment does).
@@ -168,6 +173,7 @@ type Server struct {
 	// Retry-After announcements: the latest time announced, and when the run of
 	// overlapping announcements that ends then began.
 	retryFrom, retryUntil time.Time
+	graceLeft             int // requests the grace may still forgive: one per announcement
 }
 
 // Start serves a destination on a free 127.0.0.1 port.
@@ -217,8 +223,8 @@ func check(o Options) ([]byte, error) {
 	if !(o.RateLimit >= 0) || math.IsInf(o.RateLimit, 0) {
 		return nil, fmt.Errorf("destsim: RateLimit must be >= 0; got %v", o.RateLimit)
 	}
-	if o.Burst < 0 || o.SlowDelay < 0 || o.MaxBodyBytes < 0 {
-		return nil, errors.New("destsim: Burst, SlowDelay and MaxBodyBytes must be >= 0")
+	if o.Burst < 0 || o.SlowDelay < 0 || o.MaxBodyBytes < 0 || o.RetryAfter < 0 {
+		return nil, errors.New("destsim: Burst, SlowDelay, MaxBodyBytes and RetryAfter must be >= 0")
 	}
 	if o.Status != 0 && (o.Status < 200 || o.Status > 599) {
 		return nil, fmt.Errorf("destsim: Status %d is not a final HTTP status (200-599)", o.Status)
@@ -383,8 +389,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.st.Requests++
 	// Requests already under way when the Retry-After was sent could not know it, nor
 	// could those sent while the answer was on its way to the client.
-	if start.After(s.retryFrom.Add(o.RetryAfterGrace)) && start.Before(s.retryUntil) {
-		s.st.IgnoredRetryAfter++
+	if start.Before(s.retryUntil) {
+		if start.After(s.retryFrom.Add(o.RetryAfterGrace)) || s.graceLeft == 0 {
+			s.st.IgnoredRetryAfter++
+		} else {
+			s.graceLeft--
+		}
 	}
 	f := faults{reset: s.faults.Float64(), slow: s.faults.Float64(), fail: s.faults.Float64(),
 		unavailable: s.faults.Float64(), failCode: failCodes[s.faults.IntN(len(failCodes))]}
@@ -447,8 +457,9 @@ func (s *Server) announce(now time.Time, d time.Duration, date bool) string {
 		v = until.UTC().Format(http.TimeFormat)
 	}
 	if !now.Before(s.retryUntil) {
-		s.retryFrom = now
+		s.retryFrom, s.graceLeft = now, 0
 	}
+	s.graceLeft++
 	if until.After(s.retryUntil) {
 		s.retryUntil = until
 	}
@@ -478,7 +489,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, o Options, key [
 	if o.Status != 0 {
 		rep := s.errorReply(o.Status, fmt.Sprintf("this destination answers %d to every request (simulated)", o.Status), nil)
 		if o.Status == http.StatusTooManyRequests || o.Status == http.StatusServiceUnavailable {
-			rep.retryAfter = time.Second
+			rep.retryAfter = retryAfter(o)
 		}
 		rep.notAccepted = true
 		return rep
@@ -500,7 +511,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, o Options, key [
 	}
 	if f.unavailable < o.Unavailable {
 		rep := s.errorReply(http.StatusServiceUnavailable, "simulated unavailability", nil)
-		rep.retryAfter = time.Second
+		rep.retryAfter = retryAfter(o)
 		return rep
 	}
 
@@ -536,6 +547,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, o Options, key [
 		return rep
 	}
 	return s.accept(o, b, received, len(body))
+}
+
+// retryAfter is the pause that Status's and Unavailable's 429s and 503s ask for.
+func retryAfter(o Options) time.Duration {
+	if o.RetryAfter > 0 {
+		return o.RetryAfter
+	}
+	return time.Second
 }
 
 // resetConn closes the request's connection without an answer.

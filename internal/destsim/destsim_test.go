@@ -357,6 +357,31 @@ func TestStatusAnswersThenFixed(t *testing.T) {
 	}
 }
 
+// Status 429 with a long RetryAfter, then Set back to normal: the destination keeps
+// counting requests inside the announced pause.
+func TestStatusRetryAfter(t *testing.T) {
+	o := destsim.Options{Kind: destsim.Webhook, Status: http.StatusTooManyRequests, RetryAfter: time.Minute}
+	s := start(t, o)
+	r := post(t, s.URL(), hookBody(t, 0, 2), nil)
+	wantCode(t, r, http.StatusTooManyRequests)
+	if ra := r.header.Get("Retry-After"); ra != "60" {
+		t.Errorf("Retry-After %q, want 60", ra)
+	}
+	o.Status = 0
+	s.Set(o)
+	wantCode(t, post(t, s.URL(), hookBody(t, 0, 2), nil), http.StatusNoContent)
+	if st := s.Status(); st.Requests != 2 || st.Throttled != 1 || st.Accepted != 1 || st.IgnoredRetryAfter != 1 || st.UniqueEvents != 2 {
+		t.Errorf("status %+v", st)
+	}
+
+	u := start(t, destsim.Options{Kind: destsim.Segment, Unavailable: 1, RetryAfter: 3 * time.Second})
+	r = post(t, u.URL()+"/v1/batch", segBody(t, 0, 1), nil)
+	wantCode(t, r, http.StatusServiceUnavailable)
+	if ra := r.header.Get("Retry-After"); ra != "3" {
+		t.Errorf("Retry-After %q, want 3", ra)
+	}
+}
+
 func TestFailRate(t *testing.T) {
 	codes := func() []int {
 		s := start(t, destsim.Options{Kind: destsim.Segment, FailRate: 0.5, Seed: 7})
@@ -547,6 +572,7 @@ func TestInvalidOptions(t *testing.T) {
 		{Kind: destsim.Webhook, Secret: "not-whsec"},
 		{Kind: destsim.Segment, FailRate: 2},
 		{Kind: destsim.Segment, RateLimit: -1},
+		{Kind: destsim.Segment, RetryAfter: -time.Second},
 	} {
 		if s, err := destsim.Start(o); err == nil {
 			s.Close()
@@ -591,5 +617,22 @@ func TestRetryAfterInFlightNotIgnored(t *testing.T) {
 	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 1, 2), nil), http.StatusTooManyRequests)
 	if st := s.Status(); st.IgnoredRetryAfter != 1 {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// Within the grace, one request per announcement is forgiven: a client that waits for
+// each answer (each a new announcement) is never counted.
+func TestRetryAfterGraceOnePerAnnouncement(t *testing.T) {
+	s := start(t, destsim.Options{Kind: destsim.Segment, RateLimit: 0.2, Burst: 1, RetryAfterGrace: time.Minute})
+	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 0, 1), nil), http.StatusOK)
+	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 1, 2), nil), http.StatusTooManyRequests) // announces
+	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 1, 2), nil), http.StatusTooManyRequests) // forgiven, announces again
+	if st := s.Status(); st.IgnoredRetryAfter != 0 {
+		t.Fatalf("status %+v: want the first request after an announcement forgiven", st)
+	}
+	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 1, 2), nil), http.StatusTooManyRequests) // forgiven: second announcement
+	wantCode(t, post(t, s.URL()+"/v1/batch", segBody(t, 1, 2), nil), http.StatusTooManyRequests) // forgiven: third
+	if st := s.Status(); st.IgnoredRetryAfter != 0 {
+		t.Fatalf("status %+v", st)
 	}
 }
