@@ -73,7 +73,7 @@ func TestEventShape(t *testing.T) {
 	if string(item) != want {
 		t.Errorf("event =\n%s\nwant\n%s", item, want)
 	}
-	req, err := d.Request(&delivery.Batch{}, [][]byte{item}, time.Now())
+	req, err := d.Request(&delivery.Batch{}, delivery.Body(d, [][]byte{item}), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

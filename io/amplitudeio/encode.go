@@ -29,8 +29,7 @@ type event struct {
 
 // Limits: the Batch API takes up to 2,000 events and 20 MB per request.
 func (d *destination) Limits() delivery.Limits {
-	return delivery.Limits{MaxEvents: 2000, MaxBytes: 20_000_000, MaxItem: 1 << 20,
-		Envelope: len(d.envelope(nil))}
+	return delivery.Limits{MaxEvents: 2000, MaxBytes: 20_000_000, MaxItem: 1 << 20}
 }
 
 func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
@@ -44,21 +43,15 @@ func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
 	return json.Marshal(e)
 }
 
-// envelope is the request body around the events. min_id_length 1 keeps Amplitude
-// from dropping events whose key is shorter than its default of 5 characters.
-func (d *destination) envelope(items [][]byte) []byte {
+// Frame is the request body around the events. min_id_length 1 keeps Amplitude from
+// dropping events whose key is shorter than its default of 5 characters.
+func (d *destination) Frame() (open, close []byte) {
 	key, _ := json.Marshal(d.cfg.APIKey.Reveal())
-	var b bytes.Buffer
-	b.WriteString(`{"api_key":`)
-	b.Write(key)
-	b.WriteString(`,"events":[`)
-	b.Write(bytes.Join(items, []byte{','}))
-	b.WriteString(`],"options":{"min_id_length":1}}`)
-	return b.Bytes()
+	return append(append([]byte(`{"api_key":`), key...), `,"events":[`...), []byte(`],"options":{"min_id_length":1}}`)
 }
 
-func (d *destination) Request(_ *delivery.Batch, items [][]byte, _ time.Time) (*http.Request, error) {
-	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.cfg.Endpoint, "/")+"/batch", bytes.NewReader(d.envelope(items)))
+func (d *destination) Request(_ *delivery.Batch, body []byte, _ time.Time) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.cfg.Endpoint, "/")+"/batch", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -20,13 +20,12 @@ func init() {
 // Batch is the impressions of one request to one integration, and its delivery
 // history.
 type Batch struct {
-	// ID names the batch: integration, window, shard, sequence and a digest of its
-	// impressions' ids, plus ".0"/".1" for
-	// halves of a split and ".h"/".r" for the held and remaining parts of a partial
-	// answer. It is the same on every retry and every rerun, so it makes webhook-id.
+	// ID names the batch by its content: its integration and a digest of its
+	// impressions' ids (batchID). It is the same on every retry and every rerun of the
+	// batch, so it makes webhook-id; a split's halves and a partial answer's parts are
+	// batches of their own.
 	ID          string
 	Integration string
-	Window      int64 // start of the event-time window, Unix ms
 	Imps        []impression.Impression
 
 	Attempts  int    // requests sent so far
@@ -36,15 +35,14 @@ type Batch struct {
 	Reason    string // why the last attempt failed
 }
 
-// part returns a batch holding the impressions at idx of b, named b.ID+suffix, with
-// b's history.
-func (b *Batch) part(suffix string, idx []int) Batch {
+// part returns a batch holding the impressions at idx of b, with b's history.
+func (b *Batch) part(idx []int) Batch {
 	p := *b
-	p.ID = b.ID + suffix
 	p.Imps = make([]impression.Impression, len(idx))
 	for i, j := range idx {
 		p.Imps[i] = b.Imps[j]
 	}
+	p.ID = batchID(b.Integration, p.Imps)
 	return p
 }
 
@@ -58,7 +56,7 @@ func (b *Batch) halves() (Batch, Batch) {
 	for i := range second {
 		second[i] = mid + i
 	}
-	return b.part(".0", first), b.part(".1", second)
+	return b.part(first), b.part(second)
 }
 
 func marshalBatch(b Batch) ([]byte, error) {
@@ -67,7 +65,7 @@ func marshalBatch(b Batch) ([]byte, error) {
 		out = binary.AppendUvarint(out, uint64(len(s)))
 		out = append(out, s...)
 	}
-	for _, v := range []int64{b.Window, int64(b.Attempts), b.FirstTry, b.NotBefore, int64(b.Status), int64(len(b.Imps))} {
+	for _, v := range []int64{int64(b.Attempts), b.FirstTry, b.NotBefore, int64(b.Status), int64(len(b.Imps))} {
 		out = binary.AppendVarint(out, v)
 	}
 	for _, imp := range b.Imps {
@@ -89,7 +87,7 @@ func unmarshalBatch(data []byte) (Batch, error) {
 		data = data[k+int(n):]
 	}
 	var attempts, status, count int64
-	for _, v := range []*int64{&b.Window, &attempts, &b.FirstTry, &b.NotBefore, &status, &count} {
+	for _, v := range []*int64{&attempts, &b.FirstTry, &b.NotBefore, &status, &count} {
 		x, k := binary.Varint(data)
 		if k <= 0 {
 			return b, errCorruptBatch
@@ -114,20 +112,17 @@ func unmarshalBatch(data []byte) (Batch, error) {
 	return b, nil
 }
 
-// pack splits a window's impressions into batches within the destination's limits.
+// pack splits impressions into batches within the destination's limits, in order.
 // Items too large for any request come back in tooBig with the reason.
-func pack(dest Destination, id string, window int64, shard int, imps []impression.Impression) (batches []Batch, tooBig []impression.Impression, reason string, err error) {
+func pack(dest Destination, id string, imps []impression.Impression) (batches []Batch, tooBig []impression.Impression, reason string, err error) {
 	lim := dest.Limits()
-	cur := Batch{Integration: id, Window: window}
+	var cur []impression.Impression
 	size := lim.Envelope
 	flush := func() {
-		if len(cur.Imps) == 0 {
-			return
+		if len(cur) > 0 {
+			batches = append(batches, Batch{ID: batchID(id, cur), Integration: id, Imps: cur})
+			cur, size = nil, lim.Envelope
 		}
-		cur.ID = batchID(id, window, shard, len(batches), cur.Imps)
-		batches = append(batches, cur)
-		cur = Batch{Integration: id, Window: window}
-		size = lim.Envelope
 	}
 	for i := range imps {
 		item, err := dest.Item(&imps[i])
@@ -140,23 +135,22 @@ func pack(dest Destination, id string, window int64, shard int, imps []impressio
 			reason = fmt.Sprintf("the event is %d bytes; the destination accepts at most %d per event and %d per request", len(item), lim.MaxItem, lim.MaxBytes)
 			continue
 		}
-		if len(cur.Imps) > 0 && ((lim.MaxEvents > 0 && len(cur.Imps) >= lim.MaxEvents) || (lim.MaxBytes > 0 && size+n > lim.MaxBytes)) {
+		if len(cur) > 0 && ((lim.MaxEvents > 0 && len(cur) >= lim.MaxEvents) || (lim.MaxBytes > 0 && size+n > lim.MaxBytes)) {
 			flush()
 		}
-		cur.Imps = append(cur.Imps, imps[i])
+		cur = append(cur, imps[i])
 		size += n
 	}
 	flush()
 	return batches, tooBig, reason, nil
 }
 
-// batchID names a batch by its integration, window, shard and sequence, and a digest
-// of its impressions' ids: a window's later panes (late data in a stream) form
-// batches of the same sequence numbers, which must not take an earlier batch's name.
-func batchID(id string, window int64, shard, seq int, imps []impression.Impression) string {
+// batchID names a batch by its content: its integration and a digest of its
+// impressions' ids, in order (CONTRACT §4: webhook-id derives from it).
+func batchID(id string, imps []impression.Impression) string {
 	ids := make([]uuid.UUID, len(imps))
 	for i := range imps {
 		ids[i] = imps[i].ID
 	}
-	return fmt.Sprintf("%s_%d_%03d_%05d_%s", id, window, shard, seq, impression.Digest(ids))
+	return id + "_" + impression.Digest(ids)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,18 @@ import (
 // ErrPrivateAddress is returned when a destination resolves to an address outflow
 // refuses to reach: loopback, private, link-local (cloud metadata) and the like.
 var ErrPrivateAddress = errors.New("destination address is private, loopback or link-local; refused (allow_private_destinations is false)")
+
+// clients is the worker's registry of HTTP clients, one per destination (as limiters),
+// so every job and bundle sending there shares its connections.
+var clients sync.Map // destination key -> *http.Client
+
+func clientFor(key string, p Config, allowPrivate bool) *http.Client {
+	if c, ok := clients.Load(key); ok {
+		return c.(*http.Client)
+	}
+	c, _ := clients.LoadOrStore(key, newClient(p.MaxInFlight, allowPrivate))
+	return c.(*http.Client)
+}
 
 // newClient returns the HTTP client of one destination. Unless allowPrivate, every
 // connection is checked at dial time, after DNS: a name that resolves, or re-resolves,

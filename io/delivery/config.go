@@ -21,6 +21,10 @@ type Config struct {
 	Timeout configkit.Duration `yaml:"timeout" json:"timeout"`
 	// MaxRetryDuration is how long a batch is retried before it is dead-lettered.
 	MaxRetryDuration configkit.Duration `yaml:"max_retry_duration" json:"max_retry_duration"`
+	// Workers is how many worker processes send to the destination at once (a runner
+	// with several workers): each takes this share of requests_per_second and
+	// max_in_flight, so together they stay under the limits. Default 1.
+	Workers int `yaml:"workers" json:"workers"`
 }
 
 // Validate records every problem under path.
@@ -37,7 +41,7 @@ func (c *Config) Validate(p *configkit.Problems, path string) {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max_in_flight", c.MaxInFlight}, {"max_batch_events", c.MaxBatchEvents}, {"max_batch_bytes", c.MaxBatchBytes}} {
+	}{{"max_in_flight", c.MaxInFlight}, {"max_batch_events", c.MaxBatchEvents}, {"max_batch_bytes", c.MaxBatchBytes}, {"workers", c.Workers}} {
 		if f.v < 0 {
 			p.Addf(path+"."+f.name, "must be >= 1; got %d", f.v)
 		}
@@ -89,6 +93,7 @@ func (c Config) WithDefaults(d Config) Config {
 		MaxBatchBytes:        ori(c.MaxBatchBytes, d.MaxBatchBytes),
 		Timeout:              ord(c.Timeout, d.Timeout, DefaultTimeout),
 		MaxRetryDuration:     ord(c.MaxRetryDuration, d.MaxRetryDuration, DefaultMaxRetryDuration),
+		Workers:              max(1, c.Workers),
 	}
 	if out.RequestsPerSecond == 0 {
 		out.RequestsPerSecond = 10

@@ -65,12 +65,13 @@ func TestDefaultClassify(t *testing.T) {
 // fixed is a destination whose items are a given size.
 type fixed struct{ size int }
 
-func (f fixed) Limits() Limits { return Limits{MaxEvents: 3, MaxBytes: 40, MaxItem: 30, Envelope: 2} }
+func (f fixed) Limits() Limits { return Limits{MaxEvents: 3, MaxBytes: 40, MaxItem: 30} }
 func (f fixed) Item(imp *impression.Impression) ([]byte, error) {
 	return []byte(strings.Repeat("x", int(imp.Time))), nil
 }
-func (f fixed) Request(*Batch, [][]byte, time.Time) (*http.Request, error) { return nil, nil }
-func (f fixed) Classify(r *Response, _ *Batch) Outcome                     { return DefaultClassify(r) }
+func (f fixed) Frame() (open, close []byte)                              { return []byte("["), []byte("]") }
+func (f fixed) Request(*Batch, []byte, time.Time) (*http.Request, error) { return nil, nil }
+func (f fixed) Classify(r *Response, _ *Batch) Outcome                   { return DefaultClassify(r) }
 
 func TestPack(t *testing.T) {
 	sizes := []int64{5, 5, 5, 5, 31, 20, 20, 9}
@@ -78,7 +79,7 @@ func TestPack(t *testing.T) {
 	for _, s := range sizes {
 		imps = append(imps, impression.Impression{Time: s})
 	}
-	batches, tooBig, reason, err := pack(fixed{}, "hook", 1000, 2, imps)
+	batches, tooBig, reason, err := pack(newLimited(fixed{}, Config{}), "hook", imps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,24 +89,20 @@ func TestPack(t *testing.T) {
 		for _, imp := range b.Imps {
 			ss = append(ss, fmt.Sprint(imp.Time))
 		}
-		name := b.ID[:strings.LastIndexByte(b.ID, '_')] // without the digest, checked below
-		got = append(got, name+":"+strings.Join(ss, ","))
+		if b.ID != batchID("hook", b.Imps) {
+			t.Errorf("batch %s is not named by its content", b.ID)
+		}
+		got = append(got, strings.Join(ss, ","))
 	}
-	// A later pane of the same window (late data) numbers its batches from 0 again;
-	// its names must differ, or one batch would replace the other while pending.
-	later, _, _, err := pack(fixed{}, "hook", 1000, 2, imps[3:])
-	if err != nil {
-		t.Fatal(err)
+	if batches[0].ID == batches[1].ID {
+		t.Errorf("two batches share the name %s", batches[0].ID)
 	}
-	if later[0].ID == batches[0].ID {
-		t.Errorf("two panes' first batches share the name %s", later[0].ID)
-	}
-	again, _, _, _ := pack(fixed{}, "hook", 1000, 2, imps)
+	again, _, _, _ := pack(newLimited(fixed{}, Config{}), "hook", imps)
 	if again[0].ID != batches[0].ID {
 		t.Errorf("the same impressions were named %s, then %s", batches[0].ID, again[0].ID)
 	}
-	// 3 events at most; 40 bytes with the envelope (2) and a comma per event.
-	want := "hook_1000_002_00000:5,5,5 hook_1000_002_00001:5,20 hook_1000_002_00002:20,9"
+	// 3 events at most; 40 bytes with the frame (2) and a comma per event.
+	want := "5,5,5 5,20 20,9"
 	if strings.Join(got, " ") != want {
 		t.Errorf("batches = %s\nwant      %s", strings.Join(got, " "), want)
 	}
@@ -117,7 +114,7 @@ func TestPack(t *testing.T) {
 func TestBatchCoding(t *testing.T) {
 	imp := impression.Impression{Tenant: "acme", Key: "k", Time: 5, Properties: "{}"}
 	imp.ID = imp.ComputeID()
-	b := Batch{ID: "hook_1_000_00001.0", Integration: "hook", Window: 1, Imps: []impression.Impression{imp, imp},
+	b := Batch{ID: "hook_0123456789abcdef", Integration: "hook", Imps: []impression.Impression{imp, imp},
 		Attempts: 3, FirstTry: 99, NotBefore: -1, Status: 503, Reason: "HTTP 503"}
 	data, _ := marshalBatch(b)
 	got, err := unmarshalBatch(data)
@@ -162,20 +159,55 @@ func TestLimiterRetryAfterPausesDestination(t *testing.T) {
 	}
 }
 
-func TestLimiterInFlightCap(t *testing.T) {
+// Requests on the wire: one at a time while the destination is new (or pushed back
+// lately), then up to max_in_flight; a request that waited for its place does not
+// leave once a Retry-After has come in.
+func TestLimiterWire(t *testing.T) {
 	l := newLimiter(Config{RequestsPerSecond: 1000, MinRequestsPerSecond: 1, MaxInFlight: 2})
-	now := time.Unix(1000, 0)
-	for i := range 2 {
-		if _, _, ok := l.acquire(now, time.Second); !ok {
-			t.Fatalf("request %d refused", i)
+	for i := range 3 {
+		if _, _, ok := l.acquire(time.Now(), time.Second); !ok {
+			t.Fatalf("request %d not scheduled", i)
 		}
 	}
-	if _, _, ok := l.acquire(now, time.Second); ok {
-		t.Fatal("a third request in flight was allowed")
+	entered := make(chan bool, 3)
+	enter := func() { entered <- l.enter() }
+	waiting := func() bool {
+		select {
+		case <-entered:
+			return false
+		case <-time.After(100 * time.Millisecond):
+			return true
+		}
 	}
-	l.done(now, Outcome{Kind: Delivered}, 0, time.Millisecond)
-	if _, _, ok := l.acquire(now, time.Second); !ok {
-		t.Fatal("refused after one finished")
+	go enter()
+	if waiting() {
+		t.Fatal("the first request waited")
+	}
+	go enter()
+	if !waiting() {
+		t.Fatal("a second request went on the wire while the destination is new")
+	}
+	l.done(time.Now(), Outcome{Kind: Delivered}, 0, time.Millisecond)
+	if ok := <-entered; !ok {
+		t.Fatal("the second request did not leave after the first was answered")
+	}
+	l.mu.Lock()
+	l.careful = time.Time{} // the limit is known: max_in_flight
+	l.mu.Unlock()
+	go enter()
+	if waiting() {
+		t.Fatal("a second request waited with max_in_flight 2")
+	}
+	if _, _, ok := l.acquire(time.Now(), time.Second); !ok {
+		t.Fatal("not scheduled")
+	}
+	go enter()
+	if !waiting() {
+		t.Fatal("a third request went on the wire with max_in_flight 2")
+	}
+	l.done(time.Now(), Outcome{Kind: Throttle, Status: 429}, time.Minute, time.Millisecond)
+	if ok := <-entered; ok {
+		t.Error("a request left after a Retry-After came in while it waited")
 	}
 }
 
@@ -213,5 +245,48 @@ func TestLimiterLearnsLimit(t *testing.T) {
 	t.Logf("goodput %.3f of the limit, 429 share %.3f, final rate %.1f", goodput, share, l.current())
 	if goodput < 0.9 || share > 0.05 {
 		t.Errorf("goodput %.3f (want >= 0.9), 429 share %.3f (want <= 0.05)", goodput, share)
+	}
+}
+
+// Every job of a backfill that sends to one integration shares its limiter and
+// connections: a Retry-After seen by one pauses all. Other settings never share.
+func TestOneLimiterPerDestination(t *testing.T) {
+	p := Config{RequestsPerSecond: 5}.WithDefaults(Config{})
+	a := Target{ID: "hook", Kind: "stub", Policy: p, Settings: []byte(`{"url":"http://x"}`), Progress: "job-1"}
+	b := a
+	b.Progress, b.AlertDelay = "job-2", time.Minute
+	if limiterFor(a.destKey(), a.Policy) != limiterFor(b.destKey(), b.Policy) {
+		t.Error("two jobs sending to one integration got two limiters")
+	}
+	if clientFor(a.destKey(), a.Policy, false) != clientFor(b.destKey(), b.Policy, false) {
+		t.Error("two jobs sending to one integration got two HTTP clients")
+	}
+	c := a
+	c.Settings = []byte(`{"url":"http://y"}`)
+	if limiterFor(a.destKey(), a.Policy) == limiterFor(c.destKey(), c.Policy) {
+		t.Error("two destinations share a limiter")
+	}
+}
+
+// With several workers, each takes its share of the destination's limits.
+func TestLimiterWorkersShare(t *testing.T) {
+	l := newLimiter(Config{RequestsPerSecond: 30, MinRequestsPerSecond: 3, MaxInFlight: 4, Workers: 3})
+	if l.current() != 10 || l.floor != 1 || l.maxInFlight != 2 {
+		t.Errorf("rate %v, floor %v, in flight %d; want 10, 1 and 2 for a third of 30/s, 3/s and 4", l.current(), l.floor, l.maxInFlight)
+	}
+}
+
+// The record of accepted requests is trimmed to the history the cut looks at.
+func TestLimiterHistoryTrimmed(t *testing.T) {
+	l := newLimiter(Config{RequestsPerSecond: 1000, MinRequestsPerSecond: 1, MaxInFlight: 4})
+	now := time.Unix(1000, 0)
+	for range 10000 {
+		if _, _, ok := l.acquire(now, time.Second); ok {
+			l.done(now, Outcome{Kind: Delivered}, 0, time.Millisecond)
+		}
+		now = now.Add(10 * time.Millisecond)
+	}
+	if n := len(l.accepted); n > int(history/(10*time.Millisecond))+1 {
+		t.Errorf("%d accepted requests remembered; want those of the last %v only", n, history)
 	}
 }

@@ -22,9 +22,12 @@ type Destination interface {
 	Limits() Limits
 	// Item encodes one impression as the destination's event or record (JSON).
 	Item(imp *impression.Impression) ([]byte, error)
-	// Request builds the request for a batch, whose items are Item's encodings in
-	// order. now is this attempt's time (signatures carry it).
-	Request(b *Batch, items [][]byte, now time.Time) (*http.Request, error)
+	// Frame is what a request body puts around its items, which are joined by commas:
+	// "[" and "]" for a JSON array.
+	Frame() (open, close []byte)
+	// Request builds the request for a batch from its body (the items in their frame,
+	// uncompressed). now is this attempt's time (signatures carry it).
+	Request(b *Batch, body []byte, now time.Time) (*http.Request, error)
 	// Classify decides what a response means; most destinations return
 	// DefaultClassify(r) and refine a few answers.
 	Classify(r *Response, b *Batch) Outcome
@@ -35,7 +38,8 @@ type Limits struct {
 	MaxEvents int // items per request
 	MaxBytes  int // body bytes, before compression
 	MaxItem   int // bytes of one item; larger ones are dead-lettered
-	// Envelope is the bytes a request adds around its items, beyond one comma each.
+	// Envelope is the bytes a request adds around its items, beyond one comma each;
+	// the core sets it from Frame.
 	Envelope int
 }
 

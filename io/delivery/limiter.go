@@ -8,9 +8,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter paces one destination, process-wide: every bundle and shard sending there
+// limiter paces one destination, process-wide: every bundle and job sending there
 // shares it. Like Benthos's rate limits it answers "wait d" rather than sleeping; the
-// caller decides whether to wait in line or park the batch behind a timer.
+// caller decides whether to schedule a request (up to a second ahead) or park the
+// batch behind a timer. Separately, it bounds the requests on the wire: a scheduled
+// request waits for one of max_in_flight places (enter), then checks the pause last.
 //
 // The rate adapts (AIMD): it starts at the ceiling (delivery.requests_per_second), is
 // cut on 429/503 and on rising latency, and creeps back up by ~2% a second while the
@@ -20,18 +22,22 @@ import (
 // between half and all of it. Retry-After, on any answer, pauses the destination.
 type limiter struct {
 	mu          sync.Mutex
+	wire        *sync.Cond    // signalled when a request leaves the wire
 	pace        *rate.Limiter // the actuator
 	rate        float64       // current requests per second
 	ceiling     float64
 	floor       float64
 	maxInFlight int
-	inFlight    int
+	scheduled   int // requests scheduled and not yet answered or cancelled
+	sending     int // requests on the wire
 
 	pausedUntil time.Time
 	// careful is when the destination last pushed back (429/503, Retry-After) plus
-	// carefulFor: until then one request at a time, so none can leave between a
-	// Retry-After being sent and its being read.
+	// carefulFor, or the first request plus carefulFor: until then one request at a
+	// time, so none can leave between a Retry-After being sent and its being read,
+	// while the destination's limit is not yet known.
 	careful time.Time
+	started bool
 	gone    string // non-empty once the destination answered 410: why
 
 	accepted  []time.Time // times of recent accepted requests, for the cut
@@ -56,28 +62,30 @@ const (
 )
 
 func newLimiter(p Config) *limiter {
-	l := &limiter{rate: p.RequestsPerSecond, ceiling: p.RequestsPerSecond, floor: p.MinRequestsPerSecond,
-		maxInFlight: p.MaxInFlight}
+	// Each of several workers takes its share of the destination's limits.
+	workers := float64(max(1, p.Workers))
+	r := p.RequestsPerSecond / workers
+	l := &limiter{rate: r, ceiling: r, floor: min(r, p.MinRequestsPerSecond/workers),
+		maxInFlight: max(1, int(math.Ceil(float64(p.MaxInFlight)/workers)))}
 	l.pace = rate.NewLimiter(rate.Limit(l.rate), burst(l.rate))
+	l.wire = sync.NewCond(&l.mu)
 	return l
 }
 
 // burst lets half a second of requests go at once, e.g. after a pause.
 func burst(r float64) int { return max(1, int(math.Ceil(r/2))) }
 
-// acquire asks to send one request now or within maxWait. ok means a slot is taken
-// (release it with done) and the request may go at `at`; otherwise wait is how long
+// acquire asks to schedule one request now or within maxWait. ok means it may go at
+// `at` (through enter, and release it with done or cancel); otherwise wait is how long
 // until asking again makes sense.
 func (l *limiter) acquire(now time.Time, maxWait time.Duration) (at time.Time, wait time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.gone != "":
-		return time.Time{}, 0, false
-	case now.Before(l.pausedUntil):
-		return time.Time{}, l.pausedUntil.Sub(now), false
-	case l.inFlight >= l.maxInFlight, l.inFlight >= 1 && now.Before(l.careful):
-		return time.Time{}, pollInterval, false
+	if !l.started {
+		l.started, l.careful = true, now.Add(carefulFor)
+	}
+	if wait, blocked := l.blockedLocked(now); blocked && l.pausedOrFull(now) {
+		return time.Time{}, wait, false
 	}
 	r := l.pace.ReserveN(now, 1)
 	d := r.DelayFrom(now)
@@ -89,8 +97,71 @@ func (l *limiter) acquire(now time.Time, maxWait time.Duration) (at time.Time, w
 	if d > 0 {
 		l.limited = true
 	}
-	l.inFlight++
+	l.scheduled++
 	return now.Add(d), 0, true
+}
+
+// maxScheduled bounds the requests scheduled ahead: those on the wire, and about a
+// second's worth at the current rate.
+func (l *limiter) maxScheduled() int {
+	return l.maxInFlight + int(math.Ceil(l.rate*maxSchedule.Seconds()))
+}
+
+// answerWait is how long until a request in flight is likely answered, freeing a slot.
+func (l *limiter) answerWait() time.Duration {
+	return min(maxPoll, max(minPoll, time.Duration(l.rtt*float64(time.Second)/2)))
+}
+
+// blocked reports, without taking a slot, whether a request could not be scheduled
+// now, and how long until asking again makes sense.
+func (l *limiter) blocked(now time.Time) (wait time.Duration, blocked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.blockedLocked(now)
+}
+
+func (l *limiter) blockedLocked(now time.Time) (wait time.Duration, blocked bool) {
+	switch {
+	case l.gone != "":
+		return minPoll, true
+	case now.Before(l.pausedUntil):
+		return l.pausedUntil.Sub(now), true
+	case l.scheduled >= l.maxScheduled():
+		return l.answerWait(), true
+	}
+	if tokens := l.pace.TokensAt(now); tokens < 1 {
+		return time.Duration((1 - tokens) / l.rate * float64(time.Second)), true
+	}
+	return 0, false
+}
+
+// pausedOrFull: blocked for a reason other than the pace, which acquire reserves.
+func (l *limiter) pausedOrFull(now time.Time) bool {
+	return l.gone != "" || now.Before(l.pausedUntil) || l.scheduled >= l.maxScheduled()
+}
+
+// enter waits for a place on the wire: max_in_flight, or one while the destination's
+// limit is not yet known or it pushed back lately (careful), so that none is on its
+// way when a Retry-After is announced. It reports whether the request may leave: not
+// once the destination is paused or gone (then cancel it).
+func (l *limiter) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		now := time.Now()
+		if now.Before(l.pausedUntil) || l.gone != "" {
+			return false
+		}
+		limit := l.maxInFlight
+		if now.Before(l.careful) {
+			limit = 1
+		}
+		if l.sending < limit {
+			l.sending++
+			return true
+		}
+		l.wire.Wait()
+	}
 }
 
 // pausedAt reports whether the destination is paused at t: a request that waited for
@@ -101,18 +172,20 @@ func (l *limiter) pausedAt(t time.Time) (until time.Time, paused bool) {
 	return l.pausedUntil, t.Before(l.pausedUntil) || l.gone != ""
 }
 
-// cancel releases a slot whose request was not sent.
+// cancel releases a scheduled request that was not sent.
 func (l *limiter) cancel() {
 	l.mu.Lock()
-	l.inFlight--
+	l.scheduled--
 	l.mu.Unlock()
 }
 
-// done releases a slot and learns from the answer.
+// done releases a request that entered, and learns from its answer.
 func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.inFlight--
+	l.scheduled--
+	l.sending--
+	l.wire.Broadcast()
 	if retryAfter > 0 && now.Add(retryAfter).After(l.pausedUntil) {
 		l.pausedUntil = now.Add(retryAfter)
 	}
@@ -131,6 +204,7 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 		l.lastCut = now
 	case o.Kind == Delivered || o.Kind == Partial:
 		l.accepted = append(l.accepted, now)
+		l.trim(now)
 		l.raise(now)
 	}
 }
@@ -163,11 +237,7 @@ func (l *limiter) cut(now time.Time) {
 // acceptedRate is the request rate the destination accepted over the last seconds,
 // or 0 without enough history.
 func (l *limiter) acceptedRate(now time.Time) float64 {
-	i := 0
-	for i < len(l.accepted) && now.Sub(l.accepted[i]) > history {
-		i++
-	}
-	l.accepted = l.accepted[i:]
+	l.trim(now)
 	if len(l.accepted) < 5 {
 		return 0
 	}
@@ -176,6 +246,17 @@ func (l *limiter) acceptedRate(now time.Time) float64 {
 		return 0
 	}
 	return float64(len(l.accepted)) / span.Seconds()
+}
+
+// trim forgets accepted requests older than the history the cut looks at.
+func (l *limiter) trim(now time.Time) {
+	i := 0
+	for i < len(l.accepted) && now.Sub(l.accepted[i]) > history {
+		i++
+	}
+	if i > 0 {
+		l.accepted = append(l.accepted[:0], l.accepted[i:]...)
+	}
 }
 
 func (l *limiter) raise(now time.Time) {
@@ -206,9 +287,9 @@ func (l *limiter) goneReason() string {
 	return l.gone
 }
 
-// limiters is the process-wide registry: one limiter per destination, shared by all
-// bundles in a worker. The key includes the target's configuration, so two jobs in one
-// process with different settings never share one.
+// limiters is the worker's registry: one limiter per destination, shared by every job
+// and bundle of the process that sends there (Target.destKey), so a Retry-After or 410
+// seen by one pauses or stops all. Two targets with different settings never share one.
 var limiters sync.Map // string -> *limiter
 
 func limiterFor(key string, p Config) *limiter {

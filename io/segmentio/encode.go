@@ -30,8 +30,11 @@ type track struct {
 // Limits: Segment takes at most 2,500 events and 500 KB per batch and 32 KB per
 // event; it answers 200 to larger batches but drops events, so they are never sent.
 func (d *destination) Limits() delivery.Limits {
-	return delivery.Limits{MaxEvents: 2500, MaxBytes: 500_000, MaxItem: 32_000, Envelope: len(`{"batch":[]}`)}
+	return delivery.Limits{MaxEvents: 2500, MaxBytes: 500_000, MaxItem: 32_000}
 }
+
+// Frame: the body is {"batch": [...]}.
+func (d *destination) Frame() (open, close []byte) { return []byte(`{"batch":[`), []byte(`]}`) }
 
 func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
 	return json.Marshal(track{Type: "track", MessageID: imp.ID.String(), UserID: imp.Key, Event: d.cfg.Event,
@@ -39,12 +42,8 @@ func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
 		Properties: encode.NewProperties(imp)})
 }
 
-func (d *destination) Request(_ *delivery.Batch, items [][]byte, _ time.Time) (*http.Request, error) {
-	var body bytes.Buffer
-	body.WriteString(`{"batch":[`)
-	body.Write(bytes.Join(items, []byte{','}))
-	body.WriteString(`]}`)
-	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.cfg.Endpoint, "/")+"/v1/batch", &body)
+func (d *destination) Request(_ *delivery.Batch, body []byte, _ time.Time) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.cfg.Endpoint, "/")+"/v1/batch", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -35,16 +35,20 @@ func newDestination(cfg Config) (delivery.Destination, error) {
 
 // Limits keep bodies small, as receivers prefer.
 func (d *destination) Limits() delivery.Limits {
-	return delivery.Limits{MaxEvents: 1000, MaxBytes: 1 << 20, MaxItem: 256 << 10, Envelope: 2}
+	return delivery.Limits{MaxEvents: 1000, MaxBytes: 1 << 20, MaxItem: 256 << 10}
 }
+
+// Frame: the body is a JSON array of records.
+func (d *destination) Frame() (open, close []byte) { return []byte("["), []byte("]") }
 
 // Item is the vendor's webhook record: every impression field but tenant.
 func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
 	return json.Marshal(encode.NewRecord(imp))
 }
 
-// idSpace makes webhook-ids: UUIDv5 of the batch id, which names integration, window,
-// shard and sequence, so every retry and rerun of a batch carries the same id.
+// idSpace makes webhook-ids: UUIDv5 of the batch id, which names the batch by its
+// integration and its impressions' ids, so every retry and rerun of a batch carries
+// the same id.
 var idSpace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("urn:outflow:webhook"))
 
 // MessageID is the webhook-id of a batch.
@@ -52,8 +56,7 @@ func MessageID(batchID string) string {
 	return "msg_" + uuid.NewSHA1(idSpace, []byte(batchID)).String()
 }
 
-func (d *destination) Request(b *delivery.Batch, items [][]byte, now time.Time) (*http.Request, error) {
-	body := append(append([]byte{'['}, bytes.Join(items, []byte{','})...), ']')
+func (d *destination) Request(b *delivery.Batch, body []byte, now time.Time) (*http.Request, error) {
 	id, ts := MessageID(b.ID), strconv.FormatInt(now.Unix(), 10)
 	payload := body
 	if d.cfg.Gzip {

@@ -20,6 +20,9 @@ import (
 	"github.com/outflow/outflow/transforms/windowing"
 )
 
+// batchHTTPWindow is the window of HTTP integrations in batch jobs (backfill, replay).
+const batchHTTPWindow = time.Hour
+
 // Router routes impressions to the given targets, keyed by route.Key and timestamped
 // with impression time: route.Fanout for fresh input, route.Direct for replays.
 type Router func(s beam.Scope, targets []route.Target) beam.PCollection
@@ -35,7 +38,14 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 	}
 	for _, g := range windowing.Groups(cfg.Integrations) {
 		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
-		windowed := windowing.Fixed(s, g.Window, lateness, routeTo(s, config.Targets(g.Integrations)))
+		window := g.Window
+		if !cfg.Live && !g.Type.IsObjectStore() {
+			// An HTTP window bounds how long a stream holds an impression, nothing
+			// else; a batch job sends full requests across windows anyway, and larger
+			// windows spare it a chunk per window and shard.
+			window = max(window, batchHTTPWindow)
+		}
+		windowed := windowing.Fixed(s, window, lateness, routeTo(s, config.Targets(g.Integrations)))
 		format := g.Format // object stores; HTTP sinks take the binary coding
 		if format == "" {
 			format = encode.Binary

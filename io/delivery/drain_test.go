@@ -1,0 +1,488 @@
+package delivery
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/internal/impression"
+)
+
+// The drain, driven by a fake clock: a key's state in memory (reads counted), requests
+// answered by a scripted destination, the timer fired when the drain asks.
+
+// memStore is a key's state in memory; it counts reads.
+type memStore struct {
+	sc                  schedule
+	freshB              []Batch
+	bags                [2][]Batch // the queue, the parts
+	clears              [2]int
+	scReads, freshReads int
+	bagReads            int
+	freshReadsBefore    int // at the start of the drain
+}
+
+func (m *memStore) schedule() (schedule, error) {
+	m.scReads++
+	data, _ := marshalSchedule(m.sc) // as a runner would: through the coder
+	return unmarshalSchedule(data)
+}
+func (m *memStore) setSchedule(sc schedule) error { m.sc = sc; return nil }
+func (m *memStore) fresh() ([]Batch, error) {
+	// The Go SDK answers a second Bag read after a Clear in one invocation wrongly.
+	if m.freshReads++; m.freshReads-m.freshReadsBefore > 1 {
+		panic("fresh read twice in one drain")
+	}
+	return append([]Batch(nil), m.freshB...), nil
+}
+func (m *memStore) addFresh(b Batch) error { m.freshB = append(m.freshB, b); return nil }
+func (m *memStore) clearFresh() error      { m.freshB = nil; return nil }
+func (m *memStore) bag(part bool) ([]Batch, error) {
+	m.bagReads++
+	return append([]Batch(nil), m.bags[index(part)]...), nil
+}
+func (m *memStore) add(part bool, b Batch) error {
+	m.bags[index(part)] = append(m.bags[index(part)], b)
+	return nil
+}
+func (m *memStore) clear(part bool) error {
+	m.bags[index(part)] = nil
+	m.clears[index(part)]++
+	return nil
+}
+
+func index(part bool) int {
+	if part {
+		return 1
+	}
+	return 0
+}
+
+// script answers a request sent at now.
+type script func(now time.Time, b Batch) (Outcome, time.Duration)
+
+// fakeCalls answers requests latency after they leave, on the fake clock.
+type fakeCalls struct {
+	clock   *time.Time
+	latency time.Duration
+	answer  script
+	m       map[string]*fakeCall
+	sent    []time.Time // when each request left
+	events  map[string]int
+}
+
+type fakeCall struct {
+	*call
+	d        *dest
+	answerAt time.Time
+}
+
+func (f *fakeCalls) get(id string) *call {
+	fc := f.m[id]
+	if fc == nil {
+		return nil
+	}
+	if !fc.finished() && !f.clock.Before(fc.answerAt) {
+		now := *f.clock
+		if _, paused := fc.d.lim.pausedAt(fc.at); paused {
+			fc.notSent = true
+			fc.d.lim.cancel()
+		} else {
+			fc.d.lim.mu.Lock()
+			fc.d.lim.sending++ // as enter does; the fake clock never waits for the wire
+			fc.d.lim.mu.Unlock()
+			fc.sentAt = fc.at
+			f.sent = append(f.sent, fc.at)
+			fc.outcome, fc.retryAfter = f.answer(fc.at, fc.batch)
+			fc.resp = &Response{Status: fc.outcome.Status}
+			if fc.outcome.Kind == Delivered {
+				for _, imp := range fc.batch.Imps {
+					f.events[imp.Key]++
+				}
+			}
+			fc.d.lim.done(now, fc.outcome, fc.retryAfter, f.latency)
+		}
+		close(fc.done)
+	}
+	return fc.call
+}
+
+func (f *fakeCalls) forget(id string) { delete(f.m, id) }
+
+func (f *fakeCalls) start(d *dest, key string, b Batch, at time.Time) *call {
+	c := &call{batch: b, at: at, done: make(chan struct{})}
+	f.m[key] = &fakeCall{call: c, d: d, answerAt: at.Add(f.latency)}
+	return c
+}
+
+// tally counts what the drain reported.
+type tally struct {
+	delivered, dead map[string]int
+	reasons         []string
+	requests        int
+	sizes           []int
+}
+
+func (t *tally) delivered_(b *Batch) {
+	for _, imp := range b.Imps {
+		t.delivered[imp.Key]++
+	}
+}
+
+type tallyFx struct{ *tally }
+
+func (fx tallyFx) delivered(_ *dest, b *Batch, _ time.Time) { fx.delivered_(b) }
+func (fx tallyFx) deadLetter(_ *dest, b *Batch, _ int, reason string) {
+	for _, imp := range b.Imps {
+		fx.dead[imp.Key]++
+	}
+	fx.reasons = append(fx.reasons, reason)
+}
+func (fx tallyFx) answered(_ *dest, c *call) {
+	fx.requests++
+	fx.sizes = append(fx.sizes, len(c.batch.Imps))
+}
+
+// stub is a destination whose events are small JSON objects.
+type stub struct{}
+
+func (stub) Limits() Limits { return Limits{MaxEvents: 1000, MaxBytes: 1 << 20, MaxItem: 1 << 10} }
+func (stub) Item(imp *impression.Impression) ([]byte, error) {
+	return json.Marshal(map[string]any{"key": imp.Key, "time": imp.Time})
+}
+func (stub) Frame() (open, close []byte)                              { return []byte("["), []byte("]") }
+func (stub) Request(*Batch, []byte, time.Time) (*http.Request, error) { return nil, nil }
+func (stub) Classify(r *Response, _ *Batch) Outcome                   { return DefaultClassify(r) }
+
+// harness is one key of one destination on a fake clock.
+type harness struct {
+	now        time.Time
+	d          *dest
+	st         *memStore
+	calls      *fakeCalls
+	tally      *tally
+	wake       time.Time
+	fires      int // drains run by the timer
+	maxEntries int // the most entries the schedule held
+}
+
+func newHarness(p Config, answer script) *harness {
+	p = p.WithDefaults(Config{})
+	h := &harness{now: time.Unix(1_800_000_000, 0), st: &memStore{},
+		tally: &tally{delivered: map[string]int{}, dead: map[string]int{}}}
+	t := Target{ID: "dest", Kind: "stub", Policy: p}
+	h.d = &dest{Target: t, d: newLimited(stub{}, p), lim: newLimiter(p)}
+	h.calls = &fakeCalls{clock: &h.now, latency: 50 * time.Millisecond, answer: answer, m: map[string]*fakeCall{}, events: map[string]int{}}
+	return h
+}
+
+func (h *harness) drain(in *arrival) {
+	h.st.freshReadsBefore = h.st.freshReads
+	wake, err := drain(h.now, h.d, h.st, h.calls, tallyFx{h.tally}, in)
+	if err != nil {
+		panic(err)
+	}
+	h.wake = wake
+	h.maxEntries = max(h.maxEntries, len(h.st.sc.Entries))
+}
+
+// arrive brings n impressions whose keys start at first, as one element.
+func (h *harness) arrive(first, n int) {
+	in := &arrival{}
+	for i := range n {
+		imp := impression.Impression{Tenant: "acme", Key: fmt.Sprintf("user-%06d", first+i), Time: h.now.UnixMilli() - int64(i)}
+		imp.ID = imp.ComputeID()
+		in.imps = append(in.imps, imp)
+		in.bytes += len(impression.AppendBinary(nil, imp))
+	}
+	h.drain(in)
+}
+
+// runUntil fires the timer whenever the drain asked, until t or until nothing is
+// pending.
+func (h *harness) runUntil(t time.Time) {
+	same := 0
+	for !h.wake.IsZero() && !h.wake.After(t) {
+		if same++; !h.wake.After(h.now) && same > 100 {
+			panic(fmt.Sprintf("the drain keeps asking to wake at %v", h.wake))
+		} else if h.wake.After(h.now) {
+			same = 0
+		}
+		h.now = h.wake
+		h.fires++
+		h.drain(nil)
+	}
+	if h.now.Before(t) {
+		h.now = t
+	}
+}
+
+func accept(time.Time, Batch) (Outcome, time.Duration) {
+	return Outcome{Kind: Delivered, Status: 200}, 0
+}
+
+func (h *harness) exactlyOnce(t *testing.T, n int) {
+	t.Helper()
+	if len(h.calls.events) != n || len(h.tally.delivered) != n {
+		t.Fatalf("destination holds %d impressions, %d reported delivered; want %d", len(h.calls.events), len(h.tally.delivered), n)
+	}
+	for k, c := range h.calls.events {
+		if c != 1 || h.tally.delivered[k] != 1 {
+			t.Fatalf("%s accepted %d times, reported %d", k, c, h.tally.delivered[k])
+		}
+	}
+	if len(h.tally.dead) != 0 {
+		t.Fatalf("%d dead-lettered: %v", len(h.tally.dead), h.tally.reasons)
+	}
+}
+
+// A backlog of 2,000 batches behind a 60 s Retry-After: the key sleeps through the
+// pause (a bounded number of timer firings, no batch read), then delivers everything
+// once, reading the queue at most once whatever the backlog.
+func TestBacklogSleepsThroughRetryAfter(t *testing.T) {
+	var pauseEnds time.Time
+	answered := 0
+	h := newHarness(Config{RequestsPerSecond: 50, MaxInFlight: 4, MaxBatchEvents: 10}, func(now time.Time, b Batch) (Outcome, time.Duration) {
+		answered++
+		if answered == 1 {
+			pauseEnds = now.Add(60 * time.Second)
+			return Outcome{Kind: Throttle, Status: 429}, 60 * time.Second
+		}
+		if now.Before(pauseEnds) {
+			panic(fmt.Sprintf("a request left at %v, inside the Retry-After ending %v", now, pauseEnds))
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	const batches, per = 2000, 10
+	for i := range batches / 100 { // 20 arrivals of 100 batches' worth
+		h.arrive(i*100*per, 100*per)
+	}
+	h.runUntil(h.now.Add(time.Second)) // the first request is refused with Retry-After: 60
+	if pauseEnds.IsZero() {
+		t.Fatal("no request was answered within a second")
+	}
+	fires, reads := h.fires, h.st.freshReads+h.st.bagReads
+	h.runUntil(pauseEnds.Add(-time.Millisecond))
+	if f := h.fires - fires; f > 3 {
+		t.Errorf("the timer fired %d times during the 60 s pause; want at most 3", f)
+	}
+	if r := h.st.freshReads + h.st.bagReads - reads; r != 0 {
+		t.Errorf("%d reads of batches during the pause; want none", r)
+	}
+	h.runUntil(pauseEnds.Add(time.Hour))
+	h.exactlyOnce(t, batches*per)
+	if h.st.bagReads > 0 {
+		t.Errorf("the queue was read %d times to send %d batches; this worker holds it", h.st.bagReads, batches)
+	}
+	// The schedule every wake reads stays small whatever the backlog: the requests
+	// scheduled (a second's worth and those on the wire) and the one to send again.
+	if limit := 4 + 50 + 1; h.maxEntries > limit {
+		t.Errorf("the schedule held up to %d entries; want at most %d", h.maxEntries, limit)
+	}
+	if h.fires > batches/10 {
+		t.Errorf("%d timer firings to send %d batches; want answers collected together", h.fires, batches)
+	}
+	for i, n := range h.tally.sizes {
+		if n != per {
+			t.Fatalf("request %d carried %d events, want %d", i, n, per)
+		}
+	}
+	if len(h.st.bags[0])+len(h.st.bags[1]) != 0 || len(h.st.freshB) != 0 || !h.st.sc.empty() {
+		t.Errorf("state left behind: %d queued, %d parts, %d fresh, schedule %+v", len(h.st.bags[0]), len(h.st.bags[1]), len(h.st.freshB), h.st.sc)
+	}
+	t.Logf("%d requests, %d timer firings, Bags read %d times, fresh read %d times", h.tally.requests, h.fires, h.st.bagReads, h.st.freshReads)
+}
+
+// Small windows' impressions that arrive while the destination is busy leave in full
+// requests, not one request per window.
+func TestFullRequestsAcrossWindows(t *testing.T) {
+	// One request every 5 s; a window of 20 impressions every second.
+	h := newHarness(Config{RequestsPerSecond: 0.2, MinRequestsPerSecond: 0.2, MaxInFlight: 1, MaxBatchEvents: 100}, accept)
+	for i := range 50 {
+		h.arrive(i*20, 20)
+		h.runUntil(h.now.Add(time.Second))
+	}
+	h.runUntil(h.now.Add(time.Hour))
+	h.exactlyOnce(t, 1000)
+	full := 0
+	for _, n := range h.tally.sizes {
+		if n == 100 {
+			full++
+		}
+	}
+	// Whatever waited for the slot went out together, in full requests.
+	if len(h.tally.sizes) > 12 || full < 8 {
+		t.Errorf("1000 impressions in %d requests of %v; want about 10 full ones", len(h.tally.sizes), h.tally.sizes)
+	}
+}
+
+// A stream's lone window goes out flushAfter after it arrived, not later; a trickle
+// waits at most flushMax.
+func TestPartialRequestWaitsOnlyFlushAfter(t *testing.T) {
+	h := newHarness(Config{MaxBatchEvents: 100}, accept)
+	start := h.now
+	h.arrive(0, 7)
+	if len(h.calls.m) != 0 {
+		t.Fatal("a partial request left at once; it should wait for more")
+	}
+	if want := start.Add(flushAfter); !h.wake.Equal(want) {
+		t.Fatalf("wake at %v, want %v", h.wake, want)
+	}
+	h.runUntil(start.Add(flushAfter + time.Second))
+	h.exactlyOnce(t, 7)
+	if h.calls.sent[0].Sub(start) != flushAfter {
+		t.Errorf("sent %v after arrival, want %v", h.calls.sent[0].Sub(start), flushAfter)
+	}
+
+	h = newHarness(Config{MaxBatchEvents: 100}, accept)
+	start = h.now
+	for i := range 20 { // 3 impressions every half second
+		h.arrive(i*3, 3)
+		h.runUntil(h.now.Add(500 * time.Millisecond))
+	}
+	h.runUntil(h.now.Add(time.Hour))
+	h.exactlyOnce(t, 60)
+	if got := h.calls.sent[0].Sub(start); got != flushMax {
+		t.Errorf("a trickle's first request left %v after it began, want %v", got, flushMax)
+	}
+}
+
+// 5xx are retried with backoff; 413 splits; other 4xx dead-letter; retries run out.
+func TestDrainRetriesSplitsAndGivesUp(t *testing.T) {
+	n := 0
+	h := newHarness(Config{MaxBatchEvents: 8}, func(_ time.Time, b Batch) (Outcome, time.Duration) {
+		n++
+		switch {
+		case n == 1:
+			return Outcome{Kind: Retry, Status: 500, Reason: "HTTP 500"}, 0
+		case len(b.Imps) > 4:
+			return Outcome{Kind: Split, Status: 413, Reason: "HTTP 413"}, 0
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	h.arrive(0, 8)
+	h.runUntil(h.now.Add(time.Hour))
+	h.exactlyOnce(t, 8)
+	for _, n := range h.tally.sizes[len(h.tally.sizes)-2:] {
+		if n != 4 {
+			t.Errorf("sizes %v: want the last two requests halves of 4", h.tally.sizes)
+		}
+	}
+
+	h = newHarness(Config{MaxRetryDuration: configkit.Duration(time.Minute)}, func(time.Time, Batch) (Outcome, time.Duration) {
+		return Outcome{Kind: Retry, Status: 503, Reason: "HTTP 503"}, 0
+	})
+	h.arrive(0, 3)
+	h.runUntil(h.now.Add(time.Hour))
+	if len(h.tally.dead) != 3 || !strings.Contains(h.tally.reasons[0], "gave up after") {
+		t.Errorf("dead %v, reasons %v: want all 3 given up", h.tally.dead, h.tally.reasons)
+	}
+}
+
+// Held and resent parts of a partial answer (Amplitude's throttled_events) obey
+// max_retry_duration like any retry.
+func TestPartialAnswersObeyMaxRetryDuration(t *testing.T) {
+	p := Config{MaxRetryDuration: configkit.Duration(time.Minute)}.WithDefaults(Config{})
+	now := time.Unix(1_800_000_000, 0)
+	b := Batch{ID: "a", Integration: "dest", Imps: make([]impression.Impression, 4), FirstTry: now.Add(-2 * time.Minute).UnixMilli(), Attempts: 5}
+	v := decide(now, now, b, Outcome{Kind: Partial, Status: 429, Held: []int{0, 1}, HoldFor: 15 * time.Second, Resend: true}, 0, p)
+	if len(v.again) != 0 || len(v.dead) != 2 || v.delivered != nil {
+		t.Fatalf("verdict %+v: want the held and resent parts dead-lettered", v)
+	}
+	for _, d := range v.dead {
+		if !strings.Contains(d.reason, "gave up after") {
+			t.Errorf("reason %q", d.reason)
+		}
+	}
+	b.FirstTry = now.Add(-time.Second).UnixMilli()
+	v = decide(now, now, b, Outcome{Kind: Partial, Status: 429, Held: []int{0, 1}, HoldFor: 15 * time.Second, Resend: true}, 3*time.Second, p)
+	if len(v.again) != 2 || v.again[0].NotBefore != now.Add(15*time.Second).UnixMilli() || v.again[1].NotBefore != now.Add(3*time.Second).UnixMilli() {
+		t.Fatalf("verdict %+v: want held after 15 s, rest after the Retry-After", v)
+	}
+}
+
+// A 410 stops the destination: what is pending is dead-lettered without requests.
+func TestGoneDeadLettersPending(t *testing.T) {
+	h := newHarness(Config{MaxBatchEvents: 5, MaxInFlight: 1}, func(time.Time, Batch) (Outcome, time.Duration) {
+		return Outcome{Kind: Gone, Status: 410, Reason: "HTTP 410"}, 0
+	})
+	h.arrive(0, 20)
+	h.runUntil(h.now.Add(time.Hour))
+	if len(h.tally.dead) != 20 || h.tally.requests != 1 {
+		t.Errorf("%d dead-lettered after %d requests; want 20 after 1", len(h.tally.dead), h.tally.requests)
+	}
+}
+
+// A request that waited for its slot does not leave once a Retry-After has come in:
+// the pause is checked after encoding, immediately before sending.
+func TestNoRequestLeavesInsideRetryAfter(t *testing.T) {
+	var got atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1) }))
+	defer srv.Close()
+	p := Config{RequestsPerSecond: 10}.WithDefaults(Config{})
+	d := &dest{Target: Target{ID: "dest", Policy: p}, d: newLimited(stub{}, p), lim: newLimiter(p), client: newClient(1, true)}
+	at, _, ok := d.lim.acquire(time.Now(), time.Second)
+	if !ok {
+		t.Fatal("no slot")
+	}
+	r := &inflight{}
+	c := r.start(d, "b", Batch{ID: "b", Integration: "dest", Imps: make([]impression.Impression, 1)}, at.Add(100*time.Millisecond))
+	d.lim.done(time.Now(), Outcome{Kind: Throttle, Status: 429}, 10*time.Second, time.Millisecond) // another request's answer
+	<-c.done
+	if !c.notSent || got.Load() != 0 {
+		t.Errorf("notSent=%v, %d requests reached the destination; want none", c.notSent, got.Load())
+	}
+}
+
+func TestScheduleCoding(t *testing.T) {
+	sc := schedule{Gen: 7, Seq: 11, Next: 3, QueueLen: 9, PartsLen: 2, FreshN: 5, FreshBytes: 900, FreshSince: 1234, FreshLast: 1240,
+		Entries: []entry{{ID: "a_1", Tag: 4, where: where{Part: true, Pos: 1}, N: 10, NotBefore: -1, FirstTry: 99, Attempts: 2, Status: 503, Reason: "HTTP 503"}, {ID: "b", where: where{Pos: 2}}}}
+	data, _ := marshalSchedule(sc)
+	got, err := unmarshalSchedule(data)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(sc) {
+		t.Fatalf("round trip = %+v, %v", got, err)
+	}
+	for i := range data {
+		if _, err := unmarshalSchedule(data[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+}
+
+// A long queue is compacted while requests are in flight and batches wait to be sent
+// again: nothing is lost or sent twice, and the Bags shrink as the queue is worked.
+func TestQueueCompactsWhileBusy(t *testing.T) {
+	n := 0
+	h := newHarness(Config{RequestsPerSecond: 100, MaxInFlight: 4, MaxBatchEvents: 10}, func(_ time.Time, b Batch) (Outcome, time.Duration) {
+		if n++; n%7 == 0 {
+			return Outcome{Kind: Retry, Status: 500, Reason: "HTTP 500"}, 0
+		}
+		if n%11 == 0 && len(b.Imps) > 1 {
+			return Outcome{Kind: Split, Status: 413, Reason: "HTTP 413"}, 0
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	h.calls.latency = 20 * time.Millisecond
+	h.arrive(0, 20000)
+	compactedBusy := false // the queue Bag was rewritten while batches still waited in it
+	for h.st.sc.Next < h.st.sc.QueueLen {
+		before := h.st.clears[0]
+		h.runUntil(h.now.Add(time.Second))
+		compactedBusy = compactedBusy || (h.st.clears[0] > before && h.st.sc.Next < h.st.sc.QueueLen)
+	}
+	if !compactedBusy {
+		t.Error("the queue Bag was never compacted while batches waited in it")
+	}
+	h.runUntil(h.now.Add(time.Hour))
+	h.exactlyOnce(t, 20000)
+	t.Logf("%d requests; queue Bag rewritten %d times, parts %d", h.tally.requests, h.st.clears[0], h.st.clears[1])
+	if h.st.clears[1] == 0 {
+		t.Error("the parts Bag was never rewritten or cleared; the test proves nothing of it")
+	}
+}

@@ -1,0 +1,124 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// call is one request in flight, owned by the worker's registry until a drain of its
+// key collects the answer. It holds the batch it sends, so collecting needs no state.
+type call struct {
+	batch      Batch // as sent, with its history before this attempt
+	at         time.Time
+	done       chan struct{}
+	notSent    bool // the destination was paused or gone when the slot came
+	resp       *Response
+	outcome    Outcome
+	retryAfter time.Duration
+	sentAt     time.Time
+	bytes      int64 // request body, as sent
+}
+
+func (c *call) finished() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// calls is where a drain starts requests and finds their answers. Requests run in the
+// background of the worker (inflight); tests use a fake clock instead.
+type calls interface {
+	get(id string) *call
+	forget(id string)
+	start(d *dest, key string, b Batch, at time.Time) *call
+}
+
+// inflight is the worker's registry of requests in flight, by entry.key. A runner that
+// moves a key to another worker loses it: the batch is then sent again (at least once).
+type inflight struct{ m sync.Map }
+
+var workerCalls = &inflight{}
+
+func (r *inflight) get(id string) *call {
+	if c, ok := r.m.Load(id); ok {
+		return c.(*call)
+	}
+	return nil
+}
+
+func (r *inflight) forget(id string) { r.m.Delete(id) }
+
+// start sends b at time at (within maxSchedule) in the background. The request is
+// encoded first, then waits for a place on the wire (limiter.enter), which checks the
+// destination's pause last, immediately before it leaves: no request goes out after
+// a Retry-After came in while it waited.
+func (r *inflight) start(d *dest, key string, b Batch, at time.Time) *call {
+	c := &call{batch: b, at: at, done: make(chan struct{})}
+	r.m.Store(key, c)
+	go func() {
+		defer close(c.done)
+		time.Sleep(time.Until(at))
+		req, err := d.request(&b, time.Now())
+		if err != nil {
+			d.lim.cancel()
+			c.sentAt, c.resp = time.Now(), &Response{Err: err}
+			c.outcome = d.d.Classify(c.resp, &b)
+			return
+		}
+		if !d.lim.enter() {
+			d.lim.cancel()
+			c.notSent = true
+			return
+		}
+		c.sentAt, c.bytes = time.Now(), req.ContentLength
+		c.resp = send(context.Background(), d.client, req, d.Policy.Timeout.D())
+		c.outcome = d.d.Classify(c.resp, &b)
+		if c.resp.Header != nil {
+			c.retryAfter = RetryAfter(c.resp.Header, time.Now())
+		}
+		d.lim.done(time.Now(), c.outcome, c.retryAfter, time.Since(c.sentAt))
+	}()
+	return c
+}
+
+// request encodes b's events once and builds the request from them.
+func (d *dest) request(b *Batch, now time.Time) (*http.Request, error) {
+	items := make([][]byte, len(b.Imps))
+	for i := range b.Imps {
+		item, err := d.d.Item(&b.Imps[i])
+		if err != nil {
+			return nil, fmt.Errorf("encode: %w", err)
+		}
+		items[i] = item
+	}
+	req, err := d.d.Request(b, Body(d.d, items), now)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	return req, nil
+}
+
+// Body is a request body of d: its frame around the items, joined by commas, built
+// once in a buffer of the size it needs.
+func Body(d Destination, items [][]byte) []byte {
+	open, closing := d.Frame()
+	size := len(open) + len(closing) + len(items)
+	for _, item := range items {
+		size += len(item)
+	}
+	body := make([]byte, 0, size)
+	body = append(body, open...)
+	for i, item := range items {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, item...)
+	}
+	return append(body, closing...)
+}
