@@ -48,7 +48,8 @@ var (
 	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
 
 	planOnly     = flag.Bool("plan", false, "print the plan (jobs, estimated sizes, order) and exit")
-	parallelJobs = flag.Int("parallel-jobs", 2, "jobs to run at once")
+	parallelJobs = flag.Int("parallel-jobs", 2, "object store (s3, gcs) jobs to run at once")
+	parallelHTTP = flag.Int("parallel-http-jobs", 4, "HTTP destination (amplitude, segment, webhook) jobs to run at once, in slots of their own")
 	slice        = flag.Duration("slice", 24*time.Hour, "time slice of a job (UTC-aligned); 0: the whole range in one")
 	jobsBy       = flag.String("jobs-by", "group", "group: one job per group of integrations sharing a type, window and format; integration: one job per integration")
 	restart      = flag.Bool("restart", false, "ignore what an earlier run of the same backfill finished, and do it all")
@@ -56,7 +57,7 @@ var (
 )
 
 const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]\n" +
-	"                [--plan] [--parallel-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart] [runner flags]"
+	"                [--plan] [--parallel-jobs N] [--parallel-http-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart] [runner flags]"
 
 func main() { os.Exit(run()) }
 
@@ -123,16 +124,25 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 		}
 	}
 	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
-		"estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
-	return runPlan(ctx, log, cfg, *input, jobs, o, *parallelJobs, st, rep, lines)
+		"parallel_http_jobs", *parallelHTTP, "estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
+	return runPlan(ctx, log, cfg, *input, jobs, o, parallelism(), st, rep, lines)
 }
 
-// printPlan shows the jobs in the order they would run.
+// parallelism is how many jobs of each pool run at once.
+func parallelism() [numPools]int {
+	var p [numPools]int
+	p[objectPool], p[httpPool] = *parallelJobs, *parallelHTTP
+	return p
+}
+
+// printPlan shows the jobs in the order they would run: largest first within each
+// pool, each pool in its own slots.
 func printPlan(w io.Writer, jobs []planJob, files int, lines int64, o planOptions) {
-	fmt.Fprintf(w, "plan: %d jobs over %d files (~%d lines), slices of %v, %d at a time, largest first\n",
-		len(jobs), files, lines, o.Slice, *parallelJobs)
+	fmt.Fprintf(w, "plan: %d jobs over %d files (~%d lines), slices of %v, largest first: "+
+		"object store jobs %d at a time, HTTP jobs %d at a time in slots of their own\n",
+		len(jobs), files, lines, o.Slice, *parallelJobs, *parallelHTTP)
 	for i, j := range jobs {
-		fmt.Fprintf(w, "%3d  %-60s ~%d impressions\n", i+1, j.ID, j.Estimate)
+		fmt.Fprintf(w, "%3d  %-6s  %-60s ~%d impressions\n", i+1, poolOf(j), j.ID, j.Estimate)
 	}
 }
 
@@ -185,6 +195,9 @@ func readFlags() (planOptions, []string) {
 	}
 	if *parallelJobs < 1 {
 		problems = append(problems, fmt.Sprintf("--parallel-jobs must be at least 1; got %d", *parallelJobs))
+	}
+	if *parallelHTTP < 1 {
+		problems = append(problems, fmt.Sprintf("--parallel-http-jobs must be at least 1; got %d", *parallelHTTP))
 	}
 	if *slice < 0 || (*slice > 0 && *slice < time.Minute) {
 		problems = append(problems, fmt.Sprintf("--slice must be 0 or at least 1m; got %v", *slice))
@@ -294,7 +307,7 @@ func checkObjects(ctx context.Context, cfg *config.Config) (int, error) {
 // runners documents the ones that choose a runner.
 func printUsage() {
 	fmt.Fprintln(os.Stderr, usage)
-	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "slice", "jobs-by", "max-job-impressions", "restart"} {
+	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "parallel-http-jobs", "slice", "jobs-by", "max-job-impressions", "restart"} {
 		f := flag.Lookup(name)
 		fmt.Fprintf(os.Stderr, "  --%-20s %s\n", f.Name, f.Usage)
 	}

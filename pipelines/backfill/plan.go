@@ -27,7 +27,9 @@ import (
 // holds up the others (the incident this project answers: one queue of batch work,
 // one slow job, 36 hours behind). A job is one group of integrations (a type, window
 // and format, as the pipeline groups them; or single integrations with --jobs-by
-// integration) over one time slice. Jobs run largest first, --parallel-jobs at a time.
+// integration) over one time slice. Jobs run largest first, object store jobs
+// --parallel-jobs at a time and HTTP destination jobs --parallel-http-jobs at a time,
+// in slots of their own (poolOf, dispatch).
 
 // planJob is one job of the plan.
 type planJob struct {

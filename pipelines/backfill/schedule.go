@@ -29,23 +29,23 @@ import (
 	"github.com/outflow/outflow/runners"
 )
 
-// runPlan runs the jobs in order, `parallel` at a time, skipping those an earlier run
-// finished, and records each in the report and the state. It returns the exit code:
-// 1 if a job failed, else 3 if one dead-lettered, else 0.
+// runPlan runs the jobs in order, skipping those an earlier run finished, each in its
+// pool's slots (parallel[pool] at a time; see poolOf), and records each in the report
+// and the state. It returns the exit code: 1 if a job failed, else 3 if one
+// dead-lettered, else 0.
 func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob, o planOptions,
-	parallel int, st *state, rep *report.Report, totalLines int64) (int, error) {
+	parallel [numPools]int, st *state, rep *report.Report, totalLines int64) (int, error) {
 	var (
 		mu       sync.Mutex // guards rep and the variables below
-		wg       sync.WaitGroup
 		failures []string
 		code     = job.ExitOK
 		running  = map[string]*runningJob{}
 	)
-	slots := make(chan struct{}, max(1, parallel))
 	stopProgress := showProgress(log, &mu, running, totalLines)
 	defer stopProgress()
 
 	rep.Jobs = make([]report.Job, len(jobs))
+	var todo []int // the jobs to run, in the plan's order
 	for i, j := range jobs {
 		rj := &rep.Jobs[i]
 		*rj = report.Job{ID: j.ID, From: j.From, Until: j.Until, Estimate: j.Estimate, Status: "not_run"}
@@ -62,23 +62,17 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			log.Info("job done by an earlier run; skipped, its counts carried over", "job", j.ID, "status", d.Status)
 			continue
 		}
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
+		todo = append(todo, i)
+	}
+
+	dispatch(ctx, todo, func(i int) pool { return poolOf(jobs[i]) }, parallel, func(i int) func() {
+		j, rj := jobs[i], &rep.Jobs[i]
 		mu.Lock()
 		rj.Started = time.Now()
 		running[j.ID] = newRunningJob(j)
 		mu.Unlock()
-		log.Info("job starting", "job", j.ID, "estimated_impressions", j.Estimate)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-
+		log.Info("job starting", "job", j.ID, "pool", poolOf(j).String(), "estimated_impressions", j.Estimate)
+		return func() {
 			sub := *cfg
 			sub.Integrations = slices.Clone(j.Integrations)
 			for i := range sub.Integrations {
@@ -116,9 +110,8 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			if err := st.markDone(ctx, j.ID, doneJob{Status: rj.Status, Finished: rj.Finished.UTC(), Counts: counts}); err != nil {
 				log.Warn("could not record the finished job; a rerun will redo it", "job", j.ID, "error", err)
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	switch {
 	case ctx.Err() != nil:
 		return job.ExitFailed, fmt.Errorf("interrupted: %w; rerun the same command to resume", context.Cause(ctx))
@@ -134,6 +127,78 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			"state", st.path, "error", err)
 	}
 	return code, nil
+}
+
+// A pool is a class of jobs with slots of its own (--parallel-jobs,
+// --parallel-http-jobs), so that no job waits for a slot held by a job of another
+// class. A job delivering to an HTTP destination can take many minutes waiting on the
+// destination's rate, its Retry-After and its retries, doing little meanwhile; with
+// one pool for all, a few such jobs held every slot while the jobs writing objects,
+// bound only by reading and uploading, waited behind them.
+type pool int
+
+const (
+	objectPool pool = iota // jobs that only write objects (s3, gcs)
+	httpPool               // jobs that deliver to an HTTP destination (amplitude, segment, webhook)
+	numPools
+)
+
+func (p pool) String() string {
+	if p == httpPool {
+		return "http"
+	}
+	return "object"
+}
+
+// poolOf is the pool a job runs in. A plan's job never mixes object stores and HTTP
+// destinations (a group shares a type; --jobs-by integration has one integration);
+// were it to, the job would go to the HTTP pool: it finishes only when its HTTP
+// destination has taken everything, so in the object pool it would hold an object
+// slot for as long as that destination makes it wait.
+func poolOf(j planJob) pool {
+	if slices.ContainsFunc(j.Integrations, func(in config.Integration) bool { return !in.Type.IsObjectStore() }) {
+		return httpPool
+	}
+	return objectPool
+}
+
+// dispatch starts the jobs todo (indices, in the plan's order), each as soon as its
+// pool has a free slot, at most slots[p] at a time in pool p: within a pool, jobs
+// start in the plan's order (largest first); a job waits only for jobs of its own
+// pool, and a later job of another pool starts ahead of it. start is called in
+// dispatch's goroutine as a job starts, and returns the job's work, which runs in a
+// goroutine of its own. Once ctx is done no job starts; dispatch returns when every
+// job started has ended.
+func dispatch(ctx context.Context, todo []int, poolOfJob func(i int) pool, slots [numPools]int, start func(i int) func()) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	free := slots
+	for p := range free {
+		free[p] = max(1, free[p])
+	}
+	ended := make(chan pool, len(todo)) // never blocks a job that ends
+	pending := slices.Clone(todo)
+	for len(pending) > 0 && ctx.Err() == nil {
+		k := slices.IndexFunc(pending, func(i int) bool { return free[poolOfJob(i)] > 0 })
+		if k < 0 {
+			select {
+			case p := <-ended:
+				free[p]++
+			case <-ctx.Done():
+			}
+			continue
+		}
+		i, p := pending[k], poolOfJob(pending[k])
+		pending = slices.Delete(pending, k, k+1)
+		free[p]--
+		work := start(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { ended <- p }()
+			work()
+		}()
+	}
 }
 
 // receiptRun names one execution of a job for its dead-letter receipts

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/destsim"
+	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/internal/testenv"
+)
+
+// No job waits behind a slow destination: jobs bound by an HTTP destination's rate
+// run in their own slots, so with --parallel-jobs 2 two webhook jobs waiting on a
+// destination limited to one request a second hold no slot the S3 jobs need. The
+// webhook's two jobs are the largest, so the plan puts them first: with one pool for
+// all, they would take both slots, and no S3 job would start before one of them had
+// finished.
+func TestSlowHTTPJobsHoldNoObjectSlot(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	slow := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "initech", RateLimit: 1,
+		RetryAfterGrace: 100 * time.Millisecond})
+	// One 1h window and shard per slice, 8 events a request: the webhook's 136
+	// impressions take at least 18 requests, at one a second (its jobs, of 73 and 63,
+	// at least 10 and 8), the S3 jobs well under a second each.
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %[1]s
+allow_private_destinations: true
+integrations:
+  - {id: initech-hook, tenant: initech, type: webhook, window: 1h, shards: 1, delivery: {max_batch_events: 8}, webhook: {url: "%[2]s/hook", secret: %[3]q}}
+  - {id: acme-s3, tenant: acme, type: s3, environments: [production], s3: {bucket: %[4]s, prefix: acme, endpoint: %[5]s}}
+  - {id: globex-s3, tenant: globex, type: s3, environments: [production], s3: {bucket: %[4]s, prefix: globex, endpoint: %[5]s}}
+`, t.TempDir(), slow.URL(), hookSecret, bucket, s3.Endpoint))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--config", cfgPath, "--input", sampleGlob, "--jobs-by", "integration", "--slice", "1h", "--parallel-jobs", "2"}
+	plan := runBackfill(t, append(args, "--plan")...)
+	if plan.code != 0 || !strings.Contains(plan.stdout, "object store jobs 2 at a time, HTTP jobs 4 at a time") {
+		t.Fatalf("--plan: exit %d, does not show the pools' slots\n%s%s", plan.code, plan.stdout, plan.stderr)
+	}
+	for _, line := range strings.Split(plan.stdout, "\n") {
+		if hook, s3 := strings.Contains(line, "initech-hook@"), strings.Contains(line, "-s3@"); hook && !strings.Contains(line, " http ") ||
+			s3 && !strings.Contains(line, " object ") {
+			t.Errorf("--plan puts a job in the wrong pool: %s", line)
+		}
+	}
+	r := runBackfill(t, args...)
+	if r.code != 0 || r.report == nil {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The setup must be the incident's: more S3 jobs than slots, and the webhook's
+	// jobs planned first, enough of them to fill every --parallel-jobs slot.
+	var hookJobs, s3Jobs []report.Job
+	for i, j := range r.report.Jobs {
+		if j.Status != "done" {
+			t.Errorf("job %s: %s %s", j.ID, j.Status, j.Error)
+		}
+		if strings.HasPrefix(j.ID, "initech-hook@") {
+			hookJobs = append(hookJobs, j)
+			if i >= 2 {
+				t.Fatalf("webhook job %s is number %d of the plan; the test needs the webhook's jobs first", j.ID, i+1)
+			}
+		} else {
+			s3Jobs = append(s3Jobs, j)
+		}
+	}
+	if len(hookJobs) != 2 || len(s3Jobs) <= 2 {
+		t.Fatalf("%d webhook jobs and %d S3 jobs; the test needs 2 and more than --parallel-jobs", len(hookJobs), len(s3Jobs))
+	}
+
+	// Every S3 job finished before either webhook job did: none waited for a slot
+	// the webhook's jobs held.
+	firstHook := hookJobs[0]
+	for _, h := range hookJobs[1:] {
+		if h.Finished.Before(firstHook.Finished) {
+			firstHook = h
+		}
+	}
+	var s3Start, s3End time.Time
+	for _, j := range s3Jobs {
+		t.Logf("%-40s %v to %v", j.ID, j.Started.Format("15:04:05.000"), j.Finished.Format("15:04:05.000"))
+		if !j.Finished.Before(firstHook.Finished) {
+			t.Errorf("S3 job %s finished at %v, not before the webhook job %s (%v): it waited behind the webhook",
+				j.ID, j.Finished.Format("15:04:05.000"), firstHook.ID, firstHook.Finished.Format("15:04:05.000"))
+		}
+		if s3Start.IsZero() || j.Started.Before(s3Start) {
+			s3Start = j.Started
+		}
+		if j.Finished.After(s3End) {
+			s3End = j.Finished
+		}
+	}
+	for _, h := range hookJobs {
+		t.Logf("%-40s %v to %v", h.ID, h.Started.Format("15:04:05.000"), h.Finished.Format("15:04:05.000"))
+	}
+	t.Logf("S3 jobs took %v from the first start to the last finish; the webhook's first job %v",
+		s3End.Sub(s3Start).Round(time.Millisecond), firstHook.Finished.Sub(firstHook.Started).Round(time.Millisecond))
+
+	// Every impression delivered exactly once, to both kinds of destination.
+	in := readInput(t, sampleGlob)
+	for _, ic := range cfg.Integrations {
+		want := in.want(ic, time.Time{}, time.Time{})
+		if len(want) == 0 {
+			t.Fatalf("%s: the sample routes nothing to it; the test proves nothing", ic.ID)
+		}
+		switch ic.Type {
+		case config.S3:
+			got, _ := delivered(t, s3, ic)
+			checkExactlyOnce(t, ic.ID, want, got)
+		case config.Webhook:
+			events := slow.Events()
+			if len(events) != len(want) {
+				t.Errorf("%s holds %d impressions, want %d", ic.ID, len(events), len(want))
+			}
+			for id := range want {
+				if e := events[uuid.UUID(id).String()]; e.Count != 1 {
+					t.Errorf("%s: impression %x received %d times", ic.ID, id, e.Count)
+				}
+			}
+		}
+	}
+	if st := slow.Status(); st.Throttled == 0 {
+		t.Errorf("the webhook was never throttled (%d requests): its jobs were not bound by its rate", st.Requests)
+	}
+}
+
+// A plan's job is either an object store job or an HTTP one; a job that held both
+// (no grouping makes one) would be an HTTP job, bound by its destination.
+func TestPoolOf(t *testing.T) {
+	in := func(typ config.Type) config.Integration { return config.Integration{ID: string(typ), Type: typ} }
+	for _, c := range []struct {
+		types []config.Type
+		want  pool
+	}{
+		{[]config.Type{config.S3}, objectPool},
+		{[]config.Type{config.S3, config.GCS}, objectPool},
+		{[]config.Type{config.Amplitude}, httpPool},
+		{[]config.Type{config.Segment}, httpPool},
+		{[]config.Type{config.Webhook}, httpPool},
+		{[]config.Type{config.S3, config.Webhook}, httpPool},
+	} {
+		var j planJob
+		for _, typ := range c.types {
+			j.Integrations = append(j.Integrations, in(typ))
+		}
+		if got := poolOf(j); got != c.want {
+			t.Errorf("job of %v: pool %v, want %v", c.types, got, c.want)
+		}
+	}
+}
+
+// dispatch gives each pool its own slots: HTTP jobs that never end hold no slot an
+// object job needs, and within a pool jobs start in the plan's order.
+func TestDispatchPools(t *testing.T) {
+	// The plan's order: three HTTP jobs first (the largest), then five object jobs.
+	pools := []pool{httpPool, httpPool, httpPool, objectPool, objectPool, objectPool, objectPool, objectPool}
+	todo := make([]int, len(pools))
+	for i := range todo {
+		todo[i] = i
+	}
+	release := make(chan struct{}) // the HTTP jobs wait on their destination until closed
+	var (
+		mu        sync.Mutex
+		started   []int
+		running   [numPools]int
+		most      [numPools]int
+		objectsOK = make(chan struct{})
+		objects   int
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dispatch(context.Background(), todo, func(i int) pool { return pools[i] }, [numPools]int{objectPool: 2, httpPool: 2},
+			func(i int) func() {
+				p := pools[i]
+				mu.Lock()
+				started = append(started, i)
+				running[p]++
+				most[p] = max(most[p], running[p])
+				mu.Unlock()
+				return func() {
+					if p == httpPool {
+						<-release
+					} else {
+						time.Sleep(5 * time.Millisecond)
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					running[p]--
+					if p == objectPool {
+						if objects++; objects == 5 {
+							close(objectsOK)
+						}
+					}
+				}
+			})
+	}()
+	select {
+	case <-objectsOK:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the object jobs did not all run while the HTTP jobs held their slots")
+	}
+	mu.Lock()
+	if n := slices.Index(started, 2); n >= 0 {
+		t.Errorf("the third HTTP job started (%v) while two HTTP jobs held both HTTP slots", started)
+	}
+	mu.Unlock()
+	close(release)
+	<-done
+	var order [numPools][]int
+	for _, i := range started {
+		order[pools[i]] = append(order[pools[i]], i)
+	}
+	if !slices.IsSorted(order[httpPool]) || !slices.IsSorted(order[objectPool]) || len(started) != len(pools) {
+		t.Errorf("jobs started in the order %v; want every job, in the plan's order within each pool", started)
+	}
+	if most[objectPool] > 2 || most[httpPool] != 2 {
+		t.Errorf("at most %d object and %d HTTP jobs ran at once; want up to 2 and 2", most[objectPool], most[httpPool])
+	}
+
+	// Once ctx is done, no job starts.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n := 0
+	dispatch(ctx, todo, func(i int) pool { return pools[i] }, [numPools]int{1, 1}, func(int) func() { n++; return func() {} })
+	if n != 0 {
+		t.Errorf("%d jobs started after the context was done", n)
+	}
+}
