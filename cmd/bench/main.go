@@ -5,12 +5,15 @@
 //	go run ./cmd/bench -mode goodput         # HTTP delivery vs a destination's rate limit
 //	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
 //	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay
+//	go run ./cmd/bench -mode catchup         # catch-up to 9 rate-limited HTTP destinations, then a Retry-After pause
 //
 // s3 generates N impressions, then times (1) a plain Go loop that parses, encodes and
 // gzips them on one core with no Beam, and (2) the backfill command on the embedded
 // prism runner writing them to an S3 API server on loopback; it prints both rates,
 // their ratio and the backfill's peak RSS. The HTTP modes are in http.go, the stream
-// mode (catch-up rate, then delivery delay at half and all of it) in stream.go.
+// mode (catch-up rate, then delivery delay at half and all of it) in stream.go, the
+// catchup mode (issue 12: full requests at a learned limit, CPU while paused) in
+// catchup.go.
 package main
 
 import (
@@ -37,12 +40,12 @@ import (
 
 func main() {
 	var (
-		mode     = flag.String("mode", "s3", "s3, goodput, isolation or stream")
-		rate     = flag.Float64("rate", 20, "goodput: the destination's limit, requests per second")
+		mode     = flag.String("mode", "s3", "s3, goodput, isolation, stream or catchup")
+		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second")
 		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
-		n        = flag.Int("n", 1000000, "s3: impressions; stream: the backlog to catch up on")
+		n        = flag.Int("n", 1000000, "s3: impressions; stream: the backlog to catch up on; catchup: the catch-up's impressions (default 200000)")
 		files    = flag.Int("files", 8, "input files")
-		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each")
+		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each (catchup: amplitude, segment and webhook each)")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
 		workDir  = flag.String("dir", "", "working directory (default: a temporary one, removed afterwards)")
 	)
@@ -62,6 +65,8 @@ func main() {
 		err = benchIsolation(dir)
 	case "stream":
 		err = benchStream(*n, *tenants, *seconds, dir)
+	case "catchup":
+		err = benchCatchup(*n, *tenants, *files, *rate, dir)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
