@@ -636,3 +636,21 @@ func TestRetryAfterGraceOnePerAnnouncement(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// A webhook record may carry the impression's id; another id is refused.
+func TestWebhookRecordID(t *testing.T) {
+	s := start(t, destsim.Options{Kind: destsim.Webhook, Secret: testSecret, Tenant: testTenant})
+	now := time.Now()
+	rec := hookRecord(0)
+	first, second := imp(0), imp(1)
+	rec["id"] = first.ComputeID().String()
+	b := mustJSON(t, []map[string]any{rec})
+	wantCode(t, post(t, s.URL(), b, sign(t, testSecret, "msg_1", now, b)), http.StatusNoContent)
+	rec["id"] = second.ComputeID().String()
+	b = mustJSON(t, []map[string]any{rec})
+	r := post(t, s.URL(), b, sign(t, testSecret, "msg_2", now, b))
+	wantCode(t, r, http.StatusBadRequest)
+	if !strings.Contains(string(r.body), `"field":"id"`) {
+		t.Errorf("answer %s", r.body)
+	}
+}

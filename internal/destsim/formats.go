@@ -399,7 +399,7 @@ func (s *Server) validateWebhook(r *http.Request, body []byte, tenant string) (*
 		}
 		var extra []string
 		for k := range rec {
-			if !known[k] {
+			if !known[k] && k != "id" {
 				extra = append(extra, k)
 			}
 		}
@@ -417,7 +417,15 @@ func (s *Server) validateWebhook(r *http.Request, body []byte, tenant string) (*
 			Treatment: strs["treatment"], Label: strs["label"], Time: ints["time"],
 			SplitVersionNumber: ints["splitVersionNumber"],
 		}
-		b.items = append(b.items, item{id: imp.ComputeID().String(), raw: raw})
+		id := imp.ComputeID().String()
+		// An optional "id" (CONTRACT §4) must be the impression's.
+		if rawID, ok := rec["id"]; ok {
+			var got string
+			if json.Unmarshal(rawID, &got) != nil || got != id {
+				p.add(i, "id", "not the impression's id "+id)
+			}
+		}
+		b.items = append(b.items, item{id: id, raw: raw})
 	}
 	if len(p) > 0 {
 		return nil, s.rejectProblems(p, "record")

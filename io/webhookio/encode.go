@@ -41,9 +41,17 @@ func (d *destination) Limits() delivery.Limits {
 // Frame: the body is a JSON array of records.
 func (d *destination) Frame() (open, close []byte) { return []byte("["), []byte("]") }
 
-// Item is the vendor's webhook record: every impression field but tenant.
+// record is the vendor's webhook record (every impression field but tenant) with the
+// impression's id first, so receivers can drop the repeats a restart may send
+// (CONTRACT §4).
+type record struct {
+	ID string `json:"id"`
+	encode.Record
+}
+
+// Item is the webhook record of imp.
 func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
-	return json.Marshal(encode.NewRecord(imp))
+	return json.Marshal(record{imp.ID.String(), encode.NewRecord(imp)})
 }
 
 // idSpace makes webhook-ids: UUIDv5 of the batch id, which names the batch by its

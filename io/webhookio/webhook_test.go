@@ -129,6 +129,9 @@ func TestSignatureAndID(t *testing.T) {
 		if strings.Contains(string(item), "tenant") {
 			t.Errorf("record carries the tenant: %s", item)
 		}
+		if want := `{"id":"` + imps[i].ID.String() + `",`; !strings.HasPrefix(string(item), want) {
+			t.Errorf("record %s does not begin with the impression id: %s", item, want)
+		}
 		items = append(items, item)
 	}
 	b := &delivery.Batch{ID: "hook_1767225600000_001_00003"}
