@@ -258,6 +258,7 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations, Progress: in.Progress}
 		if cfg.Live {
 			t.AlertDelay = in.AlertDelay.D()
+			t.MaxPending = t.Policy.MaxPendingImpressions
 		}
 		ts = append(ts, t)
 	}

@@ -69,6 +69,9 @@ type Integration struct {
 	// Pending counts impressions the HTTP delivery core holds, waiting for their
 	// destination (a running stream's report; 0 once a job has finished).
 	Pending int64 `json:"pending,omitempty"`
+	// Overflowed counts, of the dead-lettered, impressions a stream dead-lettered
+	// because the integration already held max_pending_impressions (replay them).
+	Overflowed int64 `json:"overflowed,omitempty"`
 }
 
 // Job is one of a backfill's Beam jobs: some integrations over a time slice.
@@ -242,6 +245,7 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 		in.Bytes += get(metricname.Bytes)
 		in.DelayAlerts += get(metricname.DelayAlerts)
 		in.Pending += get(metricname.Pending)
+		in.Overflowed += get(metricname.Overflowed)
 	}
 }
 
@@ -252,7 +256,7 @@ func (r *Report) SetCounts(live map[[2]string]int64) {
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
 		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0
-		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts, in.Pending = 0, 0, 0, 0, 0
+		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts, in.Pending, in.Overflowed = 0, 0, 0, 0, 0, 0
 	}
 	r.addCounts(live)
 }

@@ -21,6 +21,11 @@ type Config struct {
 	Timeout configkit.Duration `yaml:"timeout" json:"timeout"`
 	// MaxRetryDuration is how long a batch is retried before it is dead-lettered.
 	MaxRetryDuration configkit.Duration `yaml:"max_retry_duration" json:"max_retry_duration"`
+	// MaxPendingImpressions bounds, in a stream, the impressions held for the
+	// destination while it does not keep up (an outage): past it, what arrives is
+	// dead-lettered for replay, so memory stays bounded and other destinations keep
+	// their freshness. Batch jobs, whose input is bounded, ignore it.
+	MaxPendingImpressions int `yaml:"max_pending_impressions" json:"max_pending_impressions"`
 	// Workers is how many worker processes send to the destination at once (a runner
 	// with several workers): each takes this share of requests_per_second and
 	// max_in_flight, so together they stay under the limits. Default 1.
@@ -41,7 +46,8 @@ func (c *Config) Validate(p *configkit.Problems, path string) {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"max_in_flight", c.MaxInFlight}, {"max_batch_events", c.MaxBatchEvents}, {"max_batch_bytes", c.MaxBatchBytes}, {"workers", c.Workers}} {
+	}{{"max_in_flight", c.MaxInFlight}, {"max_batch_events", c.MaxBatchEvents}, {"max_batch_bytes", c.MaxBatchBytes}, {"workers", c.Workers},
+		{"max_pending_impressions", c.MaxPendingImpressions}} {
 		if f.v < 0 {
 			p.Addf(path+"."+f.name, "must be >= 1; got %d", f.v)
 		}
@@ -59,6 +65,8 @@ const (
 	DefaultTimeout          = 30 * time.Second
 	DefaultMaxRetryDuration = time.Hour
 	DefaultMaxInFlight      = 4
+	// DefaultMaxPending holds about a quarter of a GiB of impressions per integration.
+	DefaultMaxPending = 250_000
 )
 
 // WithDefaults fills the fields c leaves zero from the destination's defaults d, then
@@ -86,14 +94,15 @@ func (c Config) WithDefaults(d Config) Config {
 		return v
 	}
 	out := Config{
-		RequestsPerSecond:    or(c.RequestsPerSecond, d.RequestsPerSecond),
-		MinRequestsPerSecond: or(c.MinRequestsPerSecond, d.MinRequestsPerSecond),
-		MaxInFlight:          ori(ori(c.MaxInFlight, d.MaxInFlight), DefaultMaxInFlight),
-		MaxBatchEvents:       ori(c.MaxBatchEvents, d.MaxBatchEvents),
-		MaxBatchBytes:        ori(c.MaxBatchBytes, d.MaxBatchBytes),
-		Timeout:              ord(c.Timeout, d.Timeout, DefaultTimeout),
-		MaxRetryDuration:     ord(c.MaxRetryDuration, d.MaxRetryDuration, DefaultMaxRetryDuration),
-		Workers:              max(1, c.Workers),
+		RequestsPerSecond:     or(c.RequestsPerSecond, d.RequestsPerSecond),
+		MinRequestsPerSecond:  or(c.MinRequestsPerSecond, d.MinRequestsPerSecond),
+		MaxInFlight:           ori(ori(c.MaxInFlight, d.MaxInFlight), DefaultMaxInFlight),
+		MaxBatchEvents:        ori(c.MaxBatchEvents, d.MaxBatchEvents),
+		MaxBatchBytes:         ori(c.MaxBatchBytes, d.MaxBatchBytes),
+		Timeout:               ord(c.Timeout, d.Timeout, DefaultTimeout),
+		MaxRetryDuration:      ord(c.MaxRetryDuration, d.MaxRetryDuration, DefaultMaxRetryDuration),
+		Workers:               max(1, c.Workers),
+		MaxPendingImpressions: ori(ori(c.MaxPendingImpressions, d.MaxPendingImpressions), DefaultMaxPending),
 	}
 	if out.RequestsPerSecond == 0 {
 		out.RequestsPerSecond = 10

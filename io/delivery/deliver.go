@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -16,6 +17,7 @@ import (
 	"github.com/outflow/outflow/internal/delaywatch"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
+	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/transforms/encode"
@@ -38,6 +40,9 @@ type Target struct {
 	Progress string `json:"progress,omitempty"`
 	// AlertDelay is the delivery delay above which to alert; 0 never alerts.
 	AlertDelay time.Duration `json:"alert_delay,omitempty"`
+	// MaxPending bounds the impressions held for the integration (a stream's
+	// max_pending_impressions); 0 is no bound (batch jobs: their input is bounded).
+	MaxPending int `json:"max_pending,omitempty"`
 }
 
 // destKey names the destination t sends to: every job and bundle of a worker with the
@@ -95,10 +100,10 @@ type dest struct {
 	lim    *limiter
 	client *http.Client
 
-	impressions, duplicates, delivered, deadLettered, requests, throttled, retries, bytes metricname.Counter
-	pending                                                                               metricname.Counter // impressions held, up and down
-	rate                                                                                  beam.Gauge
-	delay                                                                                 *delaywatch.Watch
+	impressions, duplicates, delivered, deadLettered, overflowed, requests, throttled, retries, bytes metricname.Counter
+	pending                                                                                           metricname.Counter // impressions held, up and down
+	rate                                                                                              beam.Gauge
+	delay                                                                                             *delaywatch.Watch
 }
 
 func newDeliverFn(targets []Target) *deliverFn {
@@ -132,7 +137,7 @@ func newDest(t Target) (*dest, error) {
 	c := func(name string) metricname.Counter { return metricname.NewCounter(t.ID, name) }
 	return &dest{Target: t, d: newLimited(d, t.Policy), lim: limiterFor(key, t.Policy), client: clientFor(key, t.Policy, t.AllowPrivate),
 		impressions: c(metricname.Impressions), duplicates: c(metricname.Duplicates),
-		delivered: c(metricname.Delivered), deadLettered: c(metricname.DeadLettered),
+		delivered: c(metricname.Delivered), deadLettered: c(metricname.DeadLettered), overflowed: c(metricname.Overflowed),
 		requests: c(metricname.Requests), throttled: c(metricname.Throttled), retries: c(metricname.Retries),
 		pending: c(metricname.Pending), bytes: c(metricname.Bytes),
 		delay: delaywatch.New(t.ID, t.AlertDelay), rate: beam.NewGauge(t.ID, metricname.RateLimit),
@@ -264,6 +269,20 @@ func (fx beamEffects) deadLetter(d *dest, b *Batch, status int, reason string) {
 		fx.dead(deadletterio.Undeliverable(d.ID, &b.Imps[i], status, b.Attempts, reason, b.ID))
 	}
 }
+
+func (fx beamEffects) overflow(d *dest, b *Batch, reason string) {
+	d.overflowed.Inc(fx.ctx, int64(len(b.Imps)))
+	fx.deadLetter(d, b, 0, reason)
+	if last, ok := overflowLogged.Load(d.ID); ok && time.Since(last.(time.Time)) < time.Minute {
+		return
+	}
+	overflowLogged.Store(d.ID, time.Now())
+	oplog.L().ErrorContext(fx.ctx, "the destination is not keeping up: impressions beyond max_pending_impressions are dead-lettered; replay them once it recovers",
+		"integration", d.ID, "max_pending_impressions", d.MaxPending, "dead_lettered_now", len(b.Imps))
+}
+
+// overflowLogged keeps overflow's ERROR lines to one a minute per integration.
+var overflowLogged sync.Map
 
 func (fx beamEffects) answered(d *dest, c *call) {
 	d.requests.Inc(fx.ctx, 1)

@@ -42,6 +42,8 @@ type drainRun struct {
 type effects interface {
 	delivered(d *dest, b *Batch, now time.Time)
 	deadLetter(d *dest, b *Batch, status int, reason string)
+	// overflow dead-letters impressions beyond max_pending_impressions, and says so.
+	overflow(d *dest, b *Batch, reason string)
 	answered(d *dest, c *call)
 }
 
@@ -67,6 +69,9 @@ func drain(now time.Time, d *dest, st store, cs calls, fx effects, in *arrival) 
 }
 
 func (r *drainRun) run(in *arrival) error {
+	if in != nil && r.d.MaxPending > 0 {
+		in = r.bound(in)
+	}
 	if in != nil && len(in.imps) > 0 {
 		if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: in.imps}); err != nil {
 			return err
@@ -89,6 +94,23 @@ func (r *drainRun) run(in *arrival) error {
 		return err
 	}
 	return r.compact()
+}
+
+// bound keeps of what arrived what fits under max_pending_impressions; the rest is
+// dead-lettered for replay, so an outage costs bounded memory and no data.
+func (r *drainRun) bound(in *arrival) *arrival {
+	room := max(0, r.d.MaxPending-r.sc.pending())
+	if room >= len(in.imps) {
+		return in
+	}
+	over := in.imps[room:]
+	r.fx.overflow(r.d, &Batch{ID: batchID(r.d.ID, over), Integration: r.d.ID, Imps: over},
+		fmt.Sprintf("the destination is not keeping up: %d impressions were already held for it (max_pending_impressions); replay once it recovers", r.sc.pending()))
+	kept := &arrival{imps: in.imps[:room]}
+	if len(in.imps) > 0 {
+		kept.bytes = in.bytes * room / len(in.imps)
+	}
+	return kept
 }
 
 func (r *drainRun) wakeAt(t time.Time) {
@@ -190,6 +212,7 @@ func (r *drainRun) send() error {
 				return err
 			}
 			r.sc.Next++
+			r.sc.QueuedN -= len(b.Imps)
 			e = r.addEntry(entry{ID: b.ID, where: w, N: len(b.Imps)})
 			if c := r.calls.get(e.key()); c != nil {
 				continue // a pass whose state was not kept (a retried bundle) sent it
@@ -332,6 +355,7 @@ func (r *drainRun) packIfDue() (int, error) {
 			return 0, err
 		}
 		sc.QueueLen++
+		sc.QueuedN += len(b.Imps)
 	}
 	return len(batches), nil
 }
@@ -391,6 +415,7 @@ func (r *drainRun) abandon(reason string) error {
 		}
 		r.fx.deadLetter(r.d, &b, 0, reason)
 	}
+	r.sc.QueuedN = 0
 	if r.sc.FreshN > 0 {
 		fresh, err := r.st.fresh()
 		if err != nil {

@@ -127,6 +127,7 @@ type tally struct {
 	reasons         []string
 	requests        int
 	sizes           []int
+	overflowed      int
 }
 
 func (t *tally) delivered_(b *Batch) {
@@ -143,6 +144,10 @@ func (fx tallyFx) deadLetter(_ *dest, b *Batch, _ int, reason string) {
 		fx.dead[imp.Key]++
 	}
 	fx.reasons = append(fx.reasons, reason)
+}
+func (fx tallyFx) overflow(d *dest, b *Batch, reason string) {
+	fx.overflowed += len(b.Imps)
+	fx.deadLetter(d, b, 0, reason)
 }
 func (fx tallyFx) answered(_ *dest, c *call) {
 	fx.requests++
@@ -441,7 +446,7 @@ func TestNoRequestLeavesInsideRetryAfter(t *testing.T) {
 }
 
 func TestScheduleCoding(t *testing.T) {
-	sc := schedule{Gen: 7, Seq: 11, Next: 3, QueueLen: 9, PartsLen: 2, FreshN: 5, FreshBytes: 900, FreshSince: 1234, FreshLast: 1240,
+	sc := schedule{Gen: 7, Seq: 11, Next: 3, QueueLen: 9, QueuedN: 60, PartsLen: 2, FreshN: 5, FreshBytes: 900, FreshSince: 1234, FreshLast: 1240,
 		Entries: []entry{{ID: "a_1", Tag: 4, where: where{Part: true, Pos: 1}, N: 10, NotBefore: -1, FirstTry: 99, Attempts: 2, Status: 503, Reason: "HTTP 503"}, {ID: "b", where: where{Pos: 2}}}}
 	data, _ := marshalSchedule(sc)
 	got, err := unmarshalSchedule(data)
@@ -484,5 +489,41 @@ func TestQueueCompactsWhileBusy(t *testing.T) {
 	t.Logf("%d requests; queue Bag rewritten %d times, parts %d", h.tally.requests, h.st.clears[0], h.st.clears[1])
 	if h.st.clears[1] == 0 {
 		t.Error("the parts Bag was never rewritten or cleared; the test proves nothing of it")
+	}
+}
+
+// A stream's integration holds at most max_pending_impressions: while its destination
+// is paused, what arrives beyond them is dead-lettered for replay, the rest delivered
+// once it recovers. Without the bound (batch jobs) everything waits.
+func TestMaxPendingOverflowsToDeadLetters(t *testing.T) {
+	for _, bound := range []int{100, 0} {
+		paused := true
+		h := newHarness(Config{MaxBatchEvents: 10}, func(time.Time, Batch) (Outcome, time.Duration) {
+			if paused {
+				paused = false
+				return Outcome{Kind: Throttle, Status: 429}, 10 * time.Minute
+			}
+			return Outcome{Kind: Delivered, Status: 200}, 0
+		})
+		h.d.MaxPending = bound
+		h.arrive(0, 10) // the first request meets the pause
+		h.runUntil(h.now.Add(time.Second))
+		for i := 1; i <= 50; i++ { // 250 more arrive during it
+			h.arrive(i*10, 5)
+			h.runUntil(h.now.Add(time.Second))
+		}
+		h.runUntil(h.now.Add(time.Hour))
+		want := 260
+		if bound > 0 {
+			want = bound
+			if h.tally.overflowed != 160 || len(h.tally.dead) != 160 || !strings.Contains(h.tally.reasons[0], "max_pending_impressions") {
+				t.Errorf("bound %d: %d overflowed, %d dead-lettered (%v); want 160", bound, h.tally.overflowed, len(h.tally.dead), h.tally.reasons)
+			}
+		} else if len(h.tally.dead) != 0 {
+			t.Errorf("no bound: %d dead-lettered", len(h.tally.dead))
+		}
+		if len(h.tally.delivered) != want || len(h.calls.events) != want {
+			t.Errorf("bound %d: %d delivered, want %d", bound, len(h.tally.delivered), want)
+		}
 	}
 }

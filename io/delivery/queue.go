@@ -43,12 +43,22 @@ type schedule struct {
 	Seq        uint64 // entries made so far: each one's tag
 	Next       int    // queue positions [Next, QueueLen) are batches never sent
 	QueueLen   int    // elements in the queue Bag
+	QueuedN    int    // impressions in the batches never sent
 	PartsLen   int    // elements in the parts Bag
 	FreshN     int    // impressions in fresh
 	FreshBytes int    // their size in the binary coding (a lower bound of their JSON)
 	FreshSince int64  // Unix ms when the oldest of them arrived
 	FreshLast  int64  // Unix ms when the newest of them arrived
 	Entries    []entry
+}
+
+// pending is how many impressions the key holds.
+func (sc *schedule) pending() int {
+	n := sc.FreshN + sc.QueuedN
+	for _, e := range sc.Entries {
+		n += e.N
+	}
+	return n
 }
 
 func (sc *schedule) empty() bool {
@@ -153,7 +163,7 @@ func marshalSchedule(sc schedule) ([]byte, error) {
 	b := make([]byte, 0, 48+len(sc.Entries)*64)
 	b = binary.AppendUvarint(b, sc.Gen)
 	b = binary.AppendUvarint(b, sc.Seq)
-	for _, v := range []int64{int64(sc.Next), int64(sc.QueueLen), int64(sc.PartsLen), int64(sc.FreshN), int64(sc.FreshBytes),
+	for _, v := range []int64{int64(sc.Next), int64(sc.QueueLen), int64(sc.QueuedN), int64(sc.PartsLen), int64(sc.FreshN), int64(sc.FreshBytes),
 		sc.FreshSince, sc.FreshLast, int64(len(sc.Entries))} {
 		b = binary.AppendVarint(b, v)
 	}
@@ -175,7 +185,7 @@ func marshalSchedule(sc schedule) ([]byte, error) {
 func unmarshalSchedule(data []byte) (schedule, error) {
 	s := &scanner{b: data}
 	sc := schedule{Gen: s.uvarint(), Seq: s.uvarint()}
-	sc.Next, sc.QueueLen, sc.PartsLen = int(s.varint()), int(s.varint()), int(s.varint())
+	sc.Next, sc.QueueLen, sc.QueuedN, sc.PartsLen = int(s.varint()), int(s.varint()), int(s.varint()), int(s.varint())
 	sc.FreshN, sc.FreshBytes = int(s.varint()), int(s.varint())
 	sc.FreshSince, sc.FreshLast = s.varint(), s.varint()
 	n := s.varint()
