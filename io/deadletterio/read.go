@@ -134,3 +134,39 @@ func Clean(uri string) string {
 	}
 	return filepath.Clean(uri)
 }
+
+// ReadLocal returns the records of the local dead-letter files matching glob (.gz
+// ones gunzipped), for tools and tests that look at what a run left.
+func ReadLocal(glob string) ([]Record, error) {
+	files, err := filepath.Glob(glob)
+	if err != nil {
+		return nil, err
+	}
+	var recs []Record
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasSuffix(f, ".gz") {
+			zr, err := gzip.NewReader(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			if data, err = io.ReadAll(zr); err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+		}
+		for _, line := range bytes.Split(data, []byte{'\n'}) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			var r Record
+			if err := json.Unmarshal(line, &r); err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			recs = append(recs, r)
+		}
+	}
+	return recs, nil
+}

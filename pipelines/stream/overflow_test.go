@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -68,23 +67,9 @@ func TestStreamOverflowToDeadLetters(t *testing.T) {
 // readDeadLetters reads every dead-letter record under dir.
 func readDeadLetters(t *testing.T, dir string) []deadletterio.Record {
 	t.Helper()
-	var recs []deadletterio.Record
-	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.ndjson"))
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 16<<20)
-		for sc.Scan() {
-			var r deadletterio.Record
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			recs = append(recs, r)
-		}
-		fh.Close()
+	recs, err := deadletterio.ReadLocal(filepath.Join(dir, "*", "*.ndjson"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return recs
 }

@@ -4,10 +4,7 @@
 package deliverytest
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,23 +109,11 @@ func DeliverPrivate(t *testing.T, sink Sink, sim *destsim.Server, policy deliver
 			}
 		}
 	}
-	files, _ := filepath.Glob(filepath.Join(deadDir, "*", "*.ndjson"))
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 16<<20)
-		for sc.Scan() {
-			var r deadletterio.Record
-			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			out.DeadLetter = append(out.DeadLetter, r)
-		}
-		fh.Close()
+	recs, err := deadletterio.ReadLocal(filepath.Join(deadDir, "*", "*.ndjson"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	out.DeadLetter = recs
 	return out
 }
 
