@@ -8,19 +8,43 @@
 //     environment is given;
 //   - --runner=dataflow with the usual Dataflow flags (--project, --region,
 //     --staging_location, …).
+//
+// --worker-pool PORT makes a process of the same binary host the SDK workers of jobs
+// submitted with --environment_type=EXTERNAL --environment_config=localhost:PORT: the
+// workers then run outside the launching process, as on a cluster.
 package runners
 
 import (
 	"context"
 	"flag"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners/universal/extworker"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 )
+
+var workerPool = flag.Int("worker-pool", 0, "host SDK workers on this port (Beam's external worker pool) and run no job")
+
+// ServeWorkerPool, when --worker-pool is given, hosts SDK workers until ctx ends and
+// reports true: the caller runs no job. Jobs reach them with
+// --environment_type=EXTERNAL --environment_config=localhost:PORT; the workers run the
+// DoFns registered in this binary.
+func ServeWorkerPool(ctx context.Context) (served bool, err error) {
+	if *workerPool == 0 {
+		return false, nil
+	}
+	pool, err := extworker.StartLoopback(ctx, *workerPool)
+	if err != nil {
+		return true, fmt.Errorf("--worker-pool %d: %w", *workerPool, err)
+	}
+	<-ctx.Done()
+	return true, pool.Stop(context.Background())
+}
 
 // Run runs p on the runner named by --runner (embedded prism when none is) and
 // returns its result, whose metrics are the committed values.
@@ -78,7 +102,9 @@ func defaultLoopback() {
 const FlagsHelp = `runner flags (Beam's):
   --runner NAME           prism (default: embedded, nothing to install), universal, dataflow
   --endpoint HOST:PORT    job server for --runner=universal (Flink's, or prism's own)
-  --environment_type T    LOOPBACK runs workers in this process (local job servers); DOCKER
+  --environment_type T    LOOPBACK runs workers in this process (local job servers); DOCKER;
+                          EXTERNAL with --environment_config HOST:PORT: a worker pool
+  --worker-pool PORT      host SDK workers for EXTERNAL jobs on PORT and run no job
   --project, --region, --staging_location, --temp_location …   Dataflow`
 
 // Cause returns the root cause of a failed job in one line. Runners wrap a DoFn's

@@ -65,6 +65,9 @@ func run() int {
 	flag.Usage = printUsage
 	flag.Parse()
 	beam.Init()
+	if code, served := job.ServeWorkers("backfill"); served {
+		return code
+	}
 	log := job.Logger()
 
 	// Flags and configuration: every problem at once, exit 2.

@@ -71,6 +71,9 @@ func run() int {
 	}
 	flag.Parse()
 	beam.Init()
+	if code, served := job.ServeWorkers("replay"); served {
+		return code
+	}
 	log := job.Logger()
 
 	var problems []string

@@ -48,6 +48,9 @@ func run() int {
 	flag.Usage = func() { fmt.Fprintln(os.Stderr, usage); fmt.Fprintln(os.Stderr, runners.FlagsHelp) }
 	flag.Parse()
 	beam.Init()
+	if code, served := job.ServeWorkers("verify"); served {
+		return code
+	}
 	log := job.Logger()
 
 	var problems []string

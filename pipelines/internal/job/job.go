@@ -90,6 +90,22 @@ func End(cmd string, rep *report.Report, code int, err error, reportPath string)
 	return code
 }
 
+// ServeWorkers hosts SDK workers when the command line says --worker-pool (see
+// package runners) until SIGINT or SIGTERM, and then reports served and the exit code.
+func ServeWorkers(cmd string) (code int, served bool) {
+	ctx, stop := Context()
+	defer stop()
+	served, err := runners.ServeWorkerPool(ctx)
+	if !served {
+		return 0, false
+	}
+	if err != nil {
+		Logger().Error(cmd+": the worker pool failed", "error", err)
+		return ExitFailed, true
+	}
+	return ExitOK, true
+}
+
 // Context is cancelled by SIGINT or SIGTERM.
 func Context() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
