@@ -5,14 +5,21 @@
 // Each record is emitted at its Kafka timestamp. The watermark of a partition follows
 // the newest timestamp read; when the partition is idle (read to its end) it follows
 // the clock, so windows close on an idle topic instead of staying open.
+//
+// The partitions come from another splittable DoFn, whose restriction is the range of
+// partition numbers: unbounded, it lists the topic every second and emits each
+// partition once, when first seen, so partitions added while the pipeline runs are
+// read too (from their earliest offset).
 package kafkaio
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,8 +37,9 @@ import (
 )
 
 func init() {
-	register.DoFn3x1[context.Context, []byte, func(Partition), error](&partitionsFn{})
-	register.Emitter1[Partition]()
+	register.DoFn5x2[context.Context, *watermarkEstimator, *sdf.LockRTracker, []byte,
+		func(beam.EventTime, Partition), sdf.ProcessContinuation, error](&partitionsFn{})
+	register.Emitter2[beam.EventTime, Partition]()
 	register.DoFn5x2[context.Context, *watermarkEstimator, *sdf.LockRTracker, Partition,
 		func(beam.EventTime, Record), sdf.ProcessContinuation, error](&readFn{})
 	register.Emitter2[beam.EventTime, Record]()
@@ -46,10 +54,17 @@ type Config struct {
 	// Group is the consumer group whose committed offsets say where to start.
 	Group string `json:"group"`
 	// Start is where a partition without a committed offset starts: "earliest"
-	// (default) or "latest".
+	// (default) or "latest". It applies to the partitions listed when reading starts;
+	// a partition added to the topic later is read from its earliest offset.
 	Start string `json:"start"`
+	// StartsCommitted says that the group's offsets were committed for every
+	// partition before the pipeline ran (Committer.CommitStarts): a partition without
+	// one was added since, and is read from its earliest offset whatever Start says.
+	StartsCommitted bool `json:"starts_committed"`
 	// Bounded stops each partition at its end offset as listed at launch, so the
-	// pipeline finishes (catch-up runs, tests). Otherwise reading never ends.
+	// pipeline finishes (catch-up runs, tests), and reads only the partitions listed
+	// then. Otherwise reading never ends, and partitions added to the topic while it
+	// runs are read too.
 	Bounded bool `json:"bounded"`
 }
 
@@ -97,6 +112,11 @@ const (
 	// maxEmpty is how many empty polls in a row, with records waiting, make the reader
 	// replace its consumer.
 	maxEmpty = 3
+	// discoverEvery is how often an unbounded read lists the topic's partitions for
+	// new ones. Until it lists them again the watermark cannot pass the last listing
+	// (a partition added since may hold records of that time), so it is short: one
+	// metadata request.
+	discoverEvery = time.Second
 )
 
 // Read returns the topic's records, timestamped with their Kafka timestamps.
@@ -115,20 +135,111 @@ func newClient(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, opts...)...)
 }
 
-// partitionsFn lists the topic's partitions and where the group left each one.
+// partitionsFn lists the topic's partitions and where the group left each one, and,
+// unbounded, keeps listing them so that partitions added while the pipeline runs are
+// read too. Its restriction is a range of partition numbers: each is claimed once,
+// when it is first listed, so each partition goes to exactly one reader however the
+// runner checkpoints this element. (Kafka numbers partitions 0..n-1 and never takes
+// one away.)
 type partitionsFn struct {
 	Config Config `json:"config"`
+
+	cl      *kgo.Client
+	failing bool // the last listing failed (logged once)
 }
 
-func (fn *partitionsFn) ProcessElement(ctx context.Context, _ []byte, emit func(Partition)) error {
-	parts, err := StartOffsets(ctx, fn.Config)
+func (fn *partitionsFn) Teardown() {
+	if fn.cl != nil {
+		fn.cl.Close()
+	}
+}
+
+func (fn *partitionsFn) CreateInitialRestriction(_ []byte) offsetrange.Restriction {
+	return offsetrange.Restriction{Start: 0, End: math.MaxInt64}
+}
+
+func (fn *partitionsFn) SplitRestriction(_ []byte, rest offsetrange.Restriction) []offsetrange.Restriction {
+	return []offsetrange.Restriction{rest}
+}
+
+func (fn *partitionsFn) RestrictionSize(_ []byte, _ offsetrange.Restriction) float64 { return 1 }
+
+func (fn *partitionsFn) CreateTracker(rest offsetrange.Restriction) *sdf.LockRTracker {
+	return sdf.NewLockRTracker(partitionTracker{offsetrange.NewTracker(rest)})
+}
+
+func (fn *partitionsFn) InitialWatermarkEstimatorState(et beam.EventTime, _ offsetrange.Restriction, _ []byte) int64 {
+	return et.Milliseconds()
+}
+
+func (fn *partitionsFn) CreateWatermarkEstimator(ms int64) *watermarkEstimator {
+	return &watermarkEstimator{ms: ms}
+}
+
+func (fn *partitionsFn) WatermarkEstimatorState(we *watermarkEstimator) int64 { return we.ms }
+
+// ProcessElement emits the partitions from the restriction's start on. The first
+// listing starts them where the group left them, or at Start; one listed later is new
+// and starts at its earliest offset. Each is emitted at this element's watermark as
+// it was before the listing, so that its reader's watermark starts no later than the
+// time the partition could have been added: its records are not late.
+func (fn *partitionsFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt *sdf.LockRTracker, _ []byte,
+	emit func(beam.EventTime, Partition)) (sdf.ProcessContinuation, error) {
+	rest := rt.GetRestriction().(offsetrange.Restriction)
+	if rest.Start >= rest.End || draining.Load() {
+		rt.TryClaim(rest.End) // no more partitions
+		return sdf.StopProcessing(), nil
+	}
+	first := rest.Start == 0
+	start := fn.Config.Start
+	if !first || fn.Config.StartsCommitted {
+		start = "earliest"
+	}
+	if fn.cl == nil {
+		cl, err := newClient(fn.Config)
+		if err != nil {
+			return sdf.StopProcessing(), fmt.Errorf("kafka %s: %w", strings.Join(fn.Config.Brokers, ","), err)
+		}
+		fn.cl = cl
+	}
+	adm := kadm.NewClient(fn.cl)
+	var parts []listed
+	n, err := partitionCount(ctx, adm, fn.Config.Topic)
+	if err == nil && int64(n) > rest.Start {
+		parts, err = listPartitions(ctx, adm, fn.Config, start)
+	}
 	if err != nil {
-		return err
+		if first {
+			return sdf.StopProcessing(), err // as if the pipeline could not start
+		}
+		if !fn.failing {
+			oplog.L().WarnContext(ctx, "kafka: listing the topic's partitions for new ones failed (tried again shortly)",
+				"topic", fn.Config.Topic, "error", err)
+		}
+		fn.failing = true
+		return sdf.ResumeProcessingIn(discoverEvery), nil
 	}
+	fn.failing = false
+	at := beam.EventTime(we.ms)
 	for _, p := range parts {
-		emit(p)
+		if int64(p.p.Partition) < rest.Start {
+			continue
+		}
+		if !rt.TryClaim(int64(p.p.Partition)) {
+			return sdf.StopProcessing(), rt.GetError()
+		}
+		if !first {
+			oplog.L().InfoContext(ctx, "kafka: reading a partition added to the topic",
+				"topic", fn.Config.Topic, "partition", p.p.Partition, "from", p.p.Start)
+		}
+		emit(at, p.p)
 	}
-	return nil
+	if fn.Config.Bounded {
+		rt.TryClaim(rest.End)
+		return sdf.StopProcessing(), nil
+	}
+	we.observe(time.Now().Add(-idleLag))
+	return sdf.ResumeProcessingIn(discoverEvery), nil
 }
 
 // StartOffsets returns the topic's partitions, each starting at the group's committed
@@ -139,7 +250,43 @@ func StartOffsets(ctx context.Context, cfg Config) ([]Partition, error) {
 		return nil, fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	ls, err := listPartitions(ctx, kadm.NewClient(cl), cfg, cfg.Start)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]Partition, len(ls))
+	for i, l := range ls {
+		parts[i] = l.p
+	}
+	return parts, nil
+}
+
+// listed is a partition and whether the group has an offset committed for it.
+type listed struct {
+	p         Partition
+	committed bool
+}
+
+// partitionCount returns how many partitions topic has (one metadata request).
+func partitionCount(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	topics, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka topic %q: list partitions: %w", topic, err)
+	}
+	td, ok := topics[topic]
+	switch {
+	case !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+		return 0, fmt.Errorf("kafka topic %q: no such topic", topic)
+	case td.Err != nil:
+		return 0, fmt.Errorf("kafka topic %q: list partitions: %w", topic, td.Err)
+	}
+	return len(td.Partitions), nil
+}
+
+// listPartitions returns the topic's partitions in order, each starting at the group's
+// committed offset, or where start ("earliest" or "latest") says when none is, and,
+// when cfg.Bounded, ending at its current end.
+func listPartitions(ctx context.Context, adm *kadm.Client, cfg Config, start string) ([]listed, error) {
 	ends, err := adm.ListEndOffsets(ctx, cfg.Topic)
 	if err == nil {
 		err = ends.Error()
@@ -164,23 +311,24 @@ func StartOffsets(ctx context.Context, cfg Config) ([]Partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka group %q: fetch committed offsets: %w", cfg.Group, err)
 	}
-	var parts []Partition
+	var parts []listed
 	for p, end := range ends[cfg.Topic] {
 		first, _ := starts.Lookup(cfg.Topic, p)
-		part := Partition{Partition: p, Start: first.Offset, End: math.MaxInt64}
-		if cfg.Start == "latest" {
-			part.Start = end.Offset
+		part := listed{p: Partition{Partition: p, Start: first.Offset, End: math.MaxInt64}}
+		if start == "latest" {
+			part.p.Start = end.Offset
 		}
 		// A committed offset is the next record to read; one the log no longer holds
 		// (retention) starts at the earliest that remains.
 		if c, ok := committed.Lookup(cfg.Topic, p); ok && c.Err == nil && c.At >= 0 {
-			part.Start = max(c.At, first.Offset)
+			part.p.Start, part.committed = max(c.At, first.Offset), true
 		}
 		if cfg.Bounded {
-			part.End = end.Offset
+			part.p.End = end.Offset
 		}
 		parts = append(parts, part)
 	}
+	slices.SortFunc(parts, func(a, b listed) int { return cmp.Compare(a.p.Partition, b.p.Partition) })
 	return parts, nil
 }
 
@@ -379,6 +527,34 @@ func (c *Committer) Commit(ctx context.Context, next map[int32]int64) error {
 		return fmt.Errorf("kafka group %q: commit offsets: %w", c.cfg.Group, err)
 	}
 	return nil
+}
+
+// CommitStarts commits, for each partition of the topic the group has no offset
+// committed for, the offset a reader starts it at: the earliest, or the end if start
+// is "latest". It returns those partitions, and how many the topic has. A job that
+// does this before it runs (and sets Config.StartsCommitted) resumes every partition
+// where it first started it, even one it read nothing from.
+func (c *Committer) CommitStarts(ctx context.Context, start string) (committed []Partition, partitions int, err error) {
+	ls, err := listPartitions(ctx, c.adm, c.cfg, start)
+	if err != nil {
+		return nil, 0, err
+	}
+	next := map[int32]int64{}
+	for _, l := range ls {
+		if !l.committed {
+			next[l.p.Partition] = l.p.Start
+			committed = append(committed, l.p)
+		}
+	}
+	if err := c.Commit(ctx, next); err != nil {
+		return nil, 0, err
+	}
+	return committed, len(ls), nil
+}
+
+// Partitions returns how many partitions the topic has.
+func (c *Committer) Partitions(ctx context.Context) (int, error) {
+	return partitionCount(ctx, c.adm, c.cfg.Topic)
 }
 
 // Close closes the committer's connections.

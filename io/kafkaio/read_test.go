@@ -3,6 +3,8 @@ package kafkaio
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +158,92 @@ func TestReadUnboundedClosesWindows(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+var (
+	seenMu sync.Mutex
+	seen   = map[string]int{} // record value -> times read, by see
+)
+
+func see(r Record) {
+	seenMu.Lock()
+	defer seenMu.Unlock()
+	seen[string(r.Value)]++
+}
+
+func init() { register.Function1x0(see) }
+
+// Unbounded, a partition added to the topic while the pipeline runs is read from its
+// start, once, by one reader.
+func TestReadUnboundedAddedPartition(t *testing.T) {
+	cfg := broker(t, "impressions", 2)
+	cfg.Start = "latest" // not for a partition added later: it starts at its earliest
+	p, s := beam.NewPipelineWithRoot()
+	beam.ParDo0(s, see, Read(s, cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := beam.Run(ctx, ptest.DefaultRunner(), p); done <- err }()
+	wait := func(want map[string]int) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); ; {
+			seenMu.Lock()
+			added := maps.Clone(seen)
+			seenMu.Unlock()
+			maps.DeleteFunc(added, func(v string, _ int) bool { return !strings.HasPrefix(v, "added-") })
+			got := fmt.Sprint(added)
+			if got == fmt.Sprint(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("read %s, want %v", got, want)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("the unbounded job ended (%v) having read %s", err, got)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	// Until the readers are at the end, "latest" may skip a record: produce until one
+	// is read.
+	want := map[string]int{}
+	for i := 0; ; i++ {
+		produce(t, cfg, i, 1, func(int) time.Time { return time.Now() })
+		seenMu.Lock()
+		n := len(seen)
+		seenMu.Unlock()
+		if n > 0 {
+			break
+		}
+		if i == 100 {
+			t.Fatal("nothing read in 30 s")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := kadm.NewClient(cl).CreatePartitions(ctx, 1, cfg.Topic)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*kgo.Record
+	for i := range 20 {
+		v := fmt.Sprintf("added-%d", i)
+		recs = append(recs, &kgo.Record{Topic: cfg.Topic, Partition: 2, Value: []byte(v)})
+		want[v] = 1
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	wait(want)
+	time.Sleep(2 * time.Second) // time for a second reader of the partition to show up, if there were one
+	wait(want)
 }

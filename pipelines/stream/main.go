@@ -8,7 +8,11 @@
 // Every few seconds it commits the consumer group's offsets as far as every record
 // read before them is finished: its impressions delivered, stored or dead-lettered
 // (package ack). A restart resumes there, so only what was in flight is read again
-// (HTTP destinations may see those impressions again, under the same ids).
+// (HTTP destinations may see those impressions again, under the same ids). Before
+// the pipeline runs, it commits where it starts each partition the group has no
+// offset for (--start), and later the earliest offset of partitions added to the
+// topic while it runs, which the pipeline reads too: a restart resumes every
+// partition, even one nothing was read from.
 //
 // SIGINT or SIGTERM drains it: reading stops, what was read is delivered and the
 // pipeline finishes, then the offsets are committed where reading stopped. If the
@@ -18,7 +22,7 @@
 // Draining and committing need the pipeline's workers in this process: the embedded
 // prism runner, or LOOPBACK workers of a job server. With remote workers (Flink with
 // a worker image, Dataflow) a signal cancels the job after --shutdown-timeout, and
-// offsets are not committed.
+// offsets are not committed past the starting ones.
 package main
 
 import (
@@ -70,6 +74,9 @@ func run() int {
 	}
 	flag.Parse()
 	beam.Init()
+	if code, served := job.ServeWorkers("stream"); served {
+		return code
+	}
 
 	var problems []string
 	if flag.NArg() > 0 {
@@ -105,11 +112,26 @@ func run() int {
 		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed, err, *reportPath)
 	}
 	defer committer.Close()
+	// Every partition the group has no offset for is committed where this run starts
+	// it, so a restart resumes there even if nothing was read from it; and the
+	// pipeline reads a partition still without one as one added since (earliest).
+	starting, cancelStart := context.WithTimeout(context.Background(), startTimeout)
+	started, partitions, err := committer.CommitStarts(starting, src.Start)
+	cancelStart()
+	if err != nil {
+		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed,
+			fmt.Errorf("starting offsets: %w", err), *reportPath)
+	}
+	src.StartsCommitted = true
+	for _, p := range started {
+		log.Info("starting offset committed: the group had none", "topic", src.Topic, "partition", p.Partition,
+			"offset", p.Start, "start", src.Start)
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
 	ack.Enable(len(windowing.Groups(cfg.Integrations)))
-	pr := &progress{c: committer, last: map[int32]int64{}}
+	pr := &progress{c: committer, last: map[int32]int64{}, partitions: partitions}
 	stopCommits := job.Every(commitEvery, func() {
 		if err := pr.commit(); err != nil {
 			log.Warn("commit offsets (tried again shortly)", "error", err)
@@ -162,25 +184,49 @@ const (
 	commitEvery = 5 * time.Second
 	// reportEvery is how often --report is rewritten while the job runs.
 	reportEvery = 10 * time.Second
+	// startTimeout bounds reaching the brokers at startup.
+	startTimeout = 30 * time.Second
 )
 
 // progress commits the group's offsets as far as what was read before them is
 // finished (package ack).
 type progress struct {
-	c    *kafkaio.Committer
-	last map[int32]int64 // what was committed
+	c          *kafkaio.Committer
+	last       map[int32]int64 // what was committed
+	partitions int             // the topic's partitions whose start is committed
 }
 
-// commit commits the partitions whose position moved.
+// commit commits the partitions whose position moved, and the starting offset of
+// partitions added to the topic since the last call.
 func (pr *progress) commit() error {
-	next := ack.Committable()
-	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := pr.last[p]; return ok && last == o })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	added := pr.commitAdded(ctx)
+	next := ack.Committable()
+	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := pr.last[p]; return ok && last == o })
 	if err := pr.c.Commit(ctx, next); err != nil {
-		return err
+		return errors.Join(added, err)
 	}
 	maps.Copy(pr.last, next)
+	return added
+}
+
+// commitAdded commits, for partitions added to the topic since the job started, the
+// offset the pipeline starts them at (their earliest), unless one is committed
+// already: a restart then resumes them there even if nothing was read from them.
+func (pr *progress) commitAdded(ctx context.Context) error {
+	n, err := pr.c.Partitions(ctx)
+	if err != nil || n <= pr.partitions {
+		return err
+	}
+	started, n, err := pr.c.CommitStarts(ctx, "earliest")
+	if err != nil {
+		return err
+	}
+	for _, p := range started {
+		oplog.L().Info("starting offset committed for a partition added to the topic", "partition", p.Partition, "offset", p.Start)
+	}
+	pr.partitions = n
 	return nil
 }
 

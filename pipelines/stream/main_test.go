@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -510,4 +512,156 @@ func delaysOf(t *testing.T, s *destsim.Server) []time.Duration {
 	}
 	slices.Sort(ds)
 	return ds
+}
+
+// produceTo writes one impression per key for tenant, timed now, to partition.
+func (tp *kafkaTopic) produceTo(partition int32, tenant string, keys ...string) {
+	tp.t.Helper()
+	// A client of its own: it learns of partitions added since tp.cl started.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(tp.brokers, ",")...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for _, k := range keys {
+		line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`,
+			tenant, k, time.Now().UnixMilli())
+		recs = append(recs, &kgo.Record{Topic: "impressions", Partition: partition, Value: []byte(line)})
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		tp.t.Fatal(err)
+	}
+}
+
+// committed returns group outflow's committed offsets by partition.
+func (tp *kafkaTopic) committed() map[int32]int64 {
+	tp.t.Helper()
+	out := map[int32]int64{}
+	offs, err := kadm.NewClient(tp.cl).FetchOffsetsForTopics(context.Background(), "outflow", "impressions")
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return out // nothing committed yet
+	}
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Err == nil && o.At >= 0 {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+// With --start latest, every partition's starting offset is committed when the job
+// starts: a partition that receives nothing during a run is resumed from there, so
+// what is produced to it while the job is down is delivered on restart, once; what
+// was produced before the first start is not.
+func TestStreamStartLatestCommitsEveryPartition(t *testing.T) {
+	tp := newTopic(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	tp.produceTo(2, "acme", keys("before", 0, 10)...) // before the first start: skipped
+	cfgPath := writeConfig(t, hookCfg)
+	j := startConfig(t, tp, cfgPath, "--start", "latest")
+	// The job commits where it starts each partition before it reads; what is produced
+	// after that is read.
+	for deadline := time.Now().Add(60 * time.Second); len(tp.committed()) < 3; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no starting offsets committed: %v\n%s", tp.committed(), j.stderr.String())
+		}
+	}
+	if c := tp.committed(); c[0] != 0 || c[1] != 0 || c[2] != 10 {
+		t.Errorf("starting offsets committed %v; want partitions 0 and 1 at 0, 2 at 10 (latest)", c)
+	}
+	tp.produceTo(0, "acme", keys("run1", 0, 10)...)
+	waitFor(t, j, hook, 10)
+	if code := j.stop(); code != 0 {
+		t.Fatalf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if c := tp.committed(); c[0] != 10 || c[1] != 0 || c[2] != 10 {
+		t.Errorf("after the first run: committed %v; want partition 0 at 10, 1 at 0, 2 at 10", c)
+	}
+
+	tp.produceTo(2, "acme", keys("down", 0, 20)...) // while it is down
+	tp.produceTo(1, "acme", keys("down1", 0, 5)...)
+	j = startConfig(t, tp, cfgPath, "--start", "latest")
+	waitFor(t, j, hook, 35)
+	time.Sleep(2 * time.Second) // time for a copy or an earlier record to arrive, if one were sent
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if st := hook.Status(); st.UniqueEvents != 35 || st.Duplicates != 0 {
+		t.Errorf("%d unique impressions, %d sent again; want 35, 0", st.UniqueEvents, st.Duplicates)
+	}
+	for _, e := range hook.Events() {
+		if bytes.Contains(e.Body, []byte(`"before-`)) {
+			t.Errorf("an impression produced before the first start was delivered: %s", e.Body)
+		}
+	}
+}
+
+// A partition added to the topic while the job runs is read from its start: what is
+// produced to it is delivered, once, and its offsets are committed.
+func TestStreamReadsAddedPartition(t *testing.T) {
+	tp := newTopic(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	tp.produce("acme", keys("a", 0, 30)...)
+	j := startJob(t, tp, hookCfg)
+	waitFor(t, j, hook, 30)
+	resp, err := kadm.NewClient(tp.cl).CreatePartitions(context.Background(), 1, "impressions")
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.produceTo(3, "acme", keys("added", 0, 20)...)
+	waitFor(t, j, hook, 50)
+	tp.produceTo(3, "acme", keys("added", 20, 40)...)
+	tp.produce("acme", keys("a", 30, 60)...)
+	waitFor(t, j, hook, 100)
+	for deadline := time.Now().Add(30 * time.Second); tp.committed()[3] != 40; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the added partition's offsets: committed %v, want 40 for partition 3\n%s", tp.committed(), j.stderr.String())
+		}
+	}
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if st := hook.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
+		t.Errorf("%d unique impressions, %d sent again; want 100, 0", st.UniqueEvents, st.Duplicates)
+	}
+	if !strings.Contains(j.stderr.String(), "reading a partition added to the topic") {
+		t.Errorf("no word of the added partition\n%s", j.stderr.String())
+	}
+}
+
+// Brokers that cannot be reached, or a topic they do not have, fail the job at
+// startup, before it commits or reads anything: exit 1, naming the cause.
+func TestStreamStartFailsClearly(t *testing.T) {
+	tp := newTopic(t)
+	_, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	cfgPath := writeConfig(t, hookCfg)
+	bin := testenv.Build(t, "./pipelines/stream")
+	for _, c := range []struct{ brokers, topic, want string }{
+		{"127.0.0.1:1", "impressions", "dial tcp 127.0.0.1:1"},
+		{tp.brokers, "nope", `kafka topic "nope"`},
+	} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(bin, "--config", cfgPath, "--brokers", c.brokers, "--topic", c.topic, "--start", "latest")
+		cmd.Stderr = &stderr
+		started := time.Now()
+		err := cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), "stream: starting offsets: ") ||
+			!strings.Contains(stderr.String(), c.want) {
+			t.Errorf("brokers %s, topic %s: exit code %d (%v); want 1, with %q\n%s", c.brokers, c.topic, code, err, c.want, stderr.String())
+		}
+		t.Logf("brokers %s, topic %s: %s", c.brokers, c.topic, strings.TrimSpace(stderr.String()))
+		if took := time.Since(started); took > 40*time.Second {
+			t.Errorf("brokers %s, topic %s: took %v to fail", c.brokers, c.topic, took)
+		}
+	}
+	if c := tp.committed(); len(c) != 0 {
+		t.Errorf("offsets committed for another topic's run: %v", c)
+	}
 }
