@@ -65,7 +65,7 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 		todo = append(todo, i)
 	}
 
-	dispatch(ctx, todo, func(i int) pool { return poolOf(jobs[i]) }, parallel, func(i int) func() {
+	dispatch(ctx, todo, func(i int) (pool, []string) { return poolOf(jobs[i]), destinationsOf(jobs[i]) }, parallel, func(i int) func() {
 		j, rj := jobs[i], &rep.Jobs[i]
 		mu.Lock()
 		rj.Started = time.Now()
@@ -169,36 +169,68 @@ func poolOf(j planJob) pool {
 // dispatch's goroutine as a job starts, and returns the job's work, which runs in a
 // goroutine of its own. Once ctx is done no job starts; dispatch returns when every
 // job started has ended.
-func dispatch(ctx context.Context, todo []int, poolOfJob func(i int) pool, slots [numPools]int, start func(i int) func()) {
+//
+// Jobs of one HTTP destination share its rate (one limiter per destination), so more
+// of them at once only hold slots: at most half the HTTP slots (at least one) go to
+// jobs of one destination, and a throttled one leaves the rest to the others.
+func dispatch(ctx context.Context, todo []int, classify func(i int) (pool, []string), slots [numPools]int, start func(i int) func()) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	free := slots
 	for p := range free {
 		free[p] = max(1, free[p])
 	}
-	ended := make(chan pool, len(todo)) // never blocks a job that ends
+	perDest := max(1, free[httpPool]/2)
+	busy := map[string]int{} // running jobs by HTTP destination
+	type end struct {
+		p     pool
+		dests []string
+	}
+	ended := make(chan end, len(todo)) // never blocks a job that ends
 	pending := slices.Clone(todo)
+	startable := func(i int) bool {
+		p, dests := classify(i)
+		return free[p] > 0 && !slices.ContainsFunc(dests, func(d string) bool { return busy[d] >= perDest })
+	}
 	for len(pending) > 0 && ctx.Err() == nil {
-		k := slices.IndexFunc(pending, func(i int) bool { return free[poolOfJob(i)] > 0 })
+		k := slices.IndexFunc(pending, startable)
 		if k < 0 {
 			select {
-			case p := <-ended:
-				free[p]++
+			case e := <-ended:
+				free[e.p]++
+				for _, d := range e.dests {
+					busy[d]--
+				}
 			case <-ctx.Done():
 			}
 			continue
 		}
-		i, p := pending[k], poolOfJob(pending[k])
+		i := pending[k]
+		p, dests := classify(i)
 		pending = slices.Delete(pending, k, k+1)
 		free[p]--
+		for _, d := range dests {
+			busy[d]++
+		}
 		work := start(i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { ended <- p }()
+			defer func() { ended <- end{p, dests} }()
 			work()
 		}()
 	}
+}
+
+// destinationsOf lists the HTTP destinations (integration ids) a job delivers to.
+func destinationsOf(j planJob) []string {
+	var ids []string
+	for _, in := range j.Integrations {
+		if !in.Type.IsObjectStore() {
+			ids = append(ids, in.ID)
+		}
+	}
+	return ids
 }
 
 // receiptRun names one execution of a job for its dead-letter receipts

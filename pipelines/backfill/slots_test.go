@@ -181,7 +181,7 @@ func TestDispatchPools(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		dispatch(context.Background(), todo, func(i int) pool { return pools[i] }, [numPools]int{objectPool: 2, httpPool: 2},
+		dispatch(context.Background(), todo, func(i int) (pool, []string) { return pools[i], []string{fmt.Sprint(i)} }, [numPools]int{objectPool: 2, httpPool: 2},
 			func(i int) func() {
 				p := pools[i]
 				mu.Lock()
@@ -233,8 +233,51 @@ func TestDispatchPools(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	n := 0
-	dispatch(ctx, todo, func(i int) pool { return pools[i] }, [numPools]int{1, 1}, func(int) func() { n++; return func() {} })
+	dispatch(ctx, todo, func(i int) (pool, []string) { return pools[i], nil }, [numPools]int{1, 1}, func(int) func() { n++; return func() {} })
 	if n != 0 {
 		t.Errorf("%d jobs started after the context was done", n)
+	}
+}
+
+// Jobs of one HTTP destination share its rate, so they take at most half the HTTP
+// slots: four slices of a throttled webhook leave room for another destination's job.
+func TestDispatchHalfTheHTTPSlotsPerDestination(t *testing.T) {
+	dests := []string{"hook", "hook", "hook", "hook", "amp"} // the plan's order
+	release := make(chan struct{})
+	var mu sync.Mutex
+	running := map[string]int{}
+	most := map[string]int{}
+	ampStarted := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dispatch(context.Background(), []int{0, 1, 2, 3, 4}, func(i int) (pool, []string) { return httpPool, []string{dests[i]} },
+			[numPools]int{objectPool: 2, httpPool: 4}, func(i int) func() {
+				mu.Lock()
+				running[dests[i]]++
+				most[dests[i]] = max(most[dests[i]], running[dests[i]])
+				mu.Unlock()
+				if dests[i] == "amp" {
+					close(ampStarted)
+				}
+				return func() {
+					if dests[i] == "hook" {
+						<-release // throttled: never done until released
+					}
+					mu.Lock()
+					running[dests[i]]--
+					mu.Unlock()
+				}
+			})
+	}()
+	select {
+	case <-ampStarted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other destination's job never started while the webhook's jobs waited")
+	}
+	close(release)
+	<-done
+	if most["hook"] != 2 {
+		t.Errorf("the webhook ran %d jobs at once; want 2, half the HTTP slots", most["hook"])
 	}
 }
