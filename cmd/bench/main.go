@@ -6,6 +6,7 @@
 //	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
 //	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay
 //	go run ./cmd/bench -mode catchup         # catch-up to 9 rate-limited HTTP destinations, then a Retry-After pause
+//	go run ./cmd/bench -mode surge           # the stream job through R, 10 × R, R: delay, drain, RSS, catch-up vs backfill
 //
 // s3 generates N impressions, then times (1) a plain Go loop that parses, encodes and
 // gzips them on one core with no Beam, and (2) the backfill command on the embedded
@@ -13,7 +14,8 @@
 // their ratio and the backfill's peak RSS. The HTTP modes are in http.go, the stream
 // mode (catch-up rate, then delivery delay at half and all of it) in stream.go, the
 // catchup mode (issue 12: full requests at a learned limit, CPU while paused) in
-// catchup.go.
+// catchup.go, the surge mode (issue 13: delay through a tenfold surge, the time to
+// drain it, catch-up against the backfill) in surge.go.
 package main
 
 import (
@@ -40,10 +42,10 @@ import (
 
 func main() {
 	var (
-		mode     = flag.String("mode", "s3", "s3, goodput, isolation, stream or catchup")
+		mode     = flag.String("mode", "s3", "s3, goodput, isolation, stream, catchup or surge")
 		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second")
 		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
-		n        = flag.Int("n", 1000000, "s3: impressions; stream: the backlog to catch up on; catchup: the catch-up's impressions (default 200000)")
+		n        = flag.Int("n", 1000000, "s3: impressions; stream, surge: the backlog to catch up on (surge: default 200000); catchup: the catch-up's impressions (default 200000)")
 		files    = flag.Int("files", 8, "input files")
 		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each (catchup: amplitude, segment and webhook each)")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
@@ -67,6 +69,8 @@ func main() {
 		err = benchStream(*n, *tenants, *seconds, dir)
 	case "catchup":
 		err = benchCatchup(*n, *tenants, *files, *rate, dir)
+	case "surge":
+		err = benchSurge(*n, *tenants, *files, dir)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
