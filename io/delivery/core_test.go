@@ -215,8 +215,16 @@ func TestLimiterWire(t *testing.T) {
 // accepts R requests a second (a token bucket of one second) against a sender that
 // always has work, and check the long-run goodput and 429 share.
 func TestLimiterLearnsLimit(t *testing.T) {
-	const R = 20.0
-	l := newLimiter(Config{RequestsPerSecond: 200, MinRequestsPerSecond: 0.1, MaxInFlight: 4})
+	// 20 requests/s, and 1: a destination so slow that each refusal's Retry-After
+	// costs a whole request, where going back up to the refused rate at once loses a
+	// quarter of the limit.
+	for _, R := range []float64{20, 1} {
+		t.Run(fmt.Sprint(R), func(t *testing.T) { learnsLimit(t, R) })
+	}
+}
+
+func learnsLimit(t *testing.T, R float64) {
+	l := newLimiter(Config{RequestsPerSecond: 10 * R, MinRequestsPerSecond: 0.1, MaxInFlight: 4})
 	now := time.Unix(0, 0)
 	tokens, last := R, now
 	var accepted, throttled int

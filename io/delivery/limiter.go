@@ -44,8 +44,10 @@ type limiter struct {
 	limited   bool        // a request had to wait for the pace since the last raise
 	lastRaise time.Time
 	lastCut   time.Time
-	rtt       float64 // EWMA of latency, seconds
-	samples   int
+	// throttledAt is the rate when the destination last refused for rate (0: never).
+	throttledAt float64
+	rtt         float64 // EWMA of latency, seconds
+	samples     int
 }
 
 const (
@@ -59,6 +61,8 @@ const (
 	slowCutShare = 0.9
 	slowCutEvery = 5 * time.Second
 	carefulFor   = 30 * time.Second
+	belowRefused = 0.97             // of the rate last refused, the highest to go back to
+	probeAfter   = 60 * time.Second // without a refusal: try above it again
 )
 
 func newLimiter(p Config) *limiter {
@@ -227,6 +231,7 @@ func (l *limiter) cut(now time.Time) {
 		return
 	}
 	l.lastCut = now
+	l.throttledAt = l.rate
 	target := l.rate * cutFallback
 	if seen := l.acceptedRate(now); seen > 0 {
 		target = max(target, cutToShare*seen)
@@ -264,7 +269,14 @@ func (l *limiter) raise(now time.Time) {
 		return
 	}
 	l.lastRaise, l.limited = now, false
-	l.setRate(now, l.rate+max(0.05, l.rate*raiseShare))
+	r := l.rate + max(0.05, l.rate*raiseShare)
+	// Back up to just under the rate that was last refused, and past it only after a
+	// quiet spell: a destination held right at its limit refuses every request that
+	// arrives a moment early, and each refusal costs a Retry-After.
+	if l.throttledAt > 0 && now.Sub(l.lastCut) < probeAfter {
+		r = min(r, max(l.rate, l.throttledAt*belowRefused))
+	}
+	l.setRate(now, r)
 }
 
 func (l *limiter) setRate(now time.Time, r float64) {
