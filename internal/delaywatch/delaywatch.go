@@ -5,7 +5,6 @@ package delaywatch
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -14,12 +13,6 @@ import (
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/oplog"
 )
-
-// logEvery spaces the ERROR lines of one integration in one process; the counter
-// counts every late impression.
-const logEvery = time.Minute
-
-var lastLogged sync.Map // integration -> time.Time
 
 // Watch observes one integration's delivery delays.
 type Watch struct {
@@ -53,10 +46,10 @@ func (w *Watch) Delivered(ctx context.Context, now time.Time, imps []impression.
 		return
 	}
 	w.alerts.Inc(ctx, late)
-	if last, ok := lastLogged.Load(w.integration); ok && now.Sub(last.(time.Time)) < logEvery {
+	// One ERROR line a minute per integration; the counter counts every late impression.
+	if !oplog.Due("delay/"+w.integration, now) {
 		return
 	}
-	lastLogged.Store(w.integration, now)
 	oplog.L().ErrorContext(ctx, "delivery delay above the alert threshold", "integration", w.integration,
 		"late_impressions", late, "worst_delay", worst.Round(time.Millisecond).String(), "alert_delay", w.threshold.String())
 }

@@ -7,6 +7,8 @@ package oplog
 import (
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 )
 
 var (
@@ -19,3 +21,18 @@ func L() *slog.Logger { return logger }
 
 // SetLevel sets the lowest level logged.
 func SetLevel(l slog.Level) { level.Set(l) }
+
+// Every is how often Due lets one kind of alert through for one integration.
+const Every = time.Minute
+
+var lastDue sync.Map // key -> time.Time
+
+// Due reports whether a log line under key (an alert and its integration) may go out
+// at now: at most one per Every in a process, however many DoFns raise it.
+func Due(key string, now time.Time) bool {
+	if last, ok := lastDue.Load(key); ok && now.Sub(last.(time.Time)) < Every {
+		return false
+	}
+	lastDue.Store(key, now)
+	return true
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -273,16 +272,12 @@ func (fx beamEffects) deadLetter(d *dest, b *Batch, status int, reason string) {
 func (fx beamEffects) overflow(d *dest, b *Batch, reason string) {
 	d.overflowed.Inc(fx.ctx, int64(len(b.Imps)))
 	fx.deadLetter(d, b, 0, reason)
-	if last, ok := overflowLogged.Load(d.ID); ok && time.Since(last.(time.Time)) < time.Minute {
+	if !oplog.Due("overflow/"+d.ID, time.Now()) {
 		return
 	}
-	overflowLogged.Store(d.ID, time.Now())
 	oplog.L().ErrorContext(fx.ctx, "the destination is not keeping up: impressions beyond max_pending_impressions are dead-lettered; replay them once it recovers",
 		"integration", d.ID, "max_pending_impressions", d.MaxPending, "dead_lettered_now", len(b.Imps))
 }
-
-// overflowLogged keeps overflow's ERROR lines to one a minute per integration.
-var overflowLogged sync.Map
 
 func (fx beamEffects) answered(d *dest, c *call) {
 	d.requests.Inc(fx.ctx, 1)

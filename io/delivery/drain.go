@@ -61,11 +61,11 @@ func drain(now time.Time, d *dest, st store, cs calls, fx effects, in *arrival) 
 	if r.changed {
 		r.sc.Gen = newGen()
 	}
-	if r.sc.empty() {
-		return r.wake, st.setSchedule(schedule{})
+	if !r.sc.empty() {
+		storeContents(r.sc.Gen, r.cont)
 	}
-	storeContents(r.sc.Gen, r.cont)
-	return r.wake, st.setSchedule(r.sc)
+	return r.wake, st.setSchedule(r.sc) // an empty schedule clears the state
+
 }
 
 func (r *drainRun) run(in *arrival) error {
@@ -376,7 +376,7 @@ func (r *drainRun) contents(w where) (Batch, error) {
 }
 
 func (r *drainRun) load(part bool) error {
-	i := map[bool]int{false: 0, true: 1}[part]
+	i := bagIndex(part)
 	if r.loaded[i] {
 		return nil
 	}

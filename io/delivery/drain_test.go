@@ -33,7 +33,13 @@ func (m *memStore) schedule() (schedule, error) {
 	data, _ := marshalSchedule(m.sc) // as a runner would: through the coder
 	return unmarshalSchedule(data)
 }
-func (m *memStore) setSchedule(sc schedule) error { m.sc = sc; return nil }
+func (m *memStore) setSchedule(sc schedule) error {
+	if sc.empty() {
+		sc = schedule{} // as beamStore clears it
+	}
+	m.sc = sc
+	return nil
+}
 func (m *memStore) fresh() ([]Batch, error) {
 	// The Go SDK answers a second Bag read after a Clear in one invocation wrongly.
 	if m.freshReads++; m.freshReads-m.freshReadsBefore > 1 {
@@ -45,23 +51,16 @@ func (m *memStore) addFresh(b Batch) error { m.freshB = append(m.freshB, b); ret
 func (m *memStore) clearFresh() error      { m.freshB = nil; return nil }
 func (m *memStore) bag(part bool) ([]Batch, error) {
 	m.bagReads++
-	return append([]Batch(nil), m.bags[index(part)]...), nil
+	return append([]Batch(nil), m.bags[bagIndex(part)]...), nil
 }
 func (m *memStore) add(part bool, b Batch) error {
-	m.bags[index(part)] = append(m.bags[index(part)], b)
+	m.bags[bagIndex(part)] = append(m.bags[bagIndex(part)], b)
 	return nil
 }
 func (m *memStore) clear(part bool) error {
-	m.bags[index(part)] = nil
-	m.clears[index(part)]++
+	m.bags[bagIndex(part)] = nil
+	m.clears[bagIndex(part)]++
 	return nil
-}
-
-func index(part bool) int {
-	if part {
-		return 1
-	}
-	return 0
 }
 
 // script answers a request sent at now.

@@ -88,7 +88,7 @@ func (l *limiter) acquire(now time.Time, maxWait time.Duration) (at time.Time, w
 	if !l.started {
 		l.started, l.careful = true, now.Add(carefulFor)
 	}
-	if wait, blocked := l.blockedLocked(now); blocked && l.pausedOrFull(now) {
+	if wait, held := l.held(now); held {
 		return time.Time{}, wait, false
 	}
 	r := l.pace.ReserveN(now, 1)
@@ -121,10 +121,18 @@ func (l *limiter) answerWait() time.Duration {
 func (l *limiter) blocked(now time.Time) (wait time.Duration, blocked bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.blockedLocked(now)
+	if wait, held := l.held(now); held {
+		return wait, true
+	}
+	if tokens := l.pace.TokensAt(now); tokens < 1 {
+		return time.Duration((1 - tokens) / l.rate * float64(time.Second)), true
+	}
+	return 0, false
 }
 
-func (l *limiter) blockedLocked(now time.Time) (wait time.Duration, blocked bool) {
+// held reports what keeps a request from being scheduled besides the pace (which
+// acquire reserves): the destination gone or paused, or a second's worth scheduled.
+func (l *limiter) held(now time.Time) (wait time.Duration, held bool) {
 	switch {
 	case l.gone != "":
 		return minPoll, true
@@ -133,15 +141,7 @@ func (l *limiter) blockedLocked(now time.Time) (wait time.Duration, blocked bool
 	case l.scheduled >= l.maxScheduled():
 		return l.answerWait(), true
 	}
-	if tokens := l.pace.TokensAt(now); tokens < 1 {
-		return time.Duration((1 - tokens) / l.rate * float64(time.Second)), true
-	}
 	return 0, false
-}
-
-// pausedOrFull: blocked for a reason other than the pace, which acquire reserves.
-func (l *limiter) pausedOrFull(now time.Time) bool {
-	return l.gone != "" || now.Before(l.pausedUntil) || l.scheduled >= l.maxScheduled()
 }
 
 // enter waits for a place on the wire: max_in_flight, or one while the destination's

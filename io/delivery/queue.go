@@ -111,6 +111,14 @@ type contents struct {
 	queue, parts []*Batch
 }
 
+// bagIndex numbers the queue 0 and the parts Bag 1.
+func bagIndex(part bool) int {
+	if part {
+		return 1
+	}
+	return 0
+}
+
 func (c *contents) slot(part bool) *[]*Batch {
 	if part {
 		return &c.parts
