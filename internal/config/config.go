@@ -259,6 +259,7 @@ func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
 		if cfg.Live {
 			t.AlertDelay = in.AlertDelay.D()
 			t.MaxPending = t.Policy.MaxPendingImpressions
+			t.Track = true
 		}
 		ts = append(ts, t)
 	}
@@ -283,7 +284,7 @@ func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
 		// A stream writes a window again for its late data: names tell the panes apart.
 		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			PerPane: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: in.Shards})
+			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: in.Shards})
 	}
 	return ts
 }

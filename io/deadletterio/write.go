@@ -28,7 +28,8 @@ import (
 
 func init() {
 	register.DoFn2x0[Record, func(string, Record)](&keyFn{})
-	register.DoFn3x1[context.Context, string, func(*Record) bool, error](&writeFn{})
+	register.DoFn4x1[context.Context, string, func(*Record) bool, func(int32, []byte), error](&writeFn{})
+	register.Emitter2[int32, []byte]()
 	register.Emitter2[string, Record]()
 	register.Iter1[Record]()
 }
@@ -55,14 +56,15 @@ const liveEvery = 5 * time.Second
 // WriteLive is Write for a stream, which never ends: what was dead-lettered is
 // written every few seconds of processing time, each time to files of its own
 // (their names carry a digest of their records), so a later firing never replaces
-// an earlier file.
+// an earlier file. Once a file is written, marks (package ack) report its records'
+// copies finished.
 //
-// In: PCollection<Record>.
-func WriteLive(s beam.Scope, uri string, records beam.PCollection, opts ...WriteOptionFn) {
+// In: PCollection<Record>. Out: marks, PCollection<KV<int32, []byte>>.
+func WriteLive(s beam.Scope, uri string, records beam.PCollection, opts ...WriteOptionFn) (marks beam.PCollection) {
 	s = s.Scope("deadletterio.WriteLive")
 	every := beam.WindowInto(s, window.NewGlobalWindows(), records,
 		beam.Trigger(trigger.Repeat(trigger.AfterProcessingTime().PlusDelay(liveEvery))), beam.PanesDiscard())
-	write(s, newWriteFn(uri, true, opts), every)
+	return write(s, newWriteFn(uri, true, opts), every)
 }
 
 func newWriteFn(uri string, live bool, opts []WriteOptionFn) *writeFn {
@@ -73,9 +75,9 @@ func newWriteFn(uri string, live bool, opts []WriteOptionFn) *writeFn {
 	return &writeFn{URI: uri, Live: live, Run: o.run}
 }
 
-func write(s beam.Scope, fn *writeFn, records beam.PCollection) {
+func write(s beam.Scope, fn *writeFn, records beam.PCollection) (marks beam.PCollection) {
 	keyed := beam.ParDo(s, &keyFn{}, records)
-	beam.ParDo0(s, fn, beam.GroupByKey(s, keyed))
+	return beam.ParDo(s, fn, beam.GroupByKey(s, keyed))
 }
 
 // Invalid input lines are written in blocks, so that writing one holds at most about
@@ -138,7 +140,7 @@ func (keyFn) ProcessElement(r Record, emit func(string, Record)) { emit(FileName
 
 type writeFn struct {
 	URI  string `json:"uri"`
-	Live bool   `json:"live"`          // file names carry a digest of their records
+	Live bool   `json:"live"`          // a stream's: file names carry a digest of their records; marks
 	Run  string `json:"run,omitempty"` // write receipts for this run (Receipts)
 }
 
@@ -148,11 +150,11 @@ type line struct {
 	json   []byte
 }
 
-func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*Record) bool) error {
+func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*Record) bool, marks func(int32, []byte)) error {
 	// Only the encoded lines are held, once: at most one block of a file's invalid
 	// lines, or one batch.
 	var lines []line
-	var origins []uint64
+	var finished ack.Tally
 	var count Tally
 	var r Record
 	for iter(&r) {
@@ -161,7 +163,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*R
 			return fmt.Errorf("deadletterio: encode a record for %s: %w", name, err)
 		}
 		lines = append(lines, line{source: r.Source, json: append(b, '\n')})
-		origins = append(origins, r.Origin)
+		finished.Done(r.Origin)
 		count.add(&r)
 	}
 	// Input order, then content, so the file is the same on every run.
@@ -197,8 +199,8 @@ func (fn *writeFn) ProcessElement(ctx context.Context, name string, iter func(*R
 			return err
 		}
 	}
-	for _, o := range origins {
-		ack.Done(o) // stored: their input records may be committed
+	if fn.Live {
+		finished.Emit(marks) // stored: their input records may be committed
 	}
 	return nil
 }

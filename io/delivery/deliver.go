@@ -23,8 +23,10 @@ import (
 )
 
 func init() {
-	register.DoFn6x1[context.Context, state.Provider, timers.Provider, string, encode.Chunk, func(deadletterio.Record), error](&deliverFn{})
+	register.DoFn7x1[context.Context, state.Provider, timers.Provider, string, encode.Chunk,
+		func(deadletterio.Record), func(int32, []byte), error](&deliverFn{})
 	register.Emitter1[deadletterio.Record]()
+	register.Emitter2[int32, []byte]()
 }
 
 // Target is one integration as the delivery core sees it.
@@ -42,6 +44,8 @@ type Target struct {
 	// MaxPending bounds the impressions held for the integration (a stream's
 	// max_pending_impressions); 0 is no bound (batch jobs: their input is bounded).
 	MaxPending int `json:"max_pending,omitempty"`
+	// Track reports the copies delivered as marks (package ack): a stream's.
+	Track bool `json:"track,omitempty"`
 }
 
 // destKey names the destination t sends to: every job and bundle of a worker with the
@@ -153,7 +157,8 @@ func (fn *deliverFn) dest(id string) (*dest, error) {
 
 // ProcessElement takes in a window's impressions for one integration's shard (copies
 // of one impression dropped, the first seen kept).
-func (fn *deliverFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, key string, c encode.Chunk, dead func(deadletterio.Record)) error {
+func (fn *deliverFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, key string, c encode.Chunk,
+	dead func(deadletterio.Record), marks func(int32, []byte)) error {
 	d, err := fn.dest(key)
 	if err != nil {
 		return err
@@ -171,30 +176,47 @@ func (fn *deliverFn) ProcessElement(ctx context.Context, sp state.Provider, tp t
 	d.impressions.Inc(ctx, int64(len(in.imps)))
 	d.duplicates.Inc(ctx, int64(dups))
 	d.pending.Inc(ctx, int64(len(in.imps)))
-	// The impressions are now held here; the chunk's copies are finished (package ack).
-	if ack.Enabled() {
+	fx := beamEffects{ctx: ctx, dead: dead}
+	if d.Track {
+		fx.finished = new(ack.Tally)
+		// The copies the chunk held beside the impressions kept are finished.
+		kept := make(map[uint64]int, len(in.imps))
 		for i := range in.imps {
-			ack.Hold(in.imps[i].Origin, 1)
+			kept[in.imps[i].Origin]++
 		}
-		ack.Done(c.Origins()...)
+		for _, o := range c.Origins() {
+			if kept[o] > 0 {
+				kept[o]--
+			} else {
+				fx.finished.Done(o)
+			}
+		}
 	}
-	return fn.drain(ctx, sp, tp, d, &in, dead)
+	return fn.drain(sp, tp, d, &in, fx, marks)
 }
 
-func (fn *deliverFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, key string, _ timers.Context, dead func(deadletterio.Record)) error {
+func (fn *deliverFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, key string, _ timers.Context,
+	dead func(deadletterio.Record), marks func(int32, []byte)) error {
 	d, err := fn.dest(key)
 	if err != nil {
 		return err
 	}
-	return fn.drain(ctx, sp, tp, d, nil, dead)
+	fx := beamEffects{ctx: ctx, dead: dead}
+	if d.Track {
+		fx.finished = new(ack.Tally)
+	}
+	return fn.drain(sp, tp, d, nil, fx, marks)
 }
 
-func (fn *deliverFn) drain(ctx context.Context, sp state.Provider, tp timers.Provider, d *dest, in *arrival, dead func(deadletterio.Record)) error {
-	wake, err := drain(time.Now(), d, beamStore{fn, sp}, workerCalls, beamEffects{ctx, dead}, in)
+func (fn *deliverFn) drain(sp state.Provider, tp timers.Provider, d *dest, in *arrival, fx beamEffects, marks func(int32, []byte)) error {
+	wake, err := drain(time.Now(), d, beamStore{fn, sp}, workerCalls, fx, in)
 	if err != nil {
 		return err
 	}
-	d.rate.Set(ctx, int64(d.lim.current()*1000))
+	if fx.finished != nil {
+		fx.finished.Emit(marks)
+	}
+	d.rate.Set(fx.ctx, int64(d.lim.current()*1000))
 	if !wake.IsZero() {
 		fn.Wake.Set(tp, wake)
 	}
@@ -242,15 +264,19 @@ func (s beamStore) bag(part bool) ([]Batch, error) {
 func (s beamStore) add(part bool, b Batch) error { return s.bagOf(part).Add(s.sp, b) }
 func (s beamStore) clear(part bool) error        { return s.bagOf(part).Clear(s.sp) }
 
-// beamEffects reports into Beam metrics and the dead-letter output.
+// beamEffects reports into Beam metrics, the dead-letter output and, in a stream,
+// marks (package ack). Dead-lettered copies are finished where they are stored.
 type beamEffects struct {
-	ctx  context.Context
-	dead func(deadletterio.Record)
+	ctx      context.Context
+	dead     func(deadletterio.Record)
+	finished *ack.Tally // nil: not tracked
 }
 
 func (fx beamEffects) delivered(d *dest, b *Batch, now time.Time) {
-	for i := range b.Imps {
-		ack.Done(b.Imps[i].Origin)
+	if fx.finished != nil {
+		for i := range b.Imps {
+			fx.finished.Done(b.Imps[i].Origin)
+		}
 	}
 	n := int64(len(b.Imps))
 	d.delivered.Inc(fx.ctx, n)

@@ -20,13 +20,14 @@ func init() {
 // flushAfter) bounds how long an impression waits, not how large a request is.
 //
 // In: PCollection<KV<string, encode.Chunk>> keyed by route.Key, from
-// encode.Objects(encode.Binary); out: PCollection<deadletterio.Record>.
-func Write(s beam.Scope, targets []Target, chunks beam.PCollection) beam.PCollection {
+// encode.Objects(encode.Binary); out: PCollection<deadletterio.Record>, and marks
+// (package ack) of Track targets, PCollection<KV<int32, []byte>>.
+func Write(s beam.Scope, targets []Target, chunks beam.PCollection) (dead, marks beam.PCollection) {
 	s = s.Scope("delivery.Write")
 	// Impressions outlive their window while they wait, so state is per key only; and
 	// one key per integration, so its shards' impressions fill requests together.
 	global := beam.WindowInto(s, beamwindow.NewGlobalWindows(), chunks)
-	return beam.ParDo(s, newDeliverFn(targets), beam.ParDo(s, byIntegration, global))
+	return beam.ParDo2(s, newDeliverFn(targets), beam.ParDo(s, byIntegration, global))
 }
 
 // byIntegration keys a shard's chunk by its integration. Copies of an impression are

@@ -16,10 +16,12 @@ import (
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/kafkaio"
+	"github.com/outflow/outflow/transforms/route"
 )
 
 func init() {
-	register.DoFn5x0[context.Context, beam.EventTime, kafkaio.Record, func(beam.EventTime, impression.Impression), func(deadletterio.Record)](&recordsFn{})
+	register.DoFn6x0[context.Context, beam.EventTime, kafkaio.Record, func(beam.EventTime, impression.Impression),
+		func(deadletterio.Record), func(int32, []byte)](&recordsFn{})
 }
 
 // FromRecords parses the impressions in Kafka record values (CONTRACT §3: one line,
@@ -29,15 +31,20 @@ func init() {
 // by the runner. Such an impression is delivered with a later window instead.
 // Invalid lines become dead-letter records naming the partition and offset.
 //
+// Each record's Read mark (package ack) says how many copies of it are to be
+// finished: one per invalid line, and one per target each valid impression is
+// routed to (route.Target.Matches: the routers downstream decide the same way).
+//
 // In: PCollection<kafkaio.Record>. Out: PCollection<impression.Impression>,
-// PCollection<deadletterio.Record>.
-func FromRecords(s beam.Scope, recs beam.PCollection, maxLate time.Duration) (imps, invalid beam.PCollection) {
+// PCollection<deadletterio.Record>, marks PCollection<KV<int32, []byte>>.
+func FromRecords(s beam.Scope, recs beam.PCollection, maxLate time.Duration, targets []route.Target) (imps, invalid, marks beam.PCollection) {
 	s = s.Scope("impressionio.FromRecords")
-	return beam.ParDo2(s, &recordsFn{MaxLateMs: maxLate.Milliseconds()}, recs)
+	return beam.ParDo3(s, &recordsFn{MaxLateMs: maxLate.Milliseconds(), Targets: targets}, recs)
 }
 
 type recordsFn struct {
-	MaxLateMs int64 `json:"max_late_ms"`
+	MaxLateMs int64          `json:"max_late_ms"`
+	Targets   []route.Target `json:"targets"`
 
 	lines, invalid, valid, clamped metricname.Counter
 }
@@ -49,7 +56,8 @@ func (fn *recordsFn) Setup() {
 	fn.clamped = metricname.NewCounter(metricname.Job, metricname.VeryLate)
 }
 
-func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) {
+func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record,
+	emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record), marks func(int32, []byte)) {
 	// The origin names the record (package ack), and orders repeats of an impression
 	// by where they were read.
 	origin := ack.Origin(r.Partition, r.Offset)
@@ -75,8 +83,17 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 		imp.ReceivedAt = received
 		imps = append(imps, imp)
 	}
-	// Counted before anything goes downstream, so the record is not finished early.
-	ack.Read(origin, len(imps), len(invalid))
+	copies := len(invalid)
+	for i := range imps {
+		for j := range fn.Targets {
+			if fn.Targets[j].Matches(&imps[i]) {
+				copies++
+			}
+		}
+	}
+	var tally ack.Tally
+	tally.Read(origin, r.From, copies)
+	tally.Emit(marks)
 	fn.invalid.Inc(ctx, int64(len(invalid)))
 	for _, rec := range invalid {
 		dead(rec)

@@ -2,6 +2,7 @@ package impressionio
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,16 +13,31 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/kafkaio"
+	"github.com/outflow/outflow/transforms/route"
 )
 
-func init() { register.Function1x1(deadReason) }
+func init() {
+	register.Function1x1(deadReason)
+	register.Function3x1(markLines)
+}
 
 func deadReason(r deadletterio.Record) string { return r.Source + " | " + r.Reason + " | " + r.Raw }
 
+func markLines(p int32, b []byte, emit func(string)) error {
+	ms, err := ack.Decode(b)
+	for _, m := range ms {
+		emit(fmt.Sprintf("%d %+v", p, m))
+	}
+	return err
+}
+
 // Record values hold one line or several; blank lines are skipped and invalid ones
-// dead-lettered with the partition and offset they came from.
+// dead-lettered with the partition and offset they came from. Each record's mark
+// counts the copies to finish: one per invalid line, one per target each impression
+// is routed to.
 func TestFromRecords(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "impressions"))
 	if err != nil {
@@ -47,7 +63,12 @@ func TestFromRecords(t *testing.T) {
 
 	p, s := beam.NewPipelineWithRoot()
 	recs := kafkaio.Read(s, kafkaio.Config{Brokers: c.ListenAddrs(), Topic: "impressions", Group: "g", Bounded: true})
-	imps, invalid := FromRecords(s, recs, time.Hour)
+	targets := []route.Target{{ID: "all", Tenant: "acme"}, {ID: "staging", Tenant: "acme", Environments: []string{"staging"}},
+		{ID: "split-s", Tenant: "acme", Splits: []string{"s"}}, {ID: "other", Tenant: "globex"}}
+	imps, invalid, marks := FromRecords(s, recs, time.Hour, targets)
+	passert.EqualsList(s, beam.ParDo(s, markLines, marks), []string{
+		"0 {Kind:read Offset:0 From:0 N:2}", "0 {Kind:read Offset:1 From:1 N:4}",
+		"0 {Kind:read Offset:2 From:2 N:1}", "0 {Kind:read Offset:3 From:3 N:2}"})
 	passert.EqualsList(s, beam.ParDo(s, impKey, imps), []string{"u1", "u2", "u3", "u4"})
 	passert.EqualsList(s, beam.ParDo(s, deadReason, invalid), []string{"kafka partition 0 offset 2 | line is not a JSON object | not json"})
 	ptest.RunAndValidate(t, p)

@@ -87,7 +87,11 @@ func (c Config) Validate() error {
 type Record struct {
 	Partition int32
 	Offset    int64
-	Value     []byte
+	// From is the first offset the record accounts for: the reader's position before
+	// it. Offsets have gaps (transaction markers, compaction), and progress must pass
+	// them too (package ack).
+	From  int64
+	Value []byte
 }
 
 // Partition is one partition to read, from offset Start up to End (exclusive;
@@ -123,11 +127,25 @@ const (
 //
 // Out: PCollection<Record>.
 func Read(s beam.Scope, cfg Config) beam.PCollection {
-	s = s.Scope("kafkaio.Read")
+	return ReadPartitions(s, cfg, Partitions(s, cfg))
+}
+
+// Partitions lists the partitions to read and where each starts (see Read).
+//
+// Out: PCollection<Partition>.
+func Partitions(s beam.Scope, cfg Config) beam.PCollection {
+	s = s.Scope("kafkaio.Partitions")
 	if err := cfg.Validate(); err != nil {
-		panic(fmt.Sprintf("kafkaio.Read: %v", err)) // callers validate their configuration first
+		panic(fmt.Sprintf("kafkaio.Partitions: %v", err)) // callers validate their configuration first
 	}
-	parts := beam.ParDo(s, &partitionsFn{Config: cfg}, beam.Impulse(s))
+	return beam.ParDo(s, &partitionsFn{Config: cfg}, beam.Impulse(s))
+}
+
+// ReadPartitions reads the partitions Partitions listed.
+//
+// In: PCollection<Partition>. Out: PCollection<Record>.
+func ReadPartitions(s beam.Scope, cfg Config, parts beam.PCollection) beam.PCollection {
+	s = s.Scope("kafkaio.Read")
 	return beam.ParDo(s, &readFn{Config: cfg}, parts)
 }
 
@@ -427,8 +445,9 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 				fn.drop(p.Partition)
 				return sdf.StopProcessing(), rt.GetError()
 			}
+			from := c.next
 			c.next = r.Offset + 1
-			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, Value: r.Value})
+			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, From: from, Value: r.Value})
 			we.observe(r.Timestamp)
 			n++
 		}
@@ -492,73 +511,6 @@ var draining atomic.Bool
 // one does. Readers in other processes (remote workers) are not reached; a pipeline
 // running there has to be cancelled.
 func Drain() { draining.Store(true) }
-
-// Committer commits a consumer group's offsets.
-type Committer struct {
-	cfg Config
-	cl  *kgo.Client
-	adm *kadm.Client
-}
-
-// NewCommitter returns a committer for cfg's group and topic.
-func NewCommitter(cfg Config) (*Committer, error) {
-	cl, err := newClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
-	}
-	return &Committer{cfg: cfg, cl: cl, adm: kadm.NewClient(cl)}, nil
-}
-
-// Commit records next, by partition, as the group's progress: the next record to
-// read.
-func (c *Committer) Commit(ctx context.Context, next map[int32]int64) error {
-	if len(next) == 0 {
-		return nil
-	}
-	offsets := kadm.Offsets{}
-	for p, o := range next {
-		offsets.Add(kadm.Offset{Topic: c.cfg.Topic, Partition: p, At: o, LeaderEpoch: -1})
-	}
-	resp, err := c.adm.CommitOffsets(ctx, c.cfg.Group, offsets)
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("kafka group %q: commit offsets: %w", c.cfg.Group, err)
-	}
-	return nil
-}
-
-// CommitStarts commits, for each partition of the topic the group has no offset
-// committed for, the offset a reader starts it at: the earliest, or the end if start
-// is "latest". It returns those partitions, and how many the topic has. A job that
-// does this before it runs (and sets Config.StartsCommitted) resumes every partition
-// where it first started it, even one it read nothing from.
-func (c *Committer) CommitStarts(ctx context.Context, start string) (committed []Partition, partitions int, err error) {
-	ls, err := listPartitions(ctx, c.adm, c.cfg, start)
-	if err != nil {
-		return nil, 0, err
-	}
-	next := map[int32]int64{}
-	for _, l := range ls {
-		if !l.committed {
-			next[l.p.Partition] = l.p.Start
-			committed = append(committed, l.p)
-		}
-	}
-	if err := c.Commit(ctx, next); err != nil {
-		return nil, 0, err
-	}
-	return committed, len(ls), nil
-}
-
-// Partitions returns how many partitions the topic has.
-func (c *Committer) Partitions(ctx context.Context) (int, error) {
-	return partitionCount(ctx, c.adm, c.cfg.Topic)
-}
-
-// Close closes the committer's connections.
-func (c *Committer) Close() { c.cl.Close() }
 
 // consumer returns a client that reads partition from offset next.
 func (fn *readFn) consumer(partition int32, next int64) (*consumer, error) {

@@ -27,7 +27,8 @@ import (
 )
 
 func init() {
-	register.DoFn4x1[context.Context, beam.Window, string, encode.Chunk, error](&writeFn{})
+	register.DoFn5x1[context.Context, beam.Window, string, encode.Chunk, func(int32, []byte), error](&writeFn{})
+	register.Emitter2[int32, []byte]()
 }
 
 // Store uploads objects to one bucket.
@@ -81,9 +82,15 @@ type Target struct {
 	Settings json.RawMessage `json:"settings"`
 	// Progress is the job counting what this integration stored (package progress).
 	Progress string `json:"progress,omitempty"`
-	// PerPane names each object by its impressions too (ObjectSpec.Key): a stream
-	// writes a window again for its late data.
-	PerPane bool `json:"per_pane,omitempty"`
+	// Tenant is the integration's: the ids of what its objects hold are computed
+	// with it (encode.Record.Impression).
+	Tenant string `json:"tenant"`
+	// Live is a stream's: it writes a window again for its late data, so each
+	// object is named by its impressions too (ObjectSpec.Key); an impression that
+	// another object of the window holds already, written by an earlier run of the
+	// job, is not written again (stored.go); and the copies an object took are
+	// reported finished (package ack) once it is stored.
+	Live bool `json:"live,omitempty"`
 	// Since and Until (Unix ms, 0: open) are a backfill's --since/--until. A window
 	// they cut is named by the part of it the run covers, so the runs on either side
 	// of a cut write different objects rather than one replacing the other.
@@ -107,12 +114,14 @@ func (t *Target) Covered(start, end time.Time) (time.Time, time.Time) {
 
 // Write stores each chunk as the data object of its integration, window and shard
 // (CONTRACT §4). Uploads run concurrently, at most Spec.MaxConcurrentUploads per
-// integration, and all finish before the bundle does.
+// integration, and all finish before the bundle does. A Live target's chunks are
+// stored one at a time, and marks (package ack) report their copies finished.
 //
 // In: PCollection<KV<string, encode.Chunk>> keyed by route.Key, from encode.Objects.
-func Write(s beam.Scope, targets []Target, chunks beam.PCollection) {
+// Out: marks, PCollection<KV<int32, []byte>>.
+func Write(s beam.Scope, targets []Target, chunks beam.PCollection) (marks beam.PCollection) {
 	s = s.Scope("objectio.Write")
-	beam.ParDo0(s, &writeFn{Targets: targets}, chunks)
+	return beam.ParDo(s, &writeFn{Targets: targets}, chunks)
 }
 
 type writeFn struct {
@@ -125,22 +134,24 @@ type writeFn struct {
 
 	mu     sync.Mutex
 	stored []stored // uploads done in this bundle, counted in FinishBundle
+
+	earlier earlierObjects // what objects of earlier runs hold, for Live targets
 }
 
 // dest is one integration's store, upload slots and metrics.
 type dest struct {
 	Target
-	store Store
-	slots chan struct{}
+	store  Store
+	reader Reader // nil: the store cannot be read back (Live targets then warn once)
+	slots  chan struct{}
 
 	impressions, duplicates, delivered, objects, bytes metricname.Counter
 }
 
 // stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
 type stored struct {
-	d       *dest
-	obj     *encode.Object
-	origins []uint64 // of every impression copy the object took (package ack)
+	d   *dest
+	obj *encode.Object
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -150,9 +161,11 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("integration %q: %w", t.ID, err)
 		}
+		reader, _ := store.(Reader)
 		fn.dests[t.ID] = &dest{
 			Target:      t,
 			store:       store,
+			reader:      reader,
 			slots:       make(chan struct{}, max(1, t.Spec.MaxConcurrentUploads)),
 			impressions: metricname.NewCounter(t.ID, metricname.Impressions),
 			duplicates:  metricname.NewCounter(t.ID, metricname.Duplicates),
@@ -164,68 +177,105 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	return nil
 }
 
-func (fn *writeFn) StartBundle(ctx context.Context) {
+// StartBundle and FinishBundle take ProcessElement's emitter, as Beam requires;
+// they emit nothing.
+func (fn *writeFn) StartBundle(ctx context.Context, _ func(int32, []byte)) {
 	fn.ctx, fn.cancel = context.WithCancel(ctx)
 	fn.uploads, fn.ctx = errgroup.WithContext(fn.ctx)
 }
 
-func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string, c encode.Chunk) error {
+func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string, c encode.Chunk, marks func(int32, []byte)) error {
 	id, shard := route.SplitKey(key)
 	d, ok := fn.dests[id]
 	if !ok {
 		return fmt.Errorf("objectio: no target for integration %q", id)
 	}
 	iw := w.(beamwindow.IntervalWindow)
-	pane := ""
-	if d.PerPane {
-		pane = c.Digest()
-	}
 	start, end := d.Covered(iw.Start.ToTime(), iw.End.ToTime())
-	objKey := d.Spec.Key(id, start, end, shard, pane)
+	if d.Live {
+		return fn.writeLive(ctx, d, start, end, shard, c, marks)
+	}
+	objKey := d.Spec.Key(id, start, end, shard, "")
 	obj, err := encode.FinishObject(c, d.Spec.Format)
 	if err != nil {
 		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
-	}
-	var origins []uint64
-	if ack.Enabled() {
-		origins = c.Origins()
 	}
 	d.impressions.Inc(ctx, int64(obj.Records))
 	d.duplicates.Inc(ctx, int64(obj.Duplicates))
 	// Never wait here for uploads: a bundle that makes no progress for a moment is
 	// split by prism, again and again, copying what is left of it each time.
 	fn.uploads.Go(func() error {
-		select {
-		case d.slots <- struct{}{}:
-		case <-fn.ctx.Done():
-			return fn.ctx.Err()
-		}
-		defer func() { <-d.slots }()
-		body := obj.Open()
-		err := d.store.Put(fn.ctx, objKey, d.Spec.Format.ContentType(), body)
-		body.Close()
-		if err != nil {
-			return fmt.Errorf("put %s: %w", d.store.Where(objKey), err)
+		if err := fn.put(fn.ctx, d, objKey, obj); err != nil {
+			return err
 		}
 		fn.mu.Lock()
-		fn.stored = append(fn.stored, stored{d, obj, origins})
+		fn.stored = append(fn.stored, stored{d, obj})
 		fn.mu.Unlock()
 		return nil
 	})
 	return nil
 }
 
+// writeLive stores a stream's pane as an object of its own, without what objects
+// of earlier runs hold already, and reports its copies finished. A stream's panes
+// are small and seldom, so it waits for the upload: its marks must be the output of
+// the element that stored it.
+func (fn *writeFn) writeLive(ctx context.Context, d *dest, start, end time.Time, shard int, c encode.Chunk, marks func(int32, []byte)) error {
+	var t ack.Tally
+	t.Done(c.Origins()...)
+	c, dropped, err := fn.earlier.drop(ctx, d, start, end, shard, c)
+	if err != nil {
+		return err
+	}
+	d.duplicates.Inc(ctx, int64(dropped))
+	if c.N > 0 {
+		objKey := d.Spec.Key(d.ID, start, end, shard, c.Digest())
+		obj, err := encode.FinishObject(c, d.Spec.Format)
+		if err != nil {
+			return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
+		}
+		if err := fn.put(ctx, d, objKey, obj); err != nil {
+			return err
+		}
+		d.impressions.Inc(ctx, int64(obj.Records))
+		d.duplicates.Inc(ctx, int64(obj.Duplicates))
+		d.count(ctx, obj)
+	}
+	t.Emit(marks)
+	return nil
+}
+
+// put uploads obj as key, in one of d's upload slots.
+func (fn *writeFn) put(ctx context.Context, d *dest, key string, obj *encode.Object) error {
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-d.slots }()
+	body := obj.Open()
+	defer body.Close()
+	if err := d.store.Put(ctx, key, d.Spec.Format.ContentType(), body); err != nil {
+		return fmt.Errorf("put %s: %w", d.store.Where(key), err)
+	}
+	return nil
+}
+
+// count counts a stored object.
+func (d *dest) count(ctx context.Context, obj *encode.Object) {
+	d.delivered.Inc(ctx, int64(obj.Records))
+	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(obj.Records))
+	d.objects.Inc(ctx, 1)
+	d.bytes.Inc(ctx, obj.Bytes())
+}
+
 // FinishBundle waits for the bundle's uploads: a bundle is done only when its
 // objects are stored.
-func (fn *writeFn) FinishBundle(ctx context.Context) error {
+func (fn *writeFn) FinishBundle(ctx context.Context, _ func(int32, []byte)) error {
 	defer fn.cancel()
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
-		ack.Done(st.origins...)
-		st.d.delivered.Inc(ctx, int64(st.obj.Records))
-		progress.Add(progress.DoneKey(st.d.Progress, st.d.ID), int64(st.obj.Records))
-		st.d.objects.Inc(ctx, 1)
-		st.d.bytes.Inc(ctx, st.obj.Bytes())
+		st.d.count(ctx, st.obj)
 	}
 	fn.stored = nil
 	return err

@@ -17,7 +17,7 @@ var Defaults = delivery.Config{RequestsPerSecond: 200, MaxBatchEvents: 2500, Max
 
 // Write sends windowed chunks of impressions (encode.Objects in encode.Binary), keyed
 // by route.Key, to Segment and returns the dead-letter records of those it could not
-// deliver.
-func Write(s beam.Scope, targets []delivery.Target, chunks beam.PCollection) beam.PCollection {
+// deliver, and the marks of a stream's (delivery.Write).
+func Write(s beam.Scope, targets []delivery.Target, chunks beam.PCollection) (dead, marks beam.PCollection) {
 	return delivery.Write(s.Scope("segmentio.Write"), targets, chunks)
 }

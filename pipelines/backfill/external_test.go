@@ -1,16 +1,10 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
 	"github.com/google/uuid"
 
 	"github.com/outflow/outflow/internal/config"
@@ -41,25 +35,8 @@ integrations:
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	jobPort, poolPort := freePort(t), freePort(t)
-	if _, err := prism.CreateJobServer(ctx, prism.Options{Port: jobPort}); err != nil {
-		t.Fatal(err)
-	}
-	pool := exec.Command(testenv.Build(t, "./pipelines/backfill"), "--worker-pool", strconv.Itoa(poolPort))
-	var poolOut strings.Builder
-	pool.Stderr = &poolOut
-	t.Cleanup(func() { t.Logf("worker pool:\n%s", poolOut.String()) })
-	if err := pool.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pool.Process.Kill(); pool.Wait() })
-	waitListening(t, poolPort)
-
-	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob, "--runner", "universal",
-		"--endpoint", "localhost:"+strconv.Itoa(jobPort), "--environment_type", "EXTERNAL",
-		"--environment_config", "localhost:"+strconv.Itoa(poolPort))
+	workers := testenv.ExternalWorkers(t, testenv.Build(t, "./pipelines/backfill"))
+	r := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, workers.Flags...)...)
 	if r.code != 0 || r.report == nil {
 		t.Fatalf("exit code %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -92,27 +69,4 @@ integrations:
 		t.Errorf("report: %d invalid lines, want %d", r.report.InvalidLines, len(in.invalid))
 	}
 	checkDeadLetter(t, deadLetter, in.invalid)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(t *testing.T, port int) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", "localhost:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on port %d", port)
-		}
-	}
 }

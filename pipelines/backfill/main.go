@@ -156,10 +156,10 @@ func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn,
 	p, s := beam.NewPipelineWithRoot()
 
 	imps, invalid := impressionio.Read(s, glob, opts...)
-	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
+	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})
-	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...), deadletterio.Receipts(run))
+	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(out.Dead, invalid)...), deadletterio.Receipts(run))
 	return p
 }
 

@@ -169,10 +169,10 @@ func pipeline(cfg *config.Config, root, run string) *beam.Pipeline {
 
 	records := deadletterio.Read(s, root+"/"+replaying+"/*/*.ndjson*")
 	imps, kept := beam.ParDo2(s, &splitFn{Targets: config.Targets(cfg.Integrations), Objects: objectStores(cfg)}, records)
-	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
+	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Direct(s, targets, imps)
 	})
-	deadletterio.Write(s, root, beam.Flatten(s, append(undeliverable, kept)...), deadletterio.Receipts(run))
+	deadletterio.Write(s, root, beam.Flatten(s, append(out.Dead, kept)...), deadletterio.Receipts(run))
 	return p
 }
 

@@ -5,24 +5,25 @@
 //
 // plus Beam's runner flags. It runs until stopped.
 //
-// Every few seconds it commits the consumer group's offsets as far as every record
-// read before them is finished: its impressions delivered, stored or dead-lettered
-// (package ack). A restart resumes there, so only what was in flight is read again
-// (HTTP destinations may see those impressions again, under the same ids). Before
-// the pipeline runs, it commits where it starts each partition the group has no
-// offset for (--start), and later the earliest offset of partitions added to the
-// topic while it runs, which the pipeline reads too: a restart resumes every
-// partition, even one nothing was read from.
+// The pipeline commits the consumer group's offsets itself, every second or so, as
+// far as every record read before them is finished: its impressions delivered,
+// stored or dead-lettered. The stages that finish them say so as marks, and a
+// committer keyed by partition folds them into a ledger (packages ack and kafkaio).
+// So it holds wherever the workers run, and a restart resumes there: only what was
+// in flight is read again (HTTP destinations may see those impressions again, under
+// the same ids; object stores leave out what an object holds already). Before the
+// pipeline runs, the launcher commits where it starts each partition the group has
+// no offset for (--start); the pipeline commits the start of partitions added to the
+// topic while it runs, which it reads too: a restart resumes every partition, even
+// one nothing was read from.
 //
-// SIGINT or SIGTERM drains it: reading stops, what was read is delivered and the
-// pipeline finishes, then the offsets are committed where reading stopped. If the
-// drain takes longer than --shutdown-timeout the job is cancelled, and what was
-// finished by then is committed. A second signal stops at once.
-//
-// Draining and committing need the pipeline's workers in this process: the embedded
-// prism runner, or LOOPBACK workers of a job server. With remote workers (Flink with
-// a worker image, Dataflow) a signal cancels the job after --shutdown-timeout, and
-// offsets are not committed past the starting ones.
+// SIGINT or SIGTERM drains it: reading stops, what was read is delivered, the last
+// offsets are committed and the pipeline finishes. If the drain takes longer than
+// --shutdown-timeout the job is cancelled; what was finished by then is committed.
+// A second signal stops at once. Draining reaches the readers of workers in this
+// process (the embedded prism runner, LOOPBACK); with remote workers a signal cancels
+// the job after --shutdown-timeout, which loses nothing either: the offsets
+// committed are where a restart resumes.
 package main
 
 import (
@@ -30,14 +31,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
-	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/oplog"
@@ -116,7 +115,7 @@ func run() int {
 	// it, so a restart resumes there even if nothing was read from it; and the
 	// pipeline reads a partition still without one as one added since (earliest).
 	starting, cancelStart := context.WithTimeout(context.Background(), startTimeout)
-	started, partitions, err := committer.CommitStarts(starting, src.Start)
+	started, _, err := committer.CommitStarts(starting, src.Start)
 	cancelStart()
 	if err != nil {
 		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed,
@@ -130,13 +129,6 @@ func run() int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
-	ack.Enable(len(windowing.Groups(cfg.Integrations)))
-	pr := &progress{c: committer, last: map[int32]int64{}, partitions: partitions}
-	stopCommits := job.Every(commitEvery, func() {
-		if err := pr.commit(); err != nil {
-			log.Warn("commit offsets (tried again shortly)", "error", err)
-		}
-	})
 	rep := report.New(cfg, time.Now())
 	stopReports := func() {}
 	if *reportPath != "" {
@@ -153,14 +145,7 @@ func run() int {
 			"cause", context.Cause(ctx))
 		err = nil // stopping is the way a stream job ends
 	}
-	stopCommits()
-	if cerr := pr.commit(); cerr != nil && err == nil {
-		err = cerr
-	} else if len(pr.last) > 0 {
-		log.Info("offsets committed", "next", pr.last)
-	} else {
-		log.Info("no offsets committed: no record was finished by workers in this process")
-	}
+	logCommitted(committer)
 	stopReports()
 	rep.AddMetrics(res)
 	if live := metricname.Live(); len(live) > 0 {
@@ -180,54 +165,23 @@ func run() int {
 }
 
 const (
-	// commitEvery is how often the group's offsets are committed while the job runs.
-	commitEvery = 5 * time.Second
 	// reportEvery is how often --report is rewritten while the job runs.
 	reportEvery = 10 * time.Second
 	// startTimeout bounds reaching the brokers at startup.
 	startTimeout = 30 * time.Second
 )
 
-// progress commits the group's offsets as far as what was read before them is
-// finished (package ack).
-type progress struct {
-	c          *kafkaio.Committer
-	last       map[int32]int64 // what was committed
-	partitions int             // the topic's partitions whose start is committed
-}
-
-// commit commits the partitions whose position moved, and the starting offset of
-// partitions added to the topic since the last call.
-func (pr *progress) commit() error {
+// logCommitted logs where the group's offsets are as the job ends: where a restart
+// resumes.
+func logCommitted(c *kafkaio.Committer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	added := pr.commitAdded(ctx)
-	next := ack.Committable()
-	maps.DeleteFunc(next, func(p int32, o int64) bool { last, ok := pr.last[p]; return ok && last == o })
-	if err := pr.c.Commit(ctx, next); err != nil {
-		return errors.Join(added, err)
-	}
-	maps.Copy(pr.last, next)
-	return added
-}
-
-// commitAdded commits, for partitions added to the topic since the job started, the
-// offset the pipeline starts them at (their earliest), unless one is committed
-// already: a restart then resumes them there even if nothing was read from them.
-func (pr *progress) commitAdded(ctx context.Context) error {
-	n, err := pr.c.Partitions(ctx)
-	if err != nil || n <= pr.partitions {
-		return err
-	}
-	started, n, err := pr.c.CommitStarts(ctx, "earliest")
+	next, err := c.Committed(ctx)
 	if err != nil {
-		return err
+		oplog.L().Warn("could not read the offsets committed", "error", err)
+		return
 	}
-	for _, p := range started {
-		oplog.L().Info("starting offset committed for a partition added to the topic", "partition", p.Partition, "offset", p.Start)
-	}
-	pr.partitions = n
-	return nil
+	oplog.L().Info("offsets committed: a restart resumes there", "next", next)
 }
 
 // drainOnSignal drains the pipeline on SIGINT or SIGTERM (kafkaio.Drain), and cancels
@@ -254,14 +208,18 @@ func drainOnSignal(ctx context.Context, cancel context.CancelCauseFunc) {
 }
 
 // pipeline is the stream's Beam graph: read the topic, parse, route, window and
-// deliver, and dead-letter what cannot be.
+// deliver, dead-letter what cannot be, and commit the offsets of what is finished.
 func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
-	imps, invalid := impressionio.FromRecords(s, kafkaio.Read(s, src), windowing.AllowedLateness/2)
-	undeliverable := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
+	parts := kafkaio.Partitions(s, src)
+	imps, invalid, read := impressionio.FromRecords(s, kafkaio.ReadPartitions(s, src, parts),
+		windowing.AllowedLateness/2, config.Targets(cfg.Integrations))
+	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})
-	deadletterio.WriteLive(s, cfg.DeadLetter, beam.Flatten(s, append(undeliverable, invalid)...))
+	stored := deadletterio.WriteLive(s, cfg.DeadLetter, beam.Flatten(s, append(out.Dead, invalid)...))
+	// Every stage that finishes what was read says so; the offsets follow.
+	kafkaio.Commit(s, src, parts, append(out.Marks, read, stored)...)
 	return p
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/outflow/outflow/internal/config"
-	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/transforms/encode"
 )
@@ -106,7 +105,7 @@ func inventory(ctx context.Context, log *slog.Logger, in config.Integration, t o
 				if !w.holds(rec.Time) || rec.Time < o.name.Start.UnixMilli() || rec.Time >= o.name.End.UnixMilli() {
 					st.strays++
 				}
-				imp := impressionOf(in.Tenant, rec)
+				imp := rec.Impression(in.Tenant)
 				if id := imp.ComputeID(); !seen[id] {
 					seen[id] = true
 					st.ids.add(id)
@@ -126,13 +125,4 @@ func readObject(ctx context.Context, r objectio.Reader, key string, f encode.For
 	}
 	defer body.Close()
 	return encode.ReadObject(body, f)
-}
-
-// impressionOf is the impression a record of tenant's integration stands for: records
-// carry every field of the id but the tenant.
-func impressionOf(tenant string, r encode.Record) impression.Impression {
-	return impression.Impression{Tenant: tenant, EnvironmentID: r.EnvironmentID, EnvironmentName: r.EnvironmentName,
-		Key: r.Key, BucketingKey: r.BucketingKey, Split: r.Split, Treatment: r.Treatment, Label: r.Label,
-		Time: r.Time, SplitVersionNumber: r.SplitVersionNumber, MachineName: r.MachineName, MachineIP: r.MachineIP,
-		SDK: r.SDK, SDKVersion: r.SDKVersion, Properties: r.Properties}
 }

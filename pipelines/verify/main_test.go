@@ -342,7 +342,7 @@ func (f *fixture) put(t *testing.T, bucket, key string, recs []encode.Record) {
 	enc := encode.NewEncoder(encode.NDJSON)
 	var raw []byte
 	for _, rec := range recs {
-		imp := impressionOf("acme", rec)
+		imp := rec.Impression("acme")
 		raw = enc.Append(raw, &imp)
 	}
 	var b bytes.Buffer

@@ -250,7 +250,7 @@ func TestDigest(t *testing.T) {
 func TestWithout(t *testing.T) {
 	x, y, z := imp("x", 1, 10, "m"), imp("y", 2, 20, "m"), imp("z", 3, 30, "m")
 	c := build(t, NDJSON, []impression.Impression{x, y}, []impression.Impression{z, y})
-	kept, dropped, err := c.without(map[uuid.UUID]bool{y.ID: true})
+	kept, dropped, err := c.Without(map[uuid.UUID]bool{y.ID: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,15 @@ func NewRecord(imp *impression.Impression) Record {
 		imp.MachineName, imp.MachineIP, imp.SDK, imp.SDKVersion, imp.Properties}
 }
 
+// Impression is the impression r stands for, of tenant: the inverse of NewRecord.
+// Records carry every field of the id but the tenant, so its ID can be computed.
+func (r *Record) Impression(tenant string) impression.Impression {
+	return impression.Impression{Tenant: tenant, EnvironmentID: r.EnvironmentID, EnvironmentName: r.EnvironmentName,
+		Key: r.Key, BucketingKey: r.BucketingKey, Split: r.Split, Treatment: r.Treatment, Label: r.Label,
+		Time: r.Time, SplitVersionNumber: r.SplitVersionNumber, MachineName: r.MachineName, MachineIP: r.MachineIP,
+		SDK: r.SDK, SDKVersion: r.SDKVersion, Properties: r.Properties}
+}
+
 // Encoder appends impressions as NDJSON lines or CSV rows. It reuses its buffers, so
 // keep one per goroutine.
 type Encoder struct {

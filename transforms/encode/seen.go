@@ -22,8 +22,10 @@ import (
 
 func init() {
 	register.Function3x2(tagWindow)
-	register.DoFn6x1[context.Context, state.Provider, timers.Provider, string, Chunk, func(beam.EventTime, string, Chunk), error](&dropSeenFn{})
+	register.DoFn7x1[context.Context, state.Provider, timers.Provider, string, Chunk,
+		func(beam.EventTime, string, Chunk), func(int32, []byte), error](&dropSeenFn{})
 	register.Emitter3[beam.EventTime, string, Chunk]()
+	register.Emitter2[int32, []byte]()
 }
 
 // DropSeen drops from each pane of a window of size d the impressions that an earlier
@@ -38,13 +40,16 @@ func init() {
 // allowed lateness, so the ids are kept in the global window, under the key and the
 // window's start, and an event-time timer clears them.
 //
-// In and out: PCollection<KV<string, Chunk>>, keyed by route.Key, from Objects.
-func DropSeen(s beam.Scope, d, lateness time.Duration, chunks beam.PCollection) beam.PCollection {
+// The copies it drops are finished: marks says so (package ack).
+//
+// In and out: PCollection<KV<string, Chunk>>, keyed by route.Key, from Objects;
+// marks: PCollection<KV<int32, []byte>>.
+func DropSeen(s beam.Scope, d, lateness time.Duration, chunks beam.PCollection) (kept, marks beam.PCollection) {
 	s = s.Scope("encode.DropSeen")
 	tagged := beam.WindowInto(s, window.NewGlobalWindows(), beam.ParDo(s, tagWindow, chunks))
-	kept := beam.ParDo(s, &dropSeenFn{Size: d, Lateness: lateness,
+	kept, marks = beam.ParDo2(s, &dropSeenFn{Size: d, Lateness: lateness,
 		Seen: state.MakeValueState[[]byte]("seen"), Expire: timers.InEventTime("expire")}, tagged)
-	return beam.WindowInto(s, window.NewFixedWindows(d), kept)
+	return beam.WindowInto(s, window.NewFixedWindows(d), kept), marks
 }
 
 // tagWindow adds the element's window start to its key: key@startMs.
@@ -61,7 +66,8 @@ type dropSeenFn struct {
 	duplicates map[string]metricname.Counter
 }
 
-func (fn *dropSeenFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, tagged string, c Chunk, emit func(beam.EventTime, string, Chunk)) error {
+func (fn *dropSeenFn) ProcessElement(ctx context.Context, sp state.Provider, tp timers.Provider, tagged string, c Chunk,
+	emit func(beam.EventTime, string, Chunk), marks func(int32, []byte)) error {
 	at := strings.LastIndexByte(tagged, '@')
 	start, err := strconv.ParseInt(tagged[at+1:], 10, 64)
 	if at < 0 || err != nil {
@@ -79,12 +85,14 @@ func (fn *dropSeenFn) ProcessElement(ctx context.Context, sp state.Provider, tp 
 	for i := 0; i+16 <= len(seen); i += 16 {
 		ids[uuid.UUID(seen[i:i+16])] = true
 	}
-	kept, dropped, err := c.without(ids)
+	kept, dropped, err := c.Without(ids)
 	if err != nil {
 		return fmt.Errorf("encode: %s: %w", key, err)
 	}
 	if len(dropped) > 0 {
-		ack.Done(dropped...) // finished: an earlier pane took them
+		var t ack.Tally
+		t.Done(dropped...) // finished: an earlier pane took them
+		t.Emit(marks)
 		fn.counter(key).Inc(ctx, int64(len(dropped)))
 	}
 	for i := range kept.N {
@@ -103,7 +111,8 @@ func (fn *dropSeenFn) ProcessElement(ctx context.Context, sp state.Provider, tp 
 	return nil
 }
 
-func (fn *dropSeenFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, tagged string, _ timers.Context, _ func(beam.EventTime, string, Chunk)) error {
+func (fn *dropSeenFn) OnTimer(ctx context.Context, sp state.Provider, tp timers.Provider, tagged string, _ timers.Context,
+	_ func(beam.EventTime, string, Chunk), _ func(int32, []byte)) error {
 	return fn.Seen.Clear(sp)
 }
 
@@ -120,9 +129,9 @@ func (fn *dropSeenFn) counter(key string) metricname.Counter {
 	return c
 }
 
-// without returns c without the impressions whose ids are in drop, and the origins
+// Without returns c without the impressions whose ids are in drop, and the origins
 // of those it left out.
-func (c Chunk) without(drop map[uuid.UUID]bool) (Chunk, []uint64, error) {
+func (c Chunk) Without(drop map[uuid.UUID]bool) (Chunk, []uint64, error) {
 	c.flush()
 	if len(c.Index) != c.N*indexEntry {
 		return c, nil, fmt.Errorf("encode: chunk index holds %d bytes for %d records", len(c.Index), c.N)

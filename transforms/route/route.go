@@ -12,7 +12,6 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
-	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/metricname"
 )
@@ -112,9 +111,6 @@ func (fn *fanoutFn) ProcessElement(ctx context.Context, imp impression.Impressio
 			copies = append(copies, i)
 		}
 	}
-	// In a stream the copies are followed until delivered; this router's share of the
-	// impression becomes them (package ack). Counted before they go downstream.
-	ack.Hold(imp.Origin, len(copies)-1)
 	for _, i := range copies {
 		fn.routed[i].Inc(ctx, 1)
 		emit(fn.keys[i][Shard(&imp, fn.Targets[i].Shards)], imp)

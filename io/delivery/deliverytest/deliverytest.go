@@ -43,7 +43,7 @@ type Sink struct {
 	// Target returns the delivery target of an integration whose destination is at url.
 	Target func(id, url string) delivery.Target
 	// Write is the sink's Write transform.
-	Write func(s beam.Scope, targets []delivery.Target, col beam.PCollection) beam.PCollection
+	Write func(s beam.Scope, targets []delivery.Target, col beam.PCollection) (dead, marks beam.PCollection)
 }
 
 // Tenant is the tenant of the suite's impressions.
@@ -97,7 +97,7 @@ func DeliverPrivate(t *testing.T, sink Sink, sim *destsim.Server, policy deliver
 	routed := route.Fanout(s, []route.Target{{ID: target.ID, Tenant: Tenant, Shards: 2}}, col)
 	// As windowing.Fixed does (which would import every sink through the config).
 	windowed := beam.WindowInto(s, window.NewFixedWindows(10*time.Second), routed)
-	dead := sink.Write(s, []delivery.Target{target}, encode.Objects(s, encode.Binary, windowed))
+	dead, _ := sink.Write(s, []delivery.Target{target}, encode.Objects(s, encode.Binary, windowed))
 	deadletterio.Write(s, deadDir, dead)
 	res, err := ptest.RunWithMetrics(p)
 

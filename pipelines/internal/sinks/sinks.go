@@ -27,11 +27,19 @@ const batchHTTPWindow = time.Hour
 // with impression time: route.Fanout for fresh input, route.Direct for replays.
 type Router func(s beam.Scope, targets []route.Target) beam.PCollection
 
-// Deliver routes, windows and writes impressions to every integration of cfg, and
-// returns the dead-letter records of what could not be delivered, one collection per
-// HTTP branch.
-func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollection {
-	var dead []beam.PCollection
+// Outputs are what the sinks leave to the rest of the pipeline.
+type Outputs struct {
+	// Dead holds the dead-letter records of what could not be delivered, one
+	// collection per HTTP branch.
+	Dead []beam.PCollection
+	// Marks report, in a stream (cfg.Live), the copies of impressions finished
+	// (package ack).
+	Marks []beam.PCollection
+}
+
+// Deliver routes, windows and writes impressions to every integration of cfg.
+func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
+	var out Outputs
 	var lateness time.Duration // a batch job has no late data
 	if cfg.Live {
 		lateness = windowing.AllowedLateness
@@ -52,21 +60,28 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) []beam.PCollectio
 		}
 		chunks := encode.Objects(s, format, windowed)
 		if cfg.Live {
-			chunks = encode.DropSeen(s, g.Window, lateness, chunks) // a window fires again for late data
+			var dropped beam.PCollection
+			chunks, dropped = encode.DropSeen(s, g.Window, lateness, chunks) // a window fires again for late data
+			out.Marks = append(out.Marks, dropped)
 		}
 		targets := config.DeliveryTargets(cfg, g.Integrations)
+		var dead, marks beam.PCollection
 		switch g.Type {
 		case config.S3, config.GCS:
-			objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), chunks)
+			marks = objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), chunks)
 		case config.Amplitude:
-			dead = append(dead, amplitudeio.Write(s, targets, chunks))
+			dead, marks = amplitudeio.Write(s, targets, chunks)
 		case config.Segment:
-			dead = append(dead, segmentio.Write(s, targets, chunks))
+			dead, marks = segmentio.Write(s, targets, chunks)
 		case config.Webhook:
-			dead = append(dead, webhookio.Write(s, targets, chunks))
+			dead, marks = webhookio.Write(s, targets, chunks)
 		default:
 			panic(fmt.Sprintf("sinks: no sink for type %q", g.Type)) // config.Load refuses unknown types
 		}
+		if dead.IsValid() {
+			out.Dead = append(out.Dead, dead)
+		}
+		out.Marks = append(out.Marks, marks)
 	}
-	return dead
+	return out
 }

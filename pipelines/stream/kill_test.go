@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/outflow/outflow/internal/destsim"
+	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/transforms/encode"
+)
+
+// Killed (SIGKILL) while its S3 objects are written and a slow webhook still holds
+// the same impressions, the stream restarts from the offsets its pipeline committed:
+// nothing is lost, every impression is in exactly one S3 object, and the webhook is
+// sent again only what was not committed. Once with prism in the launcher (the
+// launcher is killed), once with the SDK workers in a process of their own (the
+// workers are killed, then the launcher): the commits come from the pipeline, not
+// from the process that launched it.
+func TestStreamKilledMidFlight(t *testing.T) {
+	for _, external := range []bool{false, true} {
+		name := map[bool]string{false: "embedded", true: "external-workers"}[external]
+		t.Run(name, func(t *testing.T) { testKilledMidFlight(t, external) })
+	}
+}
+
+func testKilledMidFlight(t *testing.T, external bool) {
+	tp := newTopic(t)
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	// 10 impressions a second: the webhook's copies are in flight long after the
+	// objects are stored.
+	hook, hookCfg := webhook(t, "acme", destsim.Options{RateLimit: 1, Burst: 1}, ", delivery: {max_batch_events: 10}")
+	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf(
+		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint))
+	bin := testenv.Build(t, "./pipelines/stream")
+	start := func() (*streamJob, *testenv.Workers) {
+		if !external {
+			return startConfig(t, tp, cfgPath), nil
+		}
+		w := testenv.ExternalWorkers(t, bin)
+		return startConfig(t, tp, cfgPath, w.Flags...), w
+	}
+	stored := func() map[string]int { // impression key -> objects holding it
+		held := map[string]int{}
+		for key, body := range s3.Objects(t, bucket, "acme/") {
+			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
+			if err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			for _, r := range recs {
+				held[r.Key]++
+			}
+		}
+		return held
+	}
+	waitStored := func(j *streamJob, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(90 * time.Second); len(stored()) < want; time.Sleep(200 * time.Millisecond) {
+			select {
+			case <-j.exited:
+				t.Fatalf("the job ended (exit code %d) with %d of %d impressions stored\n%s", j.cmd.ProcessState.ExitCode(), len(stored()), want, j.stderr.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d impressions stored\n%s", len(stored()), want, j.stderr.String())
+			}
+		}
+	}
+
+	j, workers := start()
+	// The pipeline commits: all of a first lot finished, the group's offsets reach
+	// the end.
+	tp.produce("acme", keys("a", 0, 30)...)
+	waitFor(t, j, hook, 30)
+	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("offsets not committed to the end after every impression was delivered: %v\n%s", tp.committed(), j.stderr.String())
+		}
+	}
+	tp.produce("acme", keys("a", 30, 130)...)
+	waitStored(j, 130)
+	waitFor(t, j, hook, 40)
+	if external {
+		workers.Kill()
+	}
+	j.cmd.Process.Kill()
+	<-j.exited
+	got := hook.Status().UniqueEvents
+	var committed int64
+	for _, o := range tp.committed() {
+		committed += o
+	}
+	t.Logf("killed with %d of 130 impressions at the webhook, offsets committed past %d records", got, committed)
+	if got >= 130 || committed >= 130 {
+		t.Fatal("the webhook had everything before the kill: the test proves nothing")
+	}
+
+	j, _ = start()
+	tp.produce("acme", keys("b", 0, 50)...)
+	waitStored(j, 180)
+	waitFor(t, j, hook, 180)
+	time.Sleep(3 * time.Second) // time for a copy to arrive, if one were sent
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	for k, n := range stored() {
+		if n != 1 {
+			t.Errorf("impression %s is in %d objects", k, n)
+		}
+	}
+	st := hook.Status()
+	if st.UniqueEvents != 180 {
+		t.Errorf("the webhook got %d unique impressions, want 180", st.UniqueEvents)
+	}
+	if uncommitted := 130 - committed; int64(st.Duplicates) > uncommitted {
+		t.Errorf("the webhook was sent %d impressions again; only %d were not committed", st.Duplicates, uncommitted)
+	}
+}
