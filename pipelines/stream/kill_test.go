@@ -11,7 +11,7 @@ import (
 	"github.com/outflow/outflow/transforms/encode"
 )
 
-// Killed (SIGKILL) while its S3 objects are written and a slow webhook still holds
+// Killed (SIGKILL) after S3 objects are written, while a slow webhook still holds
 // the same impressions, the stream restarts from the offsets its pipeline committed:
 // nothing is lost, every impression is in exactly one S3 object, and the webhook is
 // sent again only what was not committed. Once with prism in the launcher (the
@@ -79,7 +79,12 @@ func testKilledMidFlight(t *testing.T, external bool) {
 			t.Fatalf("offsets not committed to the end after every impression was delivered: %v\n%s", tp.committed(), j.stderr.String())
 		}
 	}
-	tp.produce("acme", keys("a", 30, 130)...)
+	// Two objects of one window: its on-time pane, and a late one. A restart reads
+	// them again together, so they would form one pane, of another name.
+	at := time.Now()
+	tp.produceAt(at, "acme", keys("a", 30, 80)...)
+	waitStored(j, 80)
+	tp.produceAt(at, "acme", keys("a", 80, 130)...)
 	waitStored(j, 130)
 	waitFor(t, j, hook, 40)
 	if external {
