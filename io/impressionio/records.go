@@ -47,6 +47,7 @@ type recordsFn struct {
 	Targets   []route.Target `json:"targets"`
 
 	lines, invalid, valid, clamped metricname.Counter
+	read                           ack.Tally // the bundle's Read marks
 }
 
 func (fn *recordsFn) Setup() {
@@ -54,6 +55,12 @@ func (fn *recordsFn) Setup() {
 	fn.invalid = metricname.NewCounter(metricname.Job, metricname.InvalidLines)
 	fn.valid = metricname.NewCounter(metricname.Job, metricname.Valid)
 	fn.clamped = metricname.NewCounter(metricname.Job, metricname.VeryLate)
+}
+
+// FinishBundle emits the bundle's Read marks together: one element per partition,
+// not one per record. Records are in the global window, as this output is.
+func (fn *recordsFn) FinishBundle(_ func(beam.EventTime, impression.Impression), _ func(deadletterio.Record), marks func(int32, []byte)) {
+	fn.read.Emit(marks)
 }
 
 func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTime, r kafkaio.Record,
@@ -91,9 +98,7 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 			}
 		}
 	}
-	var tally ack.Tally
-	tally.Read(origin, r.From, copies)
-	tally.Emit(marks)
+	fn.read.Read(origin, r.From, copies)
 	fn.invalid.Inc(ctx, int64(len(invalid)))
 	for _, rec := range invalid {
 		dead(rec)
