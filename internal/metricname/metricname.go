@@ -43,10 +43,47 @@ const (
 	Pending      = "outflow.pending"      // impressions buffered by the delivery core: added, then taken off
 )
 
+// Per-integration counters with a label: the name, By, then the label's value.
+const (
+	By             = "|"
+	RequestsByCode = "outflow.requests_by_code" // + By + Code(status)
+	DeadLetteredBy = "outflow.dead_lettered_by" // + By + a reason: DeadLetterReasons
+	DelayBuckets   = "outflow.delay_le_s"       // + By + a bound of DelayBounds, or "+Inf"; not cumulative
+	DelaySumMs     = "outflow.delay_sum_ms"     // the delays of the delivered, summed
+)
+
+// DeadLetterReasons are the reasons impressions are dead-lettered for, as the
+// DeadLetteredBy label: a small fixed set, for bounded cardinality.
+var DeadLetterReasons = []string{"rejected", "gone", "retries_exhausted", "too_large", "overflow"}
+
+// DelayBounds are the upper bounds, in seconds, of the delivery delay histogram.
+var DelayBounds = []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600}
+
+// Code is the label of an HTTP answer's status: 2xx, 429, 4xx, 5xx, or error when
+// there was none (status 0).
+func Code(status int) string {
+	switch {
+	case status == 0:
+		return "error"
+	case status == 429:
+		return "429"
+	case status >= 200 && status < 300:
+		return "2xx"
+	case status >= 400 && status < 500:
+		return "4xx"
+	case status >= 500:
+		return "5xx"
+	}
+	return "other"
+}
+
 // Per-integration distributions and gauges.
 const (
 	DelayMs   = "outflow.delay_ms"   // delivery time minus impression time
 	RateLimit = "outflow.rate_limit" // current request rate limit, in thousandths of a request per second
+	// OldestPending is the impression time (Unix ms) of the oldest impression the HTTP
+	// delivery core holds for the integration, 0 when none.
+	OldestPending = "outflow.oldest_pending_ms"
 )
 
 // Counter is a Beam counter that also counts in this process, so a running job's
@@ -69,6 +106,36 @@ func NewCounter(ns, name string) Counter {
 func (c Counter) Inc(ctx context.Context, n int64) {
 	c.Counter.Inc(ctx, n)
 	c.live.Add(n)
+}
+
+// Gauge is a Beam gauge whose last value this process also keeps (see Counter).
+type Gauge struct {
+	beam.Gauge
+	live *atomic.Int64
+}
+
+var liveGauges sync.Map // [2]string{namespace, name} -> *atomic.Int64
+
+// NewGauge returns the gauge name in namespace ns.
+func NewGauge(ns, name string) Gauge {
+	g, _ := liveGauges.LoadOrStore([2]string{ns, name}, new(atomic.Int64))
+	return Gauge{Gauge: beam.NewGauge(ns, name), live: g.(*atomic.Int64)}
+}
+
+// Set sets the gauge to v.
+func (g Gauge) Set(ctx context.Context, v int64) {
+	g.Gauge.Set(ctx, v)
+	g.live.Store(v)
+}
+
+// LiveGauges returns the last values this process's gauges were set to.
+func LiveGauges() map[[2]string]int64 {
+	out := map[[2]string]int64{}
+	liveGauges.Range(func(k, v any) bool {
+		out[k.([2]string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
 }
 
 // Live returns what this process's counters counted so far, by namespace and name.

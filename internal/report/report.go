@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -72,6 +74,19 @@ type Integration struct {
 	// Overflowed counts, of the dead-lettered, impressions a stream dead-lettered
 	// because the integration already held max_pending_impressions (replay them).
 	Overflowed int64 `json:"overflowed,omitempty"`
+
+	// DeadLetteredBy splits DeadLettered by reason (metricname.DeadLetterReasons).
+	DeadLetteredBy map[string]int64 `json:"dead_lettered_by,omitempty"`
+	// RequestsByCode splits Requests by answer: 2xx, 429, 4xx, 5xx, error.
+	RequestsByCode map[string]int64 `json:"requests_by_code,omitempty"`
+	// DelayHistogram counts delivered impressions by delay, per bucket (not
+	// cumulative), keyed by the bucket's upper bound in seconds or "+Inf"; DelaySumMs
+	// sums their delays.
+	DelayHistogram map[string]int64 `json:"delay_histogram,omitempty"`
+	DelaySumMs     int64            `json:"delay_sum_ms,omitempty"`
+	// OldestPending is the time of the oldest impression the HTTP delivery core holds
+	// for the integration (a running stream's report; absent when it holds none).
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
 }
 
 // Job is one of a backfill's Beam jobs: some integrations over a time slice.
@@ -231,8 +246,10 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 	r.FileErrors += job(metricname.FileErrors)
 	r.Replayed += job(metricname.Replayed)
 	r.Kept += job(metricname.Kept)
+	byID := map[string]*Integration{}
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
+		byID[in.ID] = in
 		get := func(name string) int64 { return sum[[2]string{in.ID, name}] }
 		in.Impressions += get(metricname.Impressions)
 		in.Delivered += get(metricname.Delivered)
@@ -246,6 +263,23 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 		in.DelayAlerts += get(metricname.DelayAlerts)
 		in.Pending += get(metricname.Pending)
 		in.Overflowed += get(metricname.Overflowed)
+		in.DelaySumMs += get(metricname.DelaySumMs)
+	}
+	for key, v := range sum {
+		in := byID[key[0]]
+		name, label, ok := strings.Cut(key[1], metricname.By)
+		if in == nil || !ok || v == 0 {
+			continue
+		}
+		m := map[string]*map[string]int64{metricname.DeadLetteredBy: &in.DeadLetteredBy,
+			metricname.RequestsByCode: &in.RequestsByCode, metricname.DelayBuckets: &in.DelayHistogram}[name]
+		if m == nil {
+			continue
+		}
+		if *m == nil {
+			*m = map[string]int64{}
+		}
+		(*m)[label] += v
 	}
 }
 
@@ -257,16 +291,49 @@ func (r *Report) SetCounts(live map[[2]string]int64) {
 		in := &r.Integrations[i]
 		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0
 		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts, in.Pending, in.Overflowed = 0, 0, 0, 0, 0, 0
+		in.DeadLetteredBy, in.RequestsByCode, in.DelayHistogram, in.DelaySumMs = nil, nil, nil, 0
 	}
 	r.addCounts(live)
 }
 
+// SetGauges sets the gauges from what this process's workers set last
+// (metricname.LiveGauges): the rate limit and the oldest impression held.
+func (r *Report) SetGauges(live map[[2]string]int64) {
+	for i := range r.Integrations {
+		in := &r.Integrations[i]
+		if v, ok := live[[2]string{in.ID, metricname.RateLimit}]; ok {
+			in.RateLimit = float64(v) / 1000
+		}
+		in.OldestPending = time.Time{}
+		if v := live[[2]string{in.ID, metricname.OldestPending}]; v > 0 && in.Pending > 0 {
+			in.OldestPending = time.UnixMilli(v).UTC()
+		}
+	}
+}
+
+// Clone returns a copy of r that shares nothing with it.
+func (r *Report) Clone() *Report {
+	c := *r
+	c.Integrations = slices.Clone(r.Integrations)
+	for i := range c.Integrations {
+		in := &c.Integrations[i]
+		in.DeadLetteredBy, in.RequestsByCode, in.DelayHistogram = maps.Clone(in.DeadLetteredBy), maps.Clone(in.RequestsByCode), maps.Clone(in.DelayHistogram)
+		if in.Delay != nil {
+			d := *in.Delay
+			in.Delay = &d
+		}
+	}
+	c.Jobs = slices.Clone(r.Jobs)
+	return &c
+}
+
 // Snapshot returns a copy of r for a job still running: the counts this process
-// counted so far.
+// counted so far, and its gauges.
 func (r *Report) Snapshot(live map[[2]string]int64) *Report {
 	c := *r
 	c.Integrations = slices.Clone(r.Integrations)
 	c.SetCounts(live)
+	c.SetGauges(metricname.LiveGauges())
 	c.Running = true
 	c.Seconds = time.Since(r.Started).Seconds()
 	return &c

@@ -70,3 +70,8 @@ func mustFreePort(t testing.TB) int {
 	}
 	return p
 }
+
+// FreeAddr returns a loopback HOST:PORT that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	return "127.0.0.1:" + strconv.Itoa(mustFreePort(t))
+}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/state"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/timers"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
@@ -105,7 +104,7 @@ type dest struct {
 
 	impressions, duplicates, delivered, deadLettered, overflowed, requests, throttled, retries, bytes metricname.Counter
 	pending                                                                                           metricname.Counter // impressions held, up and down
-	rate                                                                                              beam.Gauge
+	rate, oldest                                                                                      metricname.Gauge
 	delay                                                                                             *delaywatch.Watch
 }
 
@@ -143,7 +142,8 @@ func newDest(t Target) (*dest, error) {
 		delivered: c(metricname.Delivered), deadLettered: c(metricname.DeadLettered), overflowed: c(metricname.Overflowed),
 		requests: c(metricname.Requests), throttled: c(metricname.Throttled), retries: c(metricname.Retries),
 		pending: c(metricname.Pending), bytes: c(metricname.Bytes),
-		delay: delaywatch.New(t.ID, t.AlertDelay), rate: beam.NewGauge(t.ID, metricname.RateLimit),
+		delay: delaywatch.New(t.ID, t.AlertDelay), rate: metricname.NewGauge(t.ID, metricname.RateLimit),
+		oldest: metricname.NewGauge(t.ID, metricname.OldestPending),
 	}, nil
 }
 
@@ -285,9 +285,10 @@ func (fx beamEffects) delivered(d *dest, b *Batch, now time.Time) {
 	d.delay.Delivered(fx.ctx, now, b.Imps)
 }
 
-func (fx beamEffects) deadLetter(d *dest, b *Batch, status int, reason string) {
+func (fx beamEffects) deadLetter(d *dest, b *Batch, status int, class, reason string) {
 	n := int64(len(b.Imps))
 	d.deadLettered.Inc(fx.ctx, n)
+	metricname.NewCounter(d.ID, metricname.DeadLetteredBy+metricname.By+class).Inc(fx.ctx, n)
 	d.pending.Inc(fx.ctx, -n)
 	progress.Add(progress.DoneKey(d.Progress, d.ID), n)
 	for i := range b.Imps {
@@ -297,7 +298,7 @@ func (fx beamEffects) deadLetter(d *dest, b *Batch, status int, reason string) {
 
 func (fx beamEffects) overflow(d *dest, b *Batch, reason string) {
 	d.overflowed.Inc(fx.ctx, int64(len(b.Imps)))
-	fx.deadLetter(d, b, 0, reason)
+	fx.deadLetter(d, b, 0, "overflow", reason)
 	if !oplog.Due("overflow/"+d.ID, time.Now()) {
 		return
 	}
@@ -305,8 +306,11 @@ func (fx beamEffects) overflow(d *dest, b *Batch, reason string) {
 		"integration", d.ID, "max_pending_impressions", d.MaxPending, "dead_lettered_now", len(b.Imps))
 }
 
+func (fx beamEffects) held(d *dest, oldest int64) { d.oldest.Set(fx.ctx, oldest) }
+
 func (fx beamEffects) answered(d *dest, c *call) {
 	d.requests.Inc(fx.ctx, 1)
+	metricname.NewCounter(d.ID, metricname.RequestsByCode+metricname.By+metricname.Code(c.resp.Status)).Inc(fx.ctx, 1)
 	d.bytes.Inc(fx.ctx, c.bytes)
 	if c.batch.Attempts > 0 {
 		d.retries.Inc(fx.ctx, 1)

@@ -41,10 +41,14 @@ type drainRun struct {
 // effects is what a drain reports: deliveries, dead letters, answers (metrics).
 type effects interface {
 	delivered(d *dest, b *Batch, now time.Time)
-	deadLetter(d *dest, b *Batch, status int, reason string)
+	// deadLetter dead-letters b; class is one of metricname.DeadLetterReasons.
+	deadLetter(d *dest, b *Batch, status int, class, reason string)
 	// overflow dead-letters impressions beyond max_pending_impressions, and says so.
 	overflow(d *dest, b *Batch, reason string)
 	answered(d *dest, c *call)
+	// held says, after each pass, the impression time of the oldest impression the
+	// key holds (0: none).
+	held(d *dest, oldest int64)
 }
 
 // drain runs one pass over a key's state at now and returns when to come back (zero:
@@ -64,6 +68,7 @@ func drain(now time.Time, d *dest, st store, cs calls, fx effects, in *arrival) 
 	if !r.sc.empty() {
 		storeContents(r.sc.Gen, r.cont)
 	}
+	fx.held(d, r.sc.oldest())
 	return r.wake, st.setSchedule(r.sc) // an empty schedule clears the state
 
 }
@@ -75,6 +80,9 @@ func (r *drainRun) run(in *arrival) error {
 	if in != nil && len(in.imps) > 0 {
 		if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: in.imps}); err != nil {
 			return err
+		}
+		if o := oldestOf(in.imps); r.sc.FreshN == 0 || o < r.sc.FreshOldest {
+			r.sc.FreshOldest = o
 		}
 		if r.sc.FreshN == 0 {
 			r.sc.FreshSince = r.now.UnixMilli()
@@ -146,7 +154,7 @@ func (r *drainRun) collect() error {
 			r.fx.delivered(r.d, v.delivered, r.now)
 		}
 		for i := range v.dead {
-			r.fx.deadLetter(r.d, &v.dead[i].Batch, v.dead[i].status, v.dead[i].reason)
+			r.fx.deadLetter(r.d, &v.dead[i].Batch, v.dead[i].status, deadClass(v.dead[i].status), v.dead[i].reason)
 		}
 		for _, b := range v.again {
 			again, from = append(again, b), append(from, e)
@@ -162,7 +170,7 @@ func (r *drainRun) collect() error {
 			}
 			r.sc.PartsLen++
 		}
-		r.addEntry(entry{ID: b.ID, Tag: tag, where: w, N: len(b.Imps),
+		r.addEntry(entry{ID: b.ID, Tag: tag, where: w, N: len(b.Imps), Oldest: oldestOf(b.Imps),
 			NotBefore: b.NotBefore, FirstTry: b.FirstTry, Attempts: b.Attempts, Status: b.Status, Reason: b.Reason})
 	}
 	return nil
@@ -213,7 +221,10 @@ func (r *drainRun) send() error {
 			}
 			r.sc.Next++
 			r.sc.QueuedN -= len(b.Imps)
-			e = r.addEntry(entry{ID: b.ID, where: w, N: len(b.Imps)})
+			if len(r.sc.QueueOldest) > 0 {
+				r.sc.QueueOldest = r.sc.QueueOldest[1:]
+			}
+			e = r.addEntry(entry{ID: b.ID, where: w, N: len(b.Imps), Oldest: oldestOf(b.Imps)})
 			if c := r.calls.get(e.key()); c != nil {
 				continue // a pass whose state was not kept (a retried bundle) sent it
 			}
@@ -329,7 +340,7 @@ func (r *drainRun) packIfDue() (int, error) {
 		return 0, err
 	}
 	if len(tooBig) > 0 {
-		r.fx.deadLetter(r.d, &Batch{ID: batchID(r.d.ID, tooBig), Integration: r.d.ID, Imps: tooBig}, 0, reason)
+		r.fx.deadLetter(r.d, &Batch{ID: batchID(r.d.ID, tooBig), Integration: r.d.ID, Imps: tooBig}, 0, "too_large", reason)
 	}
 	var rest []impression.Impression
 	if !due && len(batches) > 0 { // the last batch may wait for more
@@ -339,7 +350,7 @@ func (r *drainRun) packIfDue() (int, error) {
 	if err := r.st.clearFresh(); err != nil {
 		return 0, err
 	}
-	sc.FreshN, sc.FreshBytes = len(rest), 0
+	sc.FreshN, sc.FreshBytes, sc.FreshOldest = len(rest), 0, oldestOf(rest)
 	if len(rest) > 0 {
 		if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: rest}); err != nil {
 			return 0, err
@@ -356,6 +367,7 @@ func (r *drainRun) packIfDue() (int, error) {
 		}
 		sc.QueueLen++
 		sc.QueuedN += len(b.Imps)
+		sc.QueueOldest = append(sc.QueueOldest, oldestOf(b.Imps))
 	}
 	return len(batches), nil
 }
@@ -405,7 +417,7 @@ func (r *drainRun) abandon(reason string) error {
 			return err
 		}
 		e.history(&b)
-		r.fx.deadLetter(r.d, &b, b.Status, reason)
+		r.fx.deadLetter(r.d, &b, b.Status, "gone", reason)
 	}
 	r.sc.Entries = next
 	for ; r.sc.Next < r.sc.QueueLen; r.sc.Next++ {
@@ -413,9 +425,9 @@ func (r *drainRun) abandon(reason string) error {
 		if err != nil {
 			return err
 		}
-		r.fx.deadLetter(r.d, &b, 0, reason)
+		r.fx.deadLetter(r.d, &b, 0, "gone", reason)
 	}
-	r.sc.QueuedN = 0
+	r.sc.QueuedN, r.sc.QueueOldest = 0, nil
 	if r.sc.FreshN > 0 {
 		fresh, err := r.st.fresh()
 		if err != nil {
@@ -424,7 +436,7 @@ func (r *drainRun) abandon(reason string) error {
 		for i := range fresh {
 			b := fresh[i]
 			b.ID = batchID(r.d.ID, b.Imps)
-			r.fx.deadLetter(r.d, &b, 0, reason)
+			r.fx.deadLetter(r.d, &b, 0, "gone", reason)
 		}
 		if err := r.st.clearFresh(); err != nil {
 			return err

@@ -127,6 +127,7 @@ type tally struct {
 	requests        int
 	sizes           []int
 	overflowed      int
+	oldest          int64 // as held last said
 }
 
 func (t *tally) delivered_(b *Batch) {
@@ -138,7 +139,9 @@ func (t *tally) delivered_(b *Batch) {
 type tallyFx struct{ *tally }
 
 func (fx tallyFx) delivered(_ *dest, b *Batch, _ time.Time) { fx.delivered_(b) }
-func (fx tallyFx) deadLetter(_ *dest, b *Batch, _ int, reason string) {
+func (fx tallyFx) held(_ *dest, oldest int64)               { fx.oldest = oldest }
+
+func (fx tallyFx) deadLetter(_ *dest, b *Batch, _ int, _, reason string) {
 	for _, imp := range b.Imps {
 		fx.dead[imp.Key]++
 	}
@@ -146,7 +149,7 @@ func (fx tallyFx) deadLetter(_ *dest, b *Batch, _ int, reason string) {
 }
 func (fx tallyFx) overflow(d *dest, b *Batch, reason string) {
 	fx.overflowed += len(b.Imps)
-	fx.deadLetter(d, b, 0, reason)
+	fx.deadLetter(d, b, 0, "overflow", reason)
 }
 func (fx tallyFx) answered(_ *dest, c *call) {
 	fx.requests++
@@ -446,7 +449,8 @@ func TestNoRequestLeavesInsideRetryAfter(t *testing.T) {
 
 func TestScheduleCoding(t *testing.T) {
 	sc := schedule{Gen: 7, Seq: 11, Next: 3, QueueLen: 9, QueuedN: 60, PartsLen: 2, FreshN: 5, FreshBytes: 900, FreshSince: 1234, FreshLast: 1240,
-		Entries: []entry{{ID: "a_1", Tag: 4, where: where{Part: true, Pos: 1}, N: 10, NotBefore: -1, FirstTry: 99, Attempts: 2, Status: 503, Reason: "HTTP 503"}, {ID: "b", where: where{Pos: 2}}}}
+		FreshOldest: 1200, QueueOldest: []int64{1100, 1150},
+		Entries: []entry{{ID: "a_1", Tag: 4, where: where{Part: true, Pos: 1}, N: 10, Oldest: 1000, NotBefore: -1, FirstTry: 99, Attempts: 2, Status: 503, Reason: "HTTP 503"}, {ID: "b", where: where{Pos: 2}}}}
 	data, _ := marshalSchedule(sc)
 	got, err := unmarshalSchedule(data)
 	if err != nil || fmt.Sprint(got) != fmt.Sprint(sc) {
@@ -456,6 +460,36 @@ func TestScheduleCoding(t *testing.T) {
 		if _, err := unmarshalSchedule(data[:i]); err == nil {
 			t.Fatalf("truncated to %d bytes: no error", i)
 		}
+	}
+}
+
+// While a destination holds impressions back, the drain reports the time of the
+// oldest one it holds, wherever it waits (fresh, queued, sent and refused); 0 once
+// all are delivered.
+func TestOldestPending(t *testing.T) {
+	var pauseEnds time.Time
+	h := newHarness(Config{RequestsPerSecond: 50, MaxInFlight: 1, MaxBatchEvents: 10}, func(now time.Time, b Batch) (Outcome, time.Duration) {
+		if pauseEnds.IsZero() {
+			pauseEnds = now.Add(60 * time.Second)
+			return Outcome{Kind: Throttle, Status: 429}, 60 * time.Second
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	first := h.now.UnixMilli() - 49 // arrive times its impressions now, now-1ms, …
+	h.arrive(0, 50)
+	h.runUntil(h.now.Add(2 * time.Second))
+	if h.tally.oldest != first {
+		t.Errorf("oldest held %d, want %d (the first arrival's oldest)", h.tally.oldest, first)
+	}
+	h.arrive(50, 30) // newer
+	h.runUntil(h.now.Add(10 * time.Second))
+	if h.tally.oldest != first {
+		t.Errorf("after newer arrivals, oldest held %d, want still %d", h.tally.oldest, first)
+	}
+	h.runUntil(pauseEnds.Add(time.Hour))
+	h.exactlyOnce(t, 80)
+	if h.tally.oldest != 0 {
+		t.Errorf("oldest held %d once all were delivered, want 0", h.tally.oldest)
 	}
 }
 

@@ -3,6 +3,7 @@ package delivery
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"time"
 )
 
@@ -128,4 +129,18 @@ func (v *verdict) partial(now time.Time, b Batch, o Outcome, pause time.Duration
 		}
 		v.retry(now, r, pause, p)
 	}
+}
+
+// deadClass is the reason class (metricname.DeadLetterReasons) of a batch
+// dead-lettered after an answer of status.
+func deadClass(status int) string {
+	switch {
+	case status == http.StatusGone:
+		return "gone"
+	case status == http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
+		return "rejected"
+	}
+	return "retries_exhausted"
 }

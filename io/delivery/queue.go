@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
+	"github.com/outflow/outflow/internal/impression"
 )
 
 // What one key (an integration) holds while it delivers, in the state every runner
@@ -49,7 +51,43 @@ type schedule struct {
 	FreshBytes int    // their size in the binary coding (a lower bound of their JSON)
 	FreshSince int64  // Unix ms when the oldest of them arrived
 	FreshLast  int64  // Unix ms when the newest of them arrived
-	Entries    []entry
+	// FreshOldest and QueueOldest (one per batch never sent, in queue order) are the
+	// impression times of the oldest impressions held, for the delay operators watch.
+	FreshOldest int64
+	QueueOldest []int64
+	Entries     []entry
+}
+
+// oldest is the impression time (Unix ms) of the oldest impression the key holds, 0
+// when it holds none.
+func (sc *schedule) oldest() int64 {
+	var o int64
+	older := func(t int64) {
+		if t > 0 && (o == 0 || t < o) {
+			o = t
+		}
+	}
+	if sc.FreshN > 0 {
+		older(sc.FreshOldest)
+	}
+	for _, t := range sc.QueueOldest {
+		older(t)
+	}
+	for _, e := range sc.Entries {
+		older(e.Oldest)
+	}
+	return o
+}
+
+// oldestOf is the impression time of the oldest of imps, 0 for none.
+func oldestOf(imps []impression.Impression) int64 {
+	var o int64
+	for i := range imps {
+		if i == 0 || imps[i].Time < o {
+			o = imps[i].Time
+		}
+	}
+	return o
 }
 
 // pending is how many impressions the key holds.
@@ -77,6 +115,7 @@ type entry struct {
 	Tag uint64 // names its requests, wherever compaction moves its contents
 	where
 	N         int   // impressions
+	Oldest    int64 // impression time of the oldest of them
 	NotBefore int64 // Unix ms before which it must not be sent, 0 = now
 	FirstTry  int64 // Unix ms of the first attempt, 0 before it
 	Attempts  int
@@ -172,9 +211,13 @@ func marshalSchedule(sc schedule) ([]byte, error) {
 	b = binary.AppendUvarint(b, sc.Gen)
 	b = binary.AppendUvarint(b, sc.Seq)
 	for _, v := range []int64{int64(sc.Next), int64(sc.QueueLen), int64(sc.QueuedN), int64(sc.PartsLen), int64(sc.FreshN), int64(sc.FreshBytes),
-		sc.FreshSince, sc.FreshLast, int64(len(sc.Entries))} {
+		sc.FreshSince, sc.FreshLast, sc.FreshOldest, int64(len(sc.QueueOldest))} {
 		b = binary.AppendVarint(b, v)
 	}
+	for _, t := range sc.QueueOldest {
+		b = binary.AppendVarint(b, t)
+	}
+	b = binary.AppendVarint(b, int64(len(sc.Entries)))
 	for _, e := range sc.Entries {
 		b = appendString(b, e.ID)
 		b = binary.AppendUvarint(b, e.Tag)
@@ -182,7 +225,7 @@ func marshalSchedule(sc schedule) ([]byte, error) {
 		if e.Part {
 			part = 1
 		}
-		for _, v := range []int64{part, int64(e.Pos), int64(e.N), e.NotBefore, e.FirstTry, int64(e.Attempts), int64(e.Status)} {
+		for _, v := range []int64{part, int64(e.Pos), int64(e.N), e.Oldest, e.NotBefore, e.FirstTry, int64(e.Attempts), int64(e.Status)} {
 			b = binary.AppendVarint(b, v)
 		}
 		b = appendString(b, e.Reason)
@@ -195,7 +238,14 @@ func unmarshalSchedule(data []byte) (schedule, error) {
 	sc := schedule{Gen: s.uvarint(), Seq: s.uvarint()}
 	sc.Next, sc.QueueLen, sc.QueuedN, sc.PartsLen = int(s.varint()), int(s.varint()), int(s.varint()), int(s.varint())
 	sc.FreshN, sc.FreshBytes = int(s.varint()), int(s.varint())
-	sc.FreshSince, sc.FreshLast = s.varint(), s.varint()
+	sc.FreshSince, sc.FreshLast, sc.FreshOldest = s.varint(), s.varint(), s.varint()
+	q := s.varint()
+	if s.err != nil || q < 0 || q > int64(len(s.b)) {
+		return schedule{}, errCorruptSchedule
+	}
+	for range q {
+		sc.QueueOldest = append(sc.QueueOldest, s.varint())
+	}
 	n := s.varint()
 	if s.err != nil || n < 0 || n > int64(len(s.b)) {
 		return schedule{}, errCorruptSchedule
@@ -203,7 +253,7 @@ func unmarshalSchedule(data []byte) (schedule, error) {
 	sc.Entries = make([]entry, 0, n)
 	for range n {
 		e := entry{ID: s.string(), Tag: s.uvarint()}
-		e.Part, e.Pos, e.N = s.varint() == 1, int(s.varint()), int(s.varint())
+		e.Part, e.Pos, e.N, e.Oldest = s.varint() == 1, int(s.varint()), int(s.varint()), s.varint()
 		e.NotBefore, e.FirstTry = s.varint(), s.varint()
 		e.Attempts, e.Status = int(s.varint()), int(s.varint())
 		e.Reason = s.string()

@@ -191,3 +191,17 @@ func (c *Committer) Committed(ctx context.Context) (map[int32]int64, error) {
 	})
 	return out, nil
 }
+
+// Lag returns, by partition, how many records the group has yet to commit: the end
+// offset minus the committed one (or the earliest offset, where none is).
+func (c *Committer) Lag(ctx context.Context) (map[int32]int64, error) {
+	ls, err := listPartitions(ctx, c.adm, Config{Topic: c.cfg.Topic, Group: c.cfg.Group, Start: "earliest", Bounded: true}, "earliest")
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	for _, l := range ls {
+		out[l.p.Partition] = max(0, l.p.End-l.p.Start)
+	}
+	return out, nil
+}

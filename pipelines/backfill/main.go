@@ -1,7 +1,7 @@
 // Command backfill delivers the impressions in a set of files to every matching
 // integration (CONTRACT §3):
 //
-//	backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]
+//	backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE] [--metrics-addr HOST:PORT]
 //
 // plus Beam's runner flags; the embedded prism runner is the default.
 //
@@ -28,12 +28,11 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/oplog"
+	"github.com/outflow/outflow/internal/ops"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
-	"github.com/outflow/outflow/io/gcsio"
 	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/io/objectio"
-	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/pipelines/internal/job"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
@@ -41,11 +40,12 @@ import (
 )
 
 var (
-	configPath = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
-	input      = flag.String("input", "", "impression files: a local glob, s3://bucket/prefix/*.ndjson.gz or gs://…; required")
-	since      = flag.String("since", "", "deliver only impressions at or after this time (RFC 3339)")
-	until      = flag.String("until", "", "deliver only impressions before this time (RFC 3339)")
-	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
+	configPath  = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
+	input       = flag.String("input", "", "impression files: a local glob, s3://bucket/prefix/*.ndjson.gz or gs://…; required")
+	since       = flag.String("since", "", "deliver only impressions at or after this time (RFC 3339)")
+	until       = flag.String("until", "", "deliver only impressions before this time (RFC 3339)")
+	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
+	metricsAddr = job.MetricsAddr()
 
 	planOnly     = flag.Bool("plan", false, "print the plan (jobs, estimated sizes, order) and exit")
 	parallelJobs = flag.Int("parallel-jobs", 2, "object store (s3, gcs) jobs to run at once")
@@ -57,7 +57,8 @@ var (
 )
 
 const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]\n" +
-	"                [--plan] [--parallel-jobs N] [--parallel-http-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart] [runner flags]"
+	"                [--plan] [--parallel-jobs N] [--parallel-http-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart]\n" +
+	"                [--metrics-addr HOST:PORT] [runner flags]"
 
 func main() { os.Exit(run()) }
 
@@ -80,7 +81,18 @@ func run() int {
 	ctx, stop := job.Context()
 	defer stop()
 	rep := report.New(cfg, time.Now())
-	code, err := execute(ctx, log, cfg, opts, rep)
+	// The report of the jobs finished so far; reportMu guards it while jobs run.
+	srv, err := job.ServeOps(*metricsAddr, func() *report.Report {
+		reportMu.Lock()
+		defer reportMu.Unlock()
+		return rep.Clone()
+	})
+	if err != nil {
+		return job.End("backfill", rep, job.ExitFailed, err, *reportPath)
+	}
+	defer srv.Close()
+	srv.NotReady("checking the input and the object stores")
+	code, err := execute(ctx, log, cfg, opts, rep, srv)
 	if *planOnly && err == nil {
 		return code
 	}
@@ -88,14 +100,14 @@ func run() int {
 }
 
 // execute checks the input and destinations, plans the jobs, and runs them.
-func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOptions, rep *report.Report) (int, error) {
+func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOptions, rep *report.Report, srv *ops.Server) (int, error) {
 	files, err := matchInput(ctx, *input)
 	if err != nil {
 		return job.ExitUsage, err
 	}
 	cfg.Since, cfg.Until = o.From, o.Until
 	if !*planOnly {
-		if err := checkDestinations(ctx, cfg); err != nil {
+		if err := job.CheckStores(ctx, cfg); err != nil {
 			return job.ExitFailed, err
 		}
 		if code, err := checkObjects(ctx, cfg); err != nil {
@@ -126,6 +138,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 			return job.ExitFailed, err
 		}
 	}
+	srv.Ready()
 	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
 		"parallel_http_jobs", *parallelHTTP, "estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
 	return runPlan(ctx, log, cfg, *input, jobs, o, parallelism(), st, rep, lines)
@@ -257,21 +270,6 @@ func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 		})
 	}
 	return files, g.Wait()
-}
-
-// checkDestinations fails fast when a destination cannot be reached, rather than
-// after reading every input file.
-func checkDestinations(ctx context.Context, cfg *config.Config) error {
-	var errs []error
-	for _, in := range cfg.Integrations {
-		switch in.Type {
-		case config.S3:
-			errs = append(errs, s3io.Check(ctx, in.ID, *in.S3))
-		case config.GCS:
-			errs = append(errs, gcsio.Check(ctx, in.ID, *in.GCS))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // checkObjects refuses a run that would put impressions in two objects (exit 2): when

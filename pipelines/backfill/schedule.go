@@ -35,15 +35,16 @@ import (
 // dead-lettered, else 0.
 func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob, o planOptions,
 	parallel [numPools]int, st *state, rep *report.Report, totalLines int64) (int, error) {
+	mu := &reportMu // guards rep and the variables below
 	var (
-		mu       sync.Mutex // guards rep and the variables below
 		failures []string
 		code     = job.ExitOK
 		running  = map[string]*runningJob{}
 	)
-	stopProgress := showProgress(log, &mu, running, totalLines)
+	stopProgress := showProgress(log, mu, running, totalLines)
 	defer stopProgress()
 
+	mu.Lock() // the planned jobs go in the report
 	rep.Jobs = make([]report.Job, len(jobs))
 	var todo []int // the jobs to run, in the plan's order
 	for i, j := range jobs {
@@ -64,6 +65,8 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 		}
 		todo = append(todo, i)
 	}
+
+	mu.Unlock()
 
 	dispatch(ctx, todo, func(i int) (pool, []string) { return poolOf(jobs[i]), destinationsOf(jobs[i]) }, parallel, func(i int) func() {
 		j, rj := jobs[i], &rep.Jobs[i]
@@ -268,6 +271,9 @@ func outcome(ctx context.Context, deadLetter, run string, res beam.PipelineResul
 // next job is submitted once the previous one's workers have started (seen when they
 // run in this process) or after submitWait (when they run elsewhere).
 var submitMu sync.Mutex
+
+// reportMu guards a backfill's report while its jobs run: --metrics-addr reads it.
+var reportMu sync.Mutex
 
 const submitWait = 10 * time.Second
 

@@ -1,6 +1,6 @@
 // Command replay re-delivers the impressions of a dead-letter store (CONTRACT §3):
 //
-//	replay --config CONFIG --dead-letter URI [--report FILE]
+//	replay --config CONFIG --dead-letter URI [--report FILE] [--metrics-addr HOST:PORT]
 //
 // plus Beam's runner flags. Each impression goes again to the integration that could
 // not take it, if that integration still takes it: same tenant, and inside its current
@@ -49,12 +49,13 @@ import (
 )
 
 var (
-	configPath = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
-	store      = flag.String("dead-letter", "", "the dead-letter store to replay: a directory, s3://bucket/prefix or gs://bucket/prefix; required")
-	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
+	configPath  = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
+	store       = flag.String("dead-letter", "", "the dead-letter store to replay: a directory, s3://bucket/prefix or gs://bucket/prefix; required")
+	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
+	metricsAddr = job.MetricsAddr()
 )
 
-const usage = "usage: replay --config CONFIG --dead-letter URI [--report FILE] [runner flags]"
+const usage = "usage: replay --config CONFIG --dead-letter URI [--report FILE] [--metrics-addr HOST:PORT] [runner flags]"
 
 // Layout of the store while replaying.
 const (
@@ -93,7 +94,15 @@ func run() int {
 	root := deadletterio.Clean(*store)
 	rep := report.New(cfg, time.Now())
 	rep.DeadLetter = root
+	// The counts of this process's workers while the job runs, on a report of their own.
+	live := report.New(cfg, rep.Started)
+	srv, err := job.ServeOps(*metricsAddr, func() *report.Report { return live.Snapshot(metricname.Live()) })
+	if err != nil {
+		return job.End("replay", rep, job.ExitFailed, err, *reportPath)
+	}
+	srv.Ready()
 	code, err := execute(ctx, log, cfg, root, rep)
+	srv.Close()
 	return job.End("replay", rep, code, err, *reportPath)
 }
 

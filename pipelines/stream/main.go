@@ -1,7 +1,7 @@
 // Command stream delivers impressions from a Kafka topic as they arrive (CONTRACT §3):
 //
 //	stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-//	       [--group NAME] [--start earliest|latest] [--shutdown-timeout D]
+//	       [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [--metrics-addr HOST:PORT]
 //
 // plus Beam's runner flags. It runs until stopped.
 //
@@ -40,6 +40,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/oplog"
+	"github.com/outflow/outflow/internal/ops"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
@@ -52,17 +53,18 @@ import (
 )
 
 var (
-	configPath = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
-	brokers    = flag.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,…]; required")
-	topic      = flag.String("topic", "", "the topic to read impressions from; required")
-	group      = flag.String("group", "outflow", "consumer group whose committed offsets say where to start")
-	start      = flag.String("start", "earliest", "where a partition with no committed offset starts: earliest or latest")
-	reportPath = flag.String("report", "", "write a JSON report of the run to this file")
-	shutdown   = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
+	configPath  = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
+	brokers     = flag.String("brokers", "", "Kafka bootstrap brokers, HOST:PORT[,…]; required")
+	topic       = flag.String("topic", "", "the topic to read impressions from; required")
+	group       = flag.String("group", "outflow", "consumer group whose committed offsets say where to start")
+	start       = flag.String("start", "earliest", "where a partition with no committed offset starts: earliest or latest")
+	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
+	shutdown    = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
+	metricsAddr = job.MetricsAddr()
 )
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-              [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [runner flags]`
+              [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
 
@@ -106,20 +108,33 @@ func run() int {
 
 	cfg.Live = true // late data accepted, delay alerts on
 	log := job.Logger()
+	rep := report.New(cfg, time.Now())
 	committer, err := kafkaio.NewCommitter(src)
 	if err != nil {
-		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed, err, *reportPath)
+		return job.End("stream", rep, job.ExitFailed, err, *reportPath)
 	}
 	defer committer.Close()
+	// The report is only read until the job ends (ops.Close below), then completed.
+	srv, err := job.ServeOps(*metricsAddr, func() *report.Report { return rep.Snapshot(metricname.Live()) },
+		ops.KafkaLag(committer.Lag))
+	if err != nil {
+		return job.End("stream", rep, job.ExitFailed, err, *reportPath)
+	}
+	defer srv.Close()
+	srv.NotReady("reaching the Kafka brokers " + *brokers)
 	// Every partition the group has no offset for is committed where this run starts
 	// it, so a restart resumes there even if nothing was read from it; and the
 	// pipeline reads a partition still without one as one added since (earliest).
 	starting, cancelStart := context.WithTimeout(context.Background(), startTimeout)
-	started, _, err := committer.CommitStarts(starting, src.Start)
+	started, err := commitStarts(starting, committer, src.Start, srv)
+	if err == nil {
+		srv.NotReady("reaching the object stores")
+		err = job.CheckStores(starting, cfg)
+	}
 	cancelStart()
 	if err != nil {
-		return job.End("stream", report.New(cfg, time.Now()), job.ExitFailed,
-			fmt.Errorf("starting offsets: %w", err), *reportPath)
+		srv.NotReady(err.Error())
+		return job.End("stream", rep, job.ExitFailed, err, *reportPath)
 	}
 	src.StartsCommitted = true
 	for _, p := range started {
@@ -129,7 +144,6 @@ func run() int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
-	rep := report.New(cfg, time.Now())
 	stopReports := func() {}
 	if *reportPath != "" {
 		stopReports = job.Every(reportEvery, func() {
@@ -139,7 +153,9 @@ func run() int {
 		})
 	}
 	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
+	srv.Ready()
 	res, err := runners.Run(ctx, pipeline(cfg, src))
+	srv.Close()
 	if ctx.Err() != nil && err != nil {
 		log.Warn("stream stopped before all it read was delivered; what was not stays uncommitted, and a restart reads it again",
 			"cause", context.Cause(ctx))
@@ -170,6 +186,23 @@ const (
 	// startTimeout bounds reaching the brokers at startup.
 	startTimeout = 30 * time.Second
 )
+
+// commitStarts commits the starting offsets, trying again every second until ctx
+// ends: brokers that start with the job are waited for, and /readyz says why not yet.
+func commitStarts(ctx context.Context, c *kafkaio.Committer, start string, srv *ops.Server) ([]kafkaio.Partition, error) {
+	for {
+		started, _, err := c.CommitStarts(ctx, start)
+		if err == nil {
+			return started, nil
+		}
+		srv.NotReady("reaching the Kafka brokers: " + err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("starting offsets: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
 
 // logCommitted logs where the group's offsets are as the job ends: where a restart
 // resumes.

@@ -1,0 +1,44 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"flag"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/ops"
+	"github.com/outflow/outflow/internal/report"
+	"github.com/outflow/outflow/io/gcsio"
+	"github.com/outflow/outflow/io/s3io"
+)
+
+// MetricsAddr is --metrics-addr (CONTRACT §6), for the commands that serve metrics.
+func MetricsAddr() *string {
+	return flag.String("metrics-addr", "", "serve /metrics, /healthz and /readyz on HOST:PORT (e.g. 127.0.0.1:9464); off unless given")
+}
+
+// ServeOps serves metrics and probes on addr, made from snapshot (package ops); with
+// no addr it serves nothing and returns a nil server, whose methods do nothing.
+func ServeOps(addr string, snapshot func() *report.Report, more ...prometheus.Collector) (*ops.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	return ops.Start(addr, snapshot, more...)
+}
+
+// CheckStores reaches the bucket of every object store integration of cfg, so a job
+// fails (or is not ready) at its start rather than at its first object.
+func CheckStores(ctx context.Context, cfg *config.Config) error {
+	var errs []error
+	for _, in := range cfg.Integrations {
+		switch in.Type {
+		case config.S3:
+			errs = append(errs, s3io.Check(ctx, in.ID, *in.S3))
+		case config.GCS:
+			errs = append(errs, gcsio.Check(ctx, in.ID, *in.GCS))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/outflow/outflow/internal/destsim"
+	"github.com/outflow/outflow/internal/testenv"
+)
+
+// get returns the status and body of GET http://addr/path; status 0 when nothing answers.
+func get(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metricsOf scrapes /metrics and returns name -> integration (or partition) -> value.
+func metricsOf(t *testing.T, addr string) map[string]map[string]float64 {
+	t.Helper()
+	code, body := get(addr, "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	families, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	out := map[string]map[string]float64{}
+	for name, f := range families {
+		out[name] = map[string]float64{}
+		for _, m := range f.Metric {
+			key := ""
+			for _, l := range m.Label {
+				if l.GetName() == "integration" || l.GetName() == "partition" {
+					key = l.GetValue()
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				out[name][key] += m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[name][key] += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[name][key] += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// With --metrics-addr the running stream is ready once started, its delivered counts
+// move, and a throttled destination's oldest pending impression ages while a
+// healthy one's stays young.
+func TestStreamMetrics(t *testing.T) {
+	tp := newTopic(t)
+	healthy, healthyCfg := webhook(t, "globex", destsim.Options{}, "")
+	_, slowCfg := webhook(t, "acme", destsim.Options{RateLimit: 0.2, Burst: 1}, ", delivery: {max_batch_events: 5}")
+	addr := testenv.FreeAddr(t)
+	j := startConfig(t, tp, writeConfig(t, healthyCfg+slowCfg), "--metrics-addr", addr)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if code, _ := get(addr, "/readyz"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			code, body := get(addr, "/readyz")
+			t.Fatalf("/readyz: %d %s after 60 s\n%s", code, body, j.stderr.String())
+		}
+	}
+	if code, _ := get(addr, "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	tp.produce("globex", keys("g", 0, 20)...)
+	tp.produce("acme", keys("a", 0, 40)...)
+	waitFor(t, j, healthy, 20)
+	first := metricsOf(t, addr)
+	if got := first["outflow_delivered_impressions_total"]["globex-hook"]; got != 20 {
+		t.Errorf("delivered to globex-hook: %v, want 20", got)
+	}
+	tp.produce("globex", keys("g", 20, 40)...)
+	waitFor(t, j, healthy, 40)
+	time.Sleep(8 * time.Second)
+	later := metricsOf(t, addr)
+	if got := later["outflow_delivered_impressions_total"]["globex-hook"]; got != 40 {
+		t.Errorf("delivered to globex-hook: %v, want 40: the count did not move", got)
+	}
+	slowAge, slowBefore := later["outflow_oldest_pending_seconds"]["acme-hook"], first["outflow_oldest_pending_seconds"]["acme-hook"]
+	if slowAge <= slowBefore || slowAge < 8 {
+		t.Errorf("the throttled destination's oldest pending impression: %.1f s, then %.1f s; want it growing", slowBefore, slowAge)
+	}
+	if age := later["outflow_oldest_pending_seconds"]["globex-hook"]; age > 4 {
+		t.Errorf("the healthy destination's oldest pending impression is %.1f s old, more than twice its 2 s window", age)
+	}
+	if later["outflow_pending_impressions"]["acme-hook"] == 0 || later["outflow_requests_total"]["acme-hook"] == 0 {
+		t.Errorf("the throttled destination: pending %v, requests %v; want both above 0",
+			later["outflow_pending_impressions"]["acme-hook"], later["outflow_requests_total"]["acme-hook"])
+	}
+	if _, ok := later["outflow_kafka_lag_records"]["0"]; !ok {
+		t.Error("no outflow_kafka_lag_records for partition 0")
+	}
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	}
+}
+
+// A broker that cannot be reached at start: /readyz answers 503 with the reason while
+// the job tries, and the job then exits 1.
+func TestStreamNotReadyWithoutBroker(t *testing.T) {
+	tp := &kafkaTopic{t: t, brokers: testenv.FreeAddr(t)} // nothing listens there
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	_ = hook
+	addr := testenv.FreeAddr(t)
+	j := startConfig(t, tp, writeConfig(t, hookCfg), "--metrics-addr", addr)
+	var code int
+	var body string
+	for deadline := time.Now().Add(20 * time.Second); code == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		code, body = get(addr, "/readyz")
+	}
+	if code != 503 || !strings.Contains(body, "Kafka") {
+		t.Errorf("/readyz: %d %q; want 503 naming Kafka", code, body)
+	}
+	select {
+	case <-j.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the job did not give up within 60 s")
+	}
+	if c := j.cmd.ProcessState.ExitCode(); c != 1 {
+		t.Errorf("exit code %d, want 1\n%s", c, j.stderr.String())
+	}
+}
