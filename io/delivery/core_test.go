@@ -159,6 +159,39 @@ func TestLimiterRetryAfterPausesDestination(t *testing.T) {
 	}
 }
 
+// A destination that is down answers every probe with 503 and a Retry-After: the
+// first refusal cuts the rate, the probes after it do not (the pauses hold requests
+// back), so the rate is still there when it comes back; a refusal after requests
+// were accepted again cuts again.
+func TestLimiterOutageCutsOnce(t *testing.T) {
+	l := newLimiter(Config{RequestsPerSecond: 100, MinRequestsPerSecond: 0.1, MaxInFlight: 4})
+	now := time.Unix(1000, 0)
+	refuse := func() {
+		l.acquire(now, time.Hour)
+		l.done(now, Outcome{Kind: Throttle, Status: 503}, time.Second, time.Millisecond)
+		now = now.Add(2 * time.Second)
+	}
+	refuse()
+	cut := l.current()
+	if cut >= 100 {
+		t.Fatalf("rate %v not lowered by the first 503", cut)
+	}
+	for range 60 { // a minute of probes, each refused
+		refuse()
+	}
+	if l.current() != cut {
+		t.Errorf("rate %v after a minute of refused probes, want %v (the first cut's)", l.current(), cut)
+	}
+	l.acquire(now, time.Hour)
+	l.done(now, Outcome{Kind: Delivered, Status: 200}, 0, time.Millisecond)
+	now = now.Add(2 * time.Second)
+	before := l.current()
+	refuse()
+	if l.current() >= before {
+		t.Errorf("rate %v after a refusal that followed an accepted request, want below %v", l.current(), before)
+	}
+}
+
 // Requests on the wire: one at a time while the destination is new (or pushed back
 // lately), then up to max_in_flight; a request that waited for its place does not
 // leave once a Retry-After has come in.

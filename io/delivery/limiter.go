@@ -44,6 +44,8 @@ type limiter struct {
 	limited   bool        // a request had to wait for the pace since the last raise
 	lastRaise time.Time
 	lastCut   time.Time
+	// acceptedSinceCut says the destination accepted a request since the last cut.
+	acceptedSinceCut bool
 	// throttledAt is the rate when the destination last refused for rate (0: never).
 	throttledAt float64
 	rtt         float64 // EWMA of latency, seconds
@@ -201,12 +203,18 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 	}
 	slow := l.observe(latency)
 	switch {
+	case o.Kind == Throttle && retryAfter > 0 && !l.acceptedSinceCut && !l.lastCut.IsZero():
+		// Refused again with a Retry-After and nothing accepted since the last cut: a
+		// destination that is down, not one sent too much. Its pauses hold the requests
+		// back; cutting the rate at each probe would leave it at the floor, and slow
+		// for minutes, once it is back.
 	case o.Kind == Throttle:
 		l.cut(now)
 	case slow && now.Sub(l.lastCut) >= slowCutEvery:
 		l.setRate(now, l.rate*slowCutShare)
 		l.lastCut = now
 	case o.Kind == Delivered || o.Kind == Partial:
+		l.acceptedSinceCut = true
 		l.accepted = append(l.accepted, now)
 		l.trim(now)
 		l.raise(now)
@@ -230,7 +238,7 @@ func (l *limiter) cut(now time.Time) {
 	if now.Sub(l.lastCut) < time.Second { // one cut per congestion event
 		return
 	}
-	l.lastCut = now
+	l.lastCut, l.acceptedSinceCut = now, false
 	l.throttledAt = l.rate
 	target := l.rate * cutFallback
 	if seen := l.acceptedRate(now); seen > 0 {

@@ -2,8 +2,11 @@ package kafkaio
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -26,8 +29,9 @@ func init() {
 }
 
 // commitEvery is how often the marks of a partition are folded in and its offset
-// committed.
-const commitEvery = time.Second
+// committed. Each time its whole ledger is written to state, which holds every
+// record a slow destination holds back.
+const commitEvery = 5 * time.Second
 
 // Commit commits the group's offsets from inside the pipeline: marks (package ack)
 // come from every stage that finishes the impressions read, and the group's offset of
@@ -48,7 +52,8 @@ func Commit(s beam.Scope, cfg Config, parts beam.PCollection, marks ...beam.PCol
 			beam.Trigger(trigger.Repeat(trigger.AfterProcessingTime().PlusDelay(commitEvery))), beam.PanesDiscard()))
 	}
 	grouped := beam.GroupByKey(s, beam.Flatten(s, all...))
-	beam.ParDo0(s, &commitFn{Config: cfg, Ledger: state.MakeValueState[[]byte]("ledger")}, grouped)
+	beam.ParDo0(s, &commitFn{Config: cfg, Ledger: state.MakeValueState[[]byte]("ledger"),
+		Gen: state.MakeValueState[uint64]("gen")}, grouped)
 }
 
 // startMarks marks where a partition is read from.
@@ -62,8 +67,33 @@ func startMarks(p Partition, emit func(int32, []byte)) {
 type commitFn struct {
 	Config Config              `json:"config"`
 	Ledger state.Value[[]byte] // ack.Ledger, encoded
+	Gen    state.Value[uint64] // names the ledger's version, for the worker's decoded copy
 
 	committer *Committer
+}
+
+// ledgers holds, per worker process, the decoded ledgers of the partitions it served
+// last, by generation: while a destination holds records back, a partition's ledger
+// holds every one of them, and decoding it at each firing would cost more than the
+// rest of the commit. Only a ledger of the generation the state names is used.
+var ledgers = struct {
+	sync.Mutex
+	m map[uint64]*ack.Ledger
+}{m: map[uint64]*ack.Ledger{}}
+
+// takeLedger takes the ledger of generation gen out of the cache, or returns nil.
+func takeLedger(gen uint64) *ack.Ledger {
+	ledgers.Lock()
+	defer ledgers.Unlock()
+	l := ledgers.m[gen]
+	delete(ledgers.m, gen)
+	return l
+}
+
+func keepLedger(gen uint64, l *ack.Ledger) {
+	ledgers.Lock()
+	defer ledgers.Unlock()
+	ledgers.m[gen] = l
 }
 
 func (fn *commitFn) Setup() error {
@@ -79,13 +109,9 @@ func (fn *commitFn) Teardown() {
 }
 
 func (fn *commitFn) ProcessElement(ctx context.Context, sp state.Provider, partition int32, marks func(*[]byte) bool) error {
-	l := ack.NewLedger()
-	if b, ok, err := fn.Ledger.Read(sp); err != nil {
-		return fmt.Errorf("kafkaio: partition %d: read the ledger: %w", partition, err)
-	} else if ok {
-		if err := l.UnmarshalBinary(b); err != nil {
-			return fmt.Errorf("kafkaio: partition %d: the ledger: %w", partition, err)
-		}
+	l, err := fn.ledger(sp)
+	if err != nil {
+		return fmt.Errorf("kafkaio: partition %d: %w", partition, err)
 	}
 	moved := false
 	var m []byte
@@ -107,7 +133,37 @@ func (fn *commitFn) ProcessElement(ctx context.Context, sp state.Provider, parti
 			"next", l.Next, "pending", l.Pending())
 	}
 	b, _ := l.MarshalBinary()
-	return fn.Ledger.Write(sp, b)
+	gen := rand.Uint64() | 1 // never 0, which is "none"
+	if err := errors.Join(fn.Ledger.Write(sp, b), fn.Gen.Write(sp, gen)); err != nil {
+		return fmt.Errorf("kafkaio: partition %d: write the ledger: %w", partition, err)
+	}
+	keepLedger(gen, l)
+	return nil
+}
+
+// ledger returns the partition's ledger: this worker's decoded copy when it holds the
+// generation the state names, else the state's, decoded.
+func (fn *commitFn) ledger(sp state.Provider) (*ack.Ledger, error) {
+	gen, ok, err := fn.Gen.Read(sp)
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger's generation: %w", err)
+	}
+	if ok {
+		if l := takeLedger(gen); l != nil {
+			return l, nil
+		}
+	}
+	l := ack.NewLedger()
+	b, ok, err := fn.Ledger.Read(sp)
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger: %w", err)
+	}
+	if ok {
+		if err := l.UnmarshalBinary(b); err != nil {
+			return nil, fmt.Errorf("the ledger: %w", err)
+		}
+	}
+	return l, nil
 }
 
 // Committer commits a consumer group's offsets.

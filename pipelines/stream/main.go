@@ -5,7 +5,7 @@
 //
 // plus Beam's runner flags. It runs until stopped.
 //
-// The pipeline commits the consumer group's offsets itself, every second or so, as
+// The pipeline commits the consumer group's offsets itself, every 5 s, as
 // far as every record read before them is finished: its impressions delivered,
 // stored or dead-lettered. The stages that finish them say so as marks, and a
 // committer keyed by partition folds them into a ledger (packages ack and kafkaio).
