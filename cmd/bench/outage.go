@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -235,30 +234,8 @@ func benchOutage(rate float64, tenants int, dir string) error {
 		}
 		return producer.ProduceSync(context.Background(), recs...).FirstErr()
 	}
-	// run produces rate impressions/s until until (or until stop says so), each tick
-	// the impressions of the interval since the last one, with times in it.
 	run := func(until time.Time, stop func() bool) (int, time.Time, error) {
-		prev, carry, total := time.Now(), 0.0, 0
-		t := time.NewTicker(surgeTick)
-		defer t.Stop()
-		for {
-			<-t.C
-			now := time.Now()
-			if !until.IsZero() && now.After(until) {
-				now = until
-			}
-			due := rate*now.Sub(prev).Seconds() + carry
-			k := int(due)
-			carry = due - float64(k)
-			if err := produce(prev, now, k); err != nil {
-				return total, now, err
-			}
-			total += k
-			prev = now
-			if (!until.IsZero() && !now.Before(until)) || (stop != nil && stop()) {
-				return total, now, nil
-			}
-		}
+		return paced(rate, until, stop, produce)
 	}
 
 	args := []string{"--config", cfgPath, "--brokers", strings.Join(kafka.ListenAddrs(), ","),
@@ -266,18 +243,11 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	if addr := os.Getenv("OUTFLOW_BENCH_METRICS_ADDR"); addr != "" {
 		args = append(args, "--metrics-addr", addr) // to scrape or profile the job while it runs
 	}
-	job := exec.Command(streamB, args...)
-	job.Stderr = os.Stderr
-	if err := job.Start(); err != nil {
+	job, err := startStream(streamB, args...)
+	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			job.Process.Kill()
-			job.Wait()
-		}
-	}()
+	defer job.kill()
 	rss := startRSSSampler(job.Process.Pid)
 	objs := newS3Watch(s3Root, "outage")
 	dead := &deadCounter{dir: filepath.Join(deadDir, down.id), files: map[string]deadFile{}}
@@ -395,7 +365,7 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	if err := job.Wait(); err != nil {
 		fmt.Printf("stream job: %v (exit code 3 is expected: it dead-lettered)\n", err)
 	}
-	stopped = true
+	job.stopped = true
 	peak := maxRSSKiB(job.ProcessState)
 	objs.scan(true)
 

@@ -433,45 +433,16 @@ func (b *surgeBench) surge(sum *surgeSummary, r float64) error {
 		}
 		return b.producer.ProduceSync(context.Background(), recs...).FirstErr()
 	}
-	// run produces rate impressions/s from now until until (or until stop says so),
-	// each tick the impressions of the interval since the last one, with times in it.
 	run := func(rate float64, until time.Time, stop func() bool) (int, time.Time, error) {
-		prev, carry, total := time.Now(), 0.0, 0
-		t := time.NewTicker(surgeTick)
-		defer t.Stop()
-		for {
-			<-t.C
-			now := time.Now()
-			if !until.IsZero() && now.After(until) {
-				now = until
-			}
-			due := rate*now.Sub(prev).Seconds() + carry
-			k := int(due)
-			carry = due - float64(k)
-			if err := produce(prev, now, k); err != nil {
-				return total, now, err
-			}
-			total += k
-			prev = now
-			if (!until.IsZero() && !now.Before(until)) || (stop != nil && stop()) {
-				return total, now, nil
-			}
-		}
+		return paced(rate, until, stop, produce)
 	}
 
-	job := exec.Command(b.streamB, "--config", cfg, "--brokers", strings.Join(b.kafka.ListenAddrs(), ","),
+	job, err := startStream(b.streamB, "--config", cfg, "--brokers", strings.Join(b.kafka.ListenAddrs(), ","),
 		"--topic", "surge", "--group", "surge", "--shutdown-timeout", "5s")
-	job.Stderr = os.Stderr
-	if err := job.Start(); err != nil {
+	if err != nil {
 		return err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			job.Process.Kill()
-			job.Wait()
-		}
-	}()
+	defer job.kill()
 	rss := startRSSSampler(job.Process.Pid)
 
 	// Warm-up: R until every healthy destination has something, then -warmup more.
@@ -541,7 +512,7 @@ func (b *surgeBench) surge(sum *surgeSummary, r float64) error {
 	rssPhase := rss.stop()
 	job.Process.Signal(syscall.SIGINT)
 	job.Wait()
-	stopped = true
+	job.stopped = true
 	sum.rssPeak = maxRSSKiB(job.ProcessState)
 	sum.rssPhase = rssPhase
 	objs.scan(false)
@@ -920,4 +891,52 @@ func procRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// paced produces rate impressions/s from now until until (or until stop says so):
+// each tick, the impressions of the interval since the last one, with times in it.
+// It returns how many it produced and when it stopped.
+func paced(rate float64, until time.Time, stop func() bool, produce func(from, to time.Time, n int) error) (int, time.Time, error) {
+	prev, carry, total := time.Now(), 0.0, 0
+	t := time.NewTicker(surgeTick)
+	defer t.Stop()
+	for {
+		<-t.C
+		now := time.Now()
+		if !until.IsZero() && now.After(until) {
+			now = until
+		}
+		due := rate*now.Sub(prev).Seconds() + carry
+		k := int(due)
+		carry = due - float64(k)
+		if err := produce(prev, now, k); err != nil {
+			return total, now, err
+		}
+		total += k
+		prev = now
+		if (!until.IsZero() && !now.Before(until)) || (stop != nil && stop()) {
+			return total, now, nil
+		}
+	}
+}
+
+// streamJob is the stream job a bench runs, as a process of its own.
+type streamJob struct {
+	*exec.Cmd
+	stopped bool // waited for: kill has nothing to do
+}
+
+// startStream starts the stream binary with args, its log on this one's stderr.
+func startStream(bin string, args ...string) (*streamJob, error) {
+	j := &streamJob{Cmd: exec.Command(bin, args...)}
+	j.Stderr = os.Stderr
+	return j, j.Start()
+}
+
+// kill ends the job if it is still running.
+func (j *streamJob) kill() {
+	if !j.stopped {
+		j.Process.Kill()
+		j.Wait()
+	}
 }

@@ -24,13 +24,9 @@ import (
 // field and a negative time. Every key that encoding/json matches to a field
 // (exactly or in another letter case) has its value checked against that field.
 func ParseFast(line []byte) (Impression, error) {
-	line = bytes.TrimPrefix(line, bom)
-	line = bytes.TrimSpace(line) // also drops the CR of a CRLF line end
-	if len(line) == 0 {
-		return Impression{}, ErrBlank
-	}
-	if len(line) > MaxLineBytes {
-		return Impression{}, invalid("line is longer than the limit of %d bytes", MaxLineBytes)
+	line, err := trimLine(line)
+	if err != nil {
+		return Impression{}, err
 	}
 	p := fastParser{line: line}
 	if line[0] != '{' {
@@ -667,16 +663,7 @@ func (p *fastParser) skipNested(i int) (int, error) {
 // fastID is imp.ComputeID() without allocations: the same UUIDv5 of the same name.
 func fastID(imp *Impression) uuid.UUID {
 	var arr [512]byte
-	b := append(arr[:0], namespace[:]...)
-	for _, s := range [...]string{imp.Tenant, imp.EnvironmentID, imp.EnvironmentName,
-		imp.Key, imp.BucketingKey, imp.Split, imp.Treatment, imp.Label} {
-		b = append(b, s...)
-		b = append(b, sep)
-	}
-	b = strconv.AppendInt(b, imp.Time, 10)
-	b = append(b, sep)
-	b = strconv.AppendInt(b, imp.SplitVersionNumber, 10)
-	sum := sha1.Sum(b)
+	sum := sha1.Sum(appendIDName(append(arr[:0], namespace[:]...), imp))
 	var id uuid.UUID
 	copy(id[:], sum[:])
 	id[6] = (id[6] & 0x0f) | 5<<4 // version 5

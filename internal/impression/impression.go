@@ -48,7 +48,12 @@ const sep = 0x1F
 // ComputeID returns the impression's deterministic id: the same impression gets the
 // same id in every run and every destination.
 func (imp *Impression) ComputeID() uuid.UUID {
-	b := make([]byte, 0, 256)
+	return uuid.NewSHA1(namespace, appendIDName(make([]byte, 0, 256), imp))
+}
+
+// appendIDName appends the name the id is made from (CONTRACT §1): the fields joined
+// with sep.
+func appendIDName(b []byte, imp *Impression) []byte {
 	for _, s := range [...]string{imp.Tenant, imp.EnvironmentID, imp.EnvironmentName,
 		imp.Key, imp.BucketingKey, imp.Split, imp.Treatment, imp.Label} {
 		b = append(b, s...)
@@ -56,8 +61,7 @@ func (imp *Impression) ComputeID() uuid.UUID {
 	}
 	b = strconv.AppendInt(b, imp.Time, 10)
 	b = append(b, sep)
-	b = strconv.AppendInt(b, imp.SplitVersionNumber, 10)
-	return uuid.NewSHA1(namespace, b)
+	return strconv.AppendInt(b, imp.SplitVersionNumber, 10)
 }
 
 // Digest names a set of impressions by their ids, in the order given: 16 hex digits

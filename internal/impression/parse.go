@@ -28,19 +28,29 @@ func invalid(format string, args ...any) error {
 
 var bom = []byte("\xEF\xBB\xBF")
 
+// trimLine drops a BOM and surrounding white space (the CR of a CRLF line end too),
+// and says whether what is left is blank or too long.
+func trimLine(line []byte) ([]byte, error) {
+	line = bytes.TrimPrefix(line, bom)
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil, ErrBlank
+	}
+	if len(line) > MaxLineBytes {
+		return nil, invalid("line is longer than the limit of %d bytes", MaxLineBytes)
+	}
+	return line, nil
+}
+
 // Parse decodes one NDJSON line (CONTRACT §1) and computes the impression's id. It
 // returns ErrBlank for lines to skip and an *InvalidError for lines to dead-letter.
 // A line is invalid when its top-level object names a field twice or names one in
 // another letter case, even through escapes ("ti\u006de"): readers would disagree on
 // which value counts. Other unknown keys, and keys inside nested values, are ignored.
 func Parse(line []byte) (Impression, error) {
-	line = bytes.TrimPrefix(line, bom)
-	line = bytes.TrimSpace(line) // also drops the CR of a CRLF line end
-	if len(line) == 0 {
-		return Impression{}, ErrBlank
-	}
-	if len(line) > MaxLineBytes {
-		return Impression{}, invalid("line is longer than the limit of %d bytes", MaxLineBytes)
+	line, err := trimLine(line)
+	if err != nil {
+		return Impression{}, err
 	}
 	if !utf8.Valid(line) {
 		return Impression{}, invalid("line is not valid UTF-8")

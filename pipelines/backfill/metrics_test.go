@@ -2,13 +2,8 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
@@ -35,31 +30,13 @@ integrations:
 
 	type scraped map[string]map[string]float64 // name -> integration or status -> value
 	scrape := func() scraped {
-		resp, err := http.Get("http://" + addr + "/metrics")
+		m, err := testenv.Scrape(addr, "integration")
 		if err != nil {
-			return nil
+			return nil // not serving yet
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		families, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(string(b)))
-		if err != nil {
-			t.Errorf("/metrics: %v", err)
-			return nil
-		}
-		out := scraped{}
-		for name, f := range families {
-			out[name] = map[string]float64{}
-			for _, m := range f.Metric {
-				key := ""
-				for _, l := range m.Label {
-					if l.GetName() == "integration" || l.GetName() == "status" {
-						key = l.GetValue()
-					}
-				}
-				out[name][key] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-		return out
+		jobs, _ := testenv.Scrape(addr, "status")
+		m["outflow_backfill_jobs"] = jobs["outflow_backfill_jobs"]
+		return m
 	}
 	var during scraped
 	var r result

@@ -1,61 +1,24 @@
 package main
 
 import (
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
 )
 
-// get returns the status and body of GET http://addr/path; status 0 when nothing answers.
-func get(addr, path string) (int, string) {
-	resp, err := http.Get("http://" + addr + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// metricsOf scrapes /metrics and returns name -> integration (or partition) -> value.
+// metricsOf scrapes /metrics: name -> integration (or partition) -> value.
 func metricsOf(t *testing.T, addr string) map[string]map[string]float64 {
 	t.Helper()
-	code, body := get(addr, "/metrics")
-	if code != 200 {
-		t.Fatalf("/metrics: %d %s", code, body)
-	}
-	families, err := new(expfmt.TextParser).TextToMetricFamilies(strings.NewReader(body))
+	m, err := testenv.Scrape(addr, "integration")
 	if err != nil {
-		t.Fatalf("/metrics: %v", err)
+		t.Fatal(err)
 	}
-	out := map[string]map[string]float64{}
-	for name, f := range families {
-		out[name] = map[string]float64{}
-		for _, m := range f.Metric {
-			key := ""
-			for _, l := range m.Label {
-				if l.GetName() == "integration" || l.GetName() == "partition" {
-					key = l.GetValue()
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				out[name][key] += m.Counter.GetValue()
-			case m.Gauge != nil:
-				out[name][key] += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				out[name][key] += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return out
+	lag, _ := testenv.Scrape(addr, "partition")
+	m["outflow_kafka_lag_records"] = lag["outflow_kafka_lag_records"]
+	return m
 }
 
 // With --metrics-addr the running stream is ready once started, its delivered counts
@@ -68,15 +31,15 @@ func TestStreamMetrics(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	j := startConfig(t, tp, writeConfig(t, healthyCfg+slowCfg), "--metrics-addr", addr)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if code, _ := get(addr, "/readyz"); code == 200 {
+		if code, _ := testenv.Get(addr, "/readyz"); code == 200 {
 			break
 		}
 		if time.Now().After(deadline) {
-			code, body := get(addr, "/readyz")
+			code, body := testenv.Get(addr, "/readyz")
 			t.Fatalf("/readyz: %d %s after 60 s\n%s", code, body, j.stderr.String())
 		}
 	}
-	if code, _ := get(addr, "/healthz"); code != 200 {
+	if code, _ := testenv.Get(addr, "/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}
 	tp.produce("globex", keys("g", 0, 20)...)
@@ -123,7 +86,7 @@ func TestStreamNotReadyWithoutBroker(t *testing.T) {
 	var code int
 	var body string
 	for deadline := time.Now().Add(20 * time.Second); code == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		code, body = get(addr, "/readyz")
+		code, body = testenv.Get(addr, "/readyz")
 	}
 	if code != 503 || !strings.Contains(body, "Kafka") {
 		t.Errorf("/readyz: %d %q; want 503 naming Kafka", code, body)
