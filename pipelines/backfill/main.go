@@ -90,9 +90,9 @@ func run() int {
 	if err != nil {
 		return job.End("backfill", rep, job.ExitFailed, err, *reportPath)
 	}
-	defer srv.Close()
 	srv.NotReady("checking the input and the object stores")
 	code, err := execute(ctx, log, cfg, opts, rep, srv)
+	srv.Close() // before the report is completed
 	if *planOnly && err == nil {
 		return code
 	}

@@ -133,7 +133,7 @@ func run() int {
 	}
 	cancelStart()
 	if err != nil {
-		srv.NotReady(err.Error())
+		srv.Close() // before the report is completed
 		return job.End("stream", rep, job.ExitFailed, err, *reportPath)
 	}
 	src.StartsCommitted = true
