@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -209,30 +208,13 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	want := map[string]int{}
 	seed := uint64(5000)
 	produce := func(from, to time.Time, count int) error {
-		if count <= 0 {
-			return nil
-		}
-		if to.Sub(from) < time.Millisecond {
-			to = from.Add(time.Millisecond) // gen takes a span of 0 for a day
-		}
 		seed++
-		recs := make([]*kgo.Record, 0, count)
-		err := gen.Lines(gen.Options{N: count, Tenants: tenants, Seed: seed, Start: from, Span: to.Sub(from)}, func(line []byte, _ string) error {
-			imp, err := impression.Parse(line)
-			if err != nil {
-				return err
-			}
+		return produceGenerated(producer, "outage", tenants, seed, from, to, count, func(imp *impression.Impression) {
 			if _, seen := imps[imp.ID]; !seen {
 				imps[imp.ID] = outageImp{ms: imp.Time, tenant: tenantIdx[imp.Tenant]}
 				want[imp.Tenant]++
 			}
-			recs = append(recs, &kgo.Record{Topic: "outage", Value: line, Timestamp: time.UnixMilli(imp.Time)})
-			return nil
 		})
-		if err != nil {
-			return err
-		}
-		return producer.ProduceSync(context.Background(), recs...).FirstErr()
 	}
 	run := func(until time.Time, stop func() bool) (int, time.Time, error) {
 		return paced(rate, until, stop, produce)

@@ -410,28 +410,11 @@ func (b *surgeBench) surge(sum *surgeSummary, r float64) error {
 	want := map[string]int{}
 	seed := uint64(1000)
 	produce := func(from, to time.Time, count int) error {
-		if count <= 0 {
-			return nil
-		}
-		if to.Sub(from) < time.Millisecond {
-			to = from.Add(time.Millisecond) // gen takes a span of 0 for a day
-		}
 		seed++
-		recs := make([]*kgo.Record, 0, count)
-		err := gen.Lines(gen.Options{N: count, Tenants: b.tenants, Seed: seed, Start: from, Span: to.Sub(from)}, func(line []byte, _ string) error {
-			imp, err := impression.Parse(line)
-			if err != nil {
-				return err
-			}
+		return produceGenerated(b.producer, "surge", b.tenants, seed, from, to, count, func(imp *impression.Impression) {
 			times[imp.ID] = imp.Time
 			want[imp.Tenant]++
-			recs = append(recs, &kgo.Record{Topic: "surge", Value: line, Timestamp: time.UnixMilli(imp.Time)})
-			return nil
 		})
-		if err != nil {
-			return err
-		}
-		return b.producer.ProduceSync(context.Background(), recs...).FirstErr()
 	}
 	run := func(rate float64, until time.Time, stop func() bool) (int, time.Time, error) {
 		return paced(rate, until, stop, produce)
@@ -939,4 +922,30 @@ func (j *streamJob) kill() {
 		j.Process.Kill()
 		j.Wait()
 	}
+}
+
+// produceGenerated produces count generated impressions of tenants, timed within
+// [from, to), to topic, showing each to seen first.
+func produceGenerated(p *kgo.Client, topic string, tenants int, seed uint64, from, to time.Time, count int,
+	seen func(*impression.Impression)) error {
+	if count <= 0 {
+		return nil
+	}
+	if to.Sub(from) < time.Millisecond {
+		to = from.Add(time.Millisecond) // gen takes a span of 0 for a day
+	}
+	recs := make([]*kgo.Record, 0, count)
+	err := gen.Lines(gen.Options{N: count, Tenants: tenants, Seed: seed, Start: from, Span: to.Sub(from)}, func(line []byte, _ string) error {
+		imp, err := impression.Parse(line)
+		if err != nil {
+			return err
+		}
+		seen(&imp)
+		recs = append(recs, &kgo.Record{Topic: topic, Value: line, Timestamp: time.UnixMilli(imp.Time)})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return p.ProduceSync(context.Background(), recs...).FirstErr()
 }

@@ -86,6 +86,28 @@ const (
 	OldestPending = "outflow.oldest_pending_ms"
 )
 
+// liveValues are this process's own values of metrics, by namespace and name.
+type liveValues struct{ m sync.Map } // [2]string{namespace, name} -> *atomic.Int64
+
+func (l *liveValues) get(ns, name string) *atomic.Int64 {
+	v, _ := l.m.LoadOrStore([2]string{ns, name}, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// all returns the values, without those at zero unless withZero.
+func (l *liveValues) all(withZero bool) map[[2]string]int64 {
+	out := map[[2]string]int64{}
+	l.m.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Load(); n != 0 || withZero {
+			out[k.([2]string)] = n
+		}
+		return true
+	})
+	return out
+}
+
+var liveCounters, liveGauges liveValues
+
 // Counter is a Beam counter that also counts in this process, so a running job's
 // launcher can report before the runner hands back the job's metrics (the stream's
 // --report). Workers in other processes count only into Beam.
@@ -94,12 +116,9 @@ type Counter struct {
 	live *atomic.Int64
 }
 
-var live sync.Map // [2]string{namespace, name} -> *atomic.Int64
-
 // NewCounter returns the counter name in namespace ns.
 func NewCounter(ns, name string) Counter {
-	c, _ := live.LoadOrStore([2]string{ns, name}, new(atomic.Int64))
-	return Counter{Counter: beam.NewCounter(ns, name), live: c.(*atomic.Int64)}
+	return Counter{Counter: beam.NewCounter(ns, name), live: liveCounters.get(ns, name)}
 }
 
 // Inc adds n to the counter.
@@ -114,12 +133,9 @@ type Gauge struct {
 	live *atomic.Int64
 }
 
-var liveGauges sync.Map // [2]string{namespace, name} -> *atomic.Int64
-
 // NewGauge returns the gauge name in namespace ns.
 func NewGauge(ns, name string) Gauge {
-	g, _ := liveGauges.LoadOrStore([2]string{ns, name}, new(atomic.Int64))
-	return Gauge{Gauge: beam.NewGauge(ns, name), live: g.(*atomic.Int64)}
+	return Gauge{Gauge: beam.NewGauge(ns, name), live: liveGauges.get(ns, name)}
 }
 
 // Set sets the gauge to v.
@@ -129,23 +145,7 @@ func (g Gauge) Set(ctx context.Context, v int64) {
 }
 
 // LiveGauges returns the last values this process's gauges were set to.
-func LiveGauges() map[[2]string]int64 {
-	out := map[[2]string]int64{}
-	liveGauges.Range(func(k, v any) bool {
-		out[k.([2]string)] = v.(*atomic.Int64).Load()
-		return true
-	})
-	return out
-}
+func LiveGauges() map[[2]string]int64 { return liveGauges.all(true) }
 
 // Live returns what this process's counters counted so far, by namespace and name.
-func Live() map[[2]string]int64 {
-	out := map[[2]string]int64{}
-	live.Range(func(k, v any) bool {
-		if n := v.(*atomic.Int64).Load(); n != 0 {
-			out[k.([2]string)] = n
-		}
-		return true
-	})
-	return out
-}
+func Live() map[[2]string]int64 { return liveCounters.all(false) }
