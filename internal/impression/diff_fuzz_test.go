@@ -9,18 +9,19 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// agree fails t unless Parse and ParseFast say the same of line: both ErrBlank, both
+// agree fails t unless referenceParse and Parse say the same of line: both ErrBlank, both
 // an *InvalidError with the same reason, or both the same impression.
 func agree(t *testing.T, line []byte) {
 	t.Helper()
 	in := append([]byte(nil), line...)
-	want, werr := Parse(line)
-	got, gerr := ParseFast(line)
+	want, werr := referenceParse(line)
+	got, gerr := Parse(line)
 	if !bytes.Equal(line, in) {
 		t.Fatalf("a parser changed its input %s", short(in))
 	}
@@ -28,23 +29,23 @@ func agree(t *testing.T, line []byte) {
 	switch {
 	case errors.Is(werr, ErrBlank) || errors.Is(gerr, ErrBlank):
 		if werr != gerr {
-			t.Fatalf("line %s:\nParse     %v\nParseFast %v", short(line), werr, gerr)
+			t.Fatalf("line %s:\nreference %v\nParse     %v", short(line), werr, gerr)
 		}
 	case errors.As(werr, &wie):
 		if !errors.As(gerr, &gie) || gie.Reason != wie.Reason {
-			t.Fatalf("line %s:\nParse     invalid: %s\nParseFast %+v, %v", short(line), wie.Reason, got, gerr)
+			t.Fatalf("line %s:\nreference invalid: %s\nParse     %+v, %v", short(line), wie.Reason, got, gerr)
 		}
 	case werr != nil:
-		t.Fatalf("line %s: Parse returned %T %v", short(line), werr, werr)
+		t.Fatalf("line %s: referenceParse returned %T %v", short(line), werr, werr)
 	case gerr != nil:
-		t.Fatalf("line %s:\nParse     %+v\nParseFast %v", short(line), want, gerr)
+		t.Fatalf("line %s:\nreference %+v\nParse     %v", short(line), want, gerr)
 	case got != want:
-		t.Fatalf("line %s:\nParse     %+v\nParseFast %+v", short(line), want, got)
+		t.Fatalf("line %s:\nreference %+v\nParse     %+v", short(line), want, got)
 	case got.ID != got.ComputeID():
-		t.Fatalf("line %s: ParseFast's id differs from ComputeID", short(line))
+		t.Fatalf("line %s: Parse's id differs from ComputeID", short(line))
 	}
 	if gerr != nil && got != (Impression{}) {
-		t.Fatalf("line %s: ParseFast returned %+v with error %v", short(line), got, gerr)
+		t.Fatalf("line %s: Parse returned %+v with error %v", short(line), got, gerr)
 	}
 }
 
@@ -172,7 +173,7 @@ var trickyLines = func() []string {
 	return lines
 }()
 
-func TestParseFastAgrees(t *testing.T) {
+func TestParseAgrees(t *testing.T) {
 	for _, line := range trickyLines {
 		agree(t, []byte(line))
 	}
@@ -181,36 +182,40 @@ func TestParseFastAgrees(t *testing.T) {
 	}
 }
 
-// TestParseFastCopies: the impression does not share memory with the line, which
+// TestParseCopies: the impression does not share memory with the line, which
 // readers reuse for the next one.
-func TestParseFastCopies(t *testing.T) {
+func TestParseCopies(t *testing.T) {
 	line := []byte(strings.Replace(sample, `"label":"default rule"`, `"label":"default\u0020rule"`, 1))
-	want, err := Parse(line)
+	want, err := referenceParse(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ParseFast(line)
+	got, err := Parse(line)
 	for i := range line {
 		line[i] = 'x'
 	}
 	if err != nil || got != want {
-		t.Fatalf("ParseFast = %+v, %v; want %+v", got, err, want)
+		t.Fatalf("Parse = %+v, %v; want %+v", got, err, want)
 	}
 }
 
-// TestParseFastFields: ParseFast's field indexes are those of fields.
-func TestParseFastFields(t *testing.T) {
+// TestParseFieldIndexes: Parse's field indexes are those of fields, and fields are
+// the reference parser's.
+func TestParseFieldIndexes(t *testing.T) {
+	if !slices.Equal(fields, referenceFields) {
+		t.Errorf("fields %q, the reference reads %q", fields, referenceFields)
+	}
 	for f, name := range fields {
 		if fastField([]byte(name)) != f {
 			t.Errorf("fastField(%q) = %d, want %d", name, fastField([]byte(name)), f)
 		}
 	}
 	if len(fields) != numFields {
-		t.Errorf("%d fields, ParseFast knows %d", len(fields), numFields)
+		t.Errorf("%d fields, Parse knows %d", len(fields), numFields)
 	}
 }
 
-// FuzzParseAgrees: Parse and ParseFast agree on every line: blank, invalid for the
+// FuzzParseAgrees: referenceParse and Parse agree on every line: blank, invalid for the
 // same reason, or the same impression.
 func FuzzParseAgrees(f *testing.F) {
 	for _, line := range parseSeeds(f) {
@@ -226,13 +231,13 @@ func FuzzParseAgrees(f *testing.F) {
 	})
 }
 
-// BenchmarkParseVsFast compares the two parsers on a typical line.
-func BenchmarkParseVsFast(b *testing.B) {
+// BenchmarkParseVsReference compares the two parsers on a typical line.
+func BenchmarkParseVsReference(b *testing.B) {
 	line := []byte(sample)
 	for _, c := range []struct {
 		name  string
 		parse func([]byte) (Impression, error)
-	}{{"Parse", Parse}, {"ParseFast", ParseFast}} {
+	}{{"reference", referenceParse}, {"Parse", Parse}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(line)))

@@ -10,20 +10,24 @@ import (
 	"github.com/google/uuid"
 )
 
-// ParseFast is Parse without reflection: one hand-written pass over the line checks
-// its syntax and UTF-8, matches the top-level keys (refusing repeated fields and
-// letter-case variants), decodes the fields and checks the integer literals. Its
-// results are Parse's, down to the reasons of invalid lines: FuzzParseAgrees holds
-// the two to that.
+// Parse decodes one NDJSON line (CONTRACT §1) and computes the impression's id. It
+// returns ErrBlank for lines to skip and an *InvalidError for lines to dead-letter.
+// A line is invalid when its top-level object names a field twice or names one in
+// another letter case, even through escapes ("ti\u006de"): readers would disagree on
+// which value counts. Other unknown keys, and keys inside nested values, are ignored.
 //
-// Parse reports errors in this order, and so does ParseFast: a blank line, a line
-// over MaxLineBytes, invalid UTF-8 anywhere, a line that does not start with '{',
-// the first JSON syntax error (as encoding/json words it), the first integer field
-// that is not an integer literal, the first string field of another JSON type, the
-// first repeated or case-varied top-level key, then the first missing required
-// field and a negative time. Every key that encoding/json matches to a field
-// (exactly or in another letter case) has its value checked against that field.
-func ParseFast(line []byte) (Impression, error) {
+// One hand-written pass over the line, without reflection, checks its syntax and
+// UTF-8, matches the top-level keys, decodes the fields and checks the integer
+// literals. Its results are those of the reflective encoding/json parser it replaced
+// (reference_test.go), down to the reasons of invalid lines: FuzzParseAgrees holds
+// the two to that. Errors come in this order: a blank line, a line over
+// MaxLineBytes, invalid UTF-8 anywhere, a line that does not start with '{', the
+// first JSON syntax error (as encoding/json words it), the first integer field that
+// is not an integer literal, the first string field of another JSON type, the first
+// repeated or case-varied top-level key, then the first missing required field and a
+// negative time. Every key that encoding/json matches to a field (exactly or in
+// another letter case) has its value checked against that field.
+func Parse(line []byte) (Impression, error) {
 	line, err := trimLine(line)
 	if err != nil {
 		return Impression{}, err
@@ -69,7 +73,7 @@ func ParseFast(line []byte) (Impression, error) {
 	return imp, nil
 }
 
-// Indexes into fields (the json tags of wire, in order); TestParseFastFields keeps
+// Indexes into fields; TestParseFields keeps
 // them and fastField in step with it.
 const (
 	fTenant = iota
@@ -127,7 +131,7 @@ func fastField(key []byte) int {
 	return -1
 }
 
-// fastParser is the state of one ParseFast call.
+// fastParser is the state of one Parse call.
 type fastParser struct {
 	line    []byte
 	span    [numFields][2]int // where in object's buf each string field's value is
