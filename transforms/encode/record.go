@@ -1,11 +1,6 @@
 package encode
 
 import (
-	"bytes"
-	"encoding/csv"
-	"encoding/json"
-	"strconv"
-
 	"github.com/outflow/outflow/internal/impression"
 )
 
@@ -50,31 +45,20 @@ func (r *Record) Impression(tenant string) impression.Impression {
 		SDK: r.SDK, SDKVersion: r.SDKVersion, Properties: r.Properties}
 }
 
-// Encoder appends impressions as NDJSON lines or CSV rows. It reuses its buffers, so
-// keep one per goroutine.
+// Encoder appends impressions as NDJSON lines or CSV rows (append.go).
 type Encoder struct {
 	format Format
-	buf    bytes.Buffer
-	json   *json.Encoder
-	csv    *csv.Writer
-	row    []string
 }
 
 // NewEncoder returns an encoder for format f (NDJSON or CSV).
 func NewEncoder(f Format) *Encoder {
-	e := &Encoder{format: f}
 	switch f {
-	case NDJSON:
-		e.json = json.NewEncoder(&e.buf)
-		e.json.SetEscapeHTML(false)
-	case CSV:
-		e.csv = csv.NewWriter(&e.buf)
-		e.row = make([]string, len(Columns))
+	case NDJSON, CSV:
 	case Binary, Parquet: // impressions, written out when the object is finished
 	default:
 		panic("encode: no record encoder for format " + string(f))
 	}
-	return e
+	return &Encoder{format: f}
 }
 
 // Header returns what starts a data object: the CSV header row, or nothing.
@@ -82,32 +66,31 @@ func (e *Encoder) Header() []byte {
 	if e.format != CSV {
 		return nil
 	}
-	e.buf.Reset()
-	e.csv.Write(Columns)
-	e.csv.Flush()
-	return bytes.Clone(e.buf.Bytes())
+	var b []byte
+	for i, c := range Columns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendCSVField(b, c)
+	}
+	return append(b, '\n')
 }
 
 // Append appends imp, with its line end, to dst.
 func (e *Encoder) Append(dst []byte, imp *impression.Impression) []byte {
-	if e.format == Binary || e.format == Parquet {
-		return impression.AppendBinary(dst, *imp)
+	return Append(e.format, dst, imp)
+}
+
+// Append appends imp to dst as a record of format f: an NDJSON line or a CSV row with
+// its line end, or the binary coding for Binary and Parquet.
+func Append(f Format, dst []byte, imp *impression.Impression) []byte {
+	switch f {
+	case NDJSON:
+		return appendNDJSON(dst, imp)
+	case CSV:
+		return appendCSV(dst, imp)
 	}
-	e.buf.Reset()
-	if e.format == NDJSON {
-		// Encoding a struct of strings and integers cannot fail.
-		_ = e.json.Encode(NewRecord(imp))
-		return append(dst, e.buf.Bytes()...)
-	}
-	r := e.row
-	r[0], r[1], r[2], r[3], r[4] = imp.EnvironmentID, imp.EnvironmentName, imp.Key, imp.BucketingKey, imp.Split
-	r[5], r[6] = imp.Treatment, imp.Label
-	r[7] = strconv.FormatInt(imp.Time, 10)
-	r[8] = strconv.FormatInt(imp.SplitVersionNumber, 10)
-	r[9], r[10], r[11], r[12], r[13] = imp.MachineName, imp.MachineIP, imp.SDK, imp.SDKVersion, imp.Properties
-	e.csv.Write(r)
-	e.csv.Flush()
-	return append(dst, e.buf.Bytes()...)
+	return impression.AppendBinary(dst, *imp)
 }
 
 // Properties are the impression fields that analytics destinations (Amplitude's
