@@ -510,9 +510,9 @@ type backfillProc struct {
 	res   *procResult // once ended
 }
 
-func startBackfill(bin, cfg, glob, report string) (*backfillProc, error) {
+func startBackfill(bin, cfg, glob, report string, args ...string) (*backfillProc, error) {
 	p := &backfillProc{done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, "--config", cfg, "--input", glob, "--report", report)
+	p.cmd = exec.Command(bin, append([]string{"--config", cfg, "--input", glob, "--report", report}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, os.Stderr
 	p.start = time.Now()
 	if err := p.cmd.Start(); err != nil {

@@ -9,10 +9,12 @@
 //	go run ./cmd/bench -mode surge           # the stream job through R, 10 × R, R: delay, drain, RSS, catch-up vs backfill
 //	go run ./cmd/bench -mode outage          # the stream job while one webhook answers 503 for 10 min: RSS, healthy delay, nothing lost
 //
-// s3 generates N impressions, then times (1) a plain Go loop that parses, encodes and
-// gzips them on one core with no Beam, and (2) the backfill command on the embedded
-// prism runner writing them to an S3 API server on loopback; it prints both rates,
-// their ratio and the backfill's peak RSS. The HTTP modes are in http.go, the stream
+// s3 generates N impressions, then in each of -rounds rounds times (1) a plain Go
+// loop that parses, encodes and gzips them per integration on every core with no
+// Beam, and (2) the backfill command on the embedded prism runner writing them to an
+// S3 API server on loopback (s3.go); it checks every impression was delivered and
+// prints both rates, their ratio, CPU per million, the backfill's peak RSS and the
+// targets. The HTTP modes are in http.go, the stream
 // mode (catch-up rate, then delivery delay at half and all of it) in stream.go, the
 // catchup mode (issue 12: full requests at a learned limit, CPU while paused) in
 // catchup.go, the surge mode (issue 13: delay through a tenfold surge, the time to
@@ -24,25 +26,17 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
 	"github.com/outflow/outflow/internal/gen"
-	"github.com/outflow/outflow/internal/impression"
-	"github.com/outflow/outflow/internal/s3server"
-	"github.com/outflow/outflow/transforms/encode"
 )
 
 func main() {
@@ -51,8 +45,9 @@ func main() {
 		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second; outage: impressions/s produced (default 2000)")
 		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
 		n        = flag.Int("n", 1000000, "s3: impressions; stream, surge: the backlog to catch up on (surge: default 200000); catchup: the catch-up's impressions (default 200000)")
-		files    = flag.Int("files", 8, "input files")
-		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each (catchup: amplitude, segment and webhook each)")
+		files    = flag.Int("files", 8, "input files (s3: default 12, half of them gzip)")
+		tenants  = flag.Int("tenants", 3, "tenants, one S3 integration each (s3: default 20, and a CSV integration; catchup: amplitude, segment and webhook each)")
+		rounds   = flag.Int("rounds", 3, "s3: rounds, each timing the plain loop and the backfill")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
 		workDir  = flag.String("dir", "", "working directory (default: a temporary one, removed afterwards)")
 	)
@@ -65,7 +60,13 @@ func main() {
 	defer cleanup()
 	switch *mode {
 	case "s3":
-		err = benchS3(*n, *files, *tenants, *endpoint, dir)
+		if !flagGiven("files") {
+			*files = 12
+		}
+		if !flagGiven("tenants") {
+			*tenants = 20
+		}
+		err = benchS3(*n, *files, *tenants, max(1, *rounds), *endpoint, dir)
 	case "goodput":
 		err = benchGoodput(*rate, *seconds, dir)
 	case "isolation":
@@ -109,117 +110,6 @@ func prepare(dir string, o gen.Options, files int) (glob, bin string, err error)
 		return "", "", fmt.Errorf("build: %w", err)
 	}
 	return filepath.Join(input, "*.gz"), bin, nil
-}
-
-func benchS3(n, files, tenants int, endpoint, dir string) error {
-	glob, bin, err := prepare(dir, gen.Options{N: n, Tenants: tenants, Seed: 1}, files)
-	if err != nil {
-		return err
-	}
-
-	loopRate, loopCount, err := plainLoop(glob)
-	if err != nil {
-		return err
-	}
-
-	if endpoint == "" {
-		srv, err := s3server.Start("")
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		endpoint = srv.Endpoint
-		if err := srv.CreateBucket("bench"); err != nil {
-			return err
-		}
-		for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"} {
-			if os.Getenv(k) == "" {
-				os.Setenv(k, v)
-			}
-		}
-	}
-	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	cfg := filepath.Join(dir, "bench.yaml")
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "dead_letter: %s\nintegrations:\n", filepath.Join(dir, "dead-letter"))
-	for i := range tenants {
-		fmt.Fprintf(&sb, "  - {id: %s-s3, tenant: %s, type: s3, s3: {bucket: bench, prefix: %s, endpoint: %q}}\n",
-			gen.TenantName(i), gen.TenantName(i), gen.TenantName(i), endpoint)
-	}
-	if err := os.WriteFile(cfg, []byte(sb.String()), 0o644); err != nil {
-		return err
-	}
-	run, err := backfill(bin, cfg, glob, 0)
-	if err != nil {
-		return err
-	}
-	out, elapsed, rss := run.out, run.elapsed, run.rssKiB
-	beamRate := float64(n) / elapsed.Seconds()
-
-	fmt.Printf("\nplain Go loop, 1 core, parse+encode+gzip, no Beam:  %8.0f impressions/s  (%d in %.2fs)\n", loopRate, loopCount, float64(loopCount)/loopRate)
-	fmt.Printf("backfill, prism, %d cores, to S3 on loopback:       %8.0f impressions/s  (%d in %.2fs wall, whole command)\n",
-		numCPU(), beamRate, n, elapsed.Seconds())
-	fmt.Printf("ratio backfill / plain loop: %.2f\n", beamRate/loopRate)
-	fmt.Printf("backfill peak RSS: %d MiB\n", rss/1024)
-	fmt.Printf("\nbackfill output:\n%s", out)
-	return nil
-}
-
-// plainLoop is the ceiling: the same files read, parsed, encoded as NDJSON and
-// gzipped per tenant, in one goroutine.
-func plainLoop(glob string) (rate float64, count int, err error) {
-	paths, err := filepath.Glob(glob)
-	if err != nil {
-		return 0, 0, err
-	}
-	type sink struct {
-		zw  *gzip.Writer
-		buf []byte
-	}
-	sinks := map[string]*sink{}
-	enc := encode.NewEncoder(encode.NDJSON)
-	start := time.Now()
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return 0, 0, err
-		}
-		zr, err := gzip.NewReader(f)
-		if err != nil {
-			return 0, 0, err
-		}
-		br := bufio.NewReaderSize(zr, 256<<10)
-		for {
-			line, err := br.ReadSlice('\n')
-			if len(line) > 0 {
-				if imp, perr := impression.Parse(line); perr == nil {
-					s := sinks[imp.Tenant]
-					if s == nil {
-						s = &sink{zw: gzip.NewWriter(io.Discard)}
-						sinks[imp.Tenant] = s
-					}
-					// Chunks of about 64 KiB, as the pipeline compresses them.
-					if s.buf = enc.Append(s.buf, &imp); len(s.buf) >= 64<<10 {
-						s.zw.Write(s.buf)
-						s.buf = s.buf[:0]
-					}
-					count++
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return 0, 0, fmt.Errorf("%s: %w", p, err)
-			}
-		}
-		f.Close()
-	}
-	for _, s := range sinks {
-		s.zw.Write(s.buf)
-		s.zw.Close()
-	}
-	return float64(count) / time.Since(start).Seconds(), count, nil
 }
 
 // backfillRun is how a backfill run went.
