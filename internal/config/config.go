@@ -82,7 +82,9 @@ type Integration struct {
 	Window       configkit.Duration `yaml:"window" json:"window"`
 	// Shards splits each window into that many groups, each written or sent by one
 	// worker at a time: it bounds the parallelism per destination and, for object
-	// stores, is the number of objects per window.
+	// stores, is the number of objects per window. An object store that leaves it out
+	// (0) has it sized by data in a backfill (the plan's estimate of its largest
+	// window over object_bytes) and DefaultShards elsewhere: see ShardsOf.
 	Shards int `yaml:"shards" json:"shards"`
 	// AlertDelay is the delivery delay (delivery time minus impression time) above which
 	// the stream job raises an alert; default twice the window.
@@ -174,10 +176,10 @@ func (in *Integration) validate(p *configkit.Problems, path string, allowPrivate
 	if in.AlertDelay < 0 {
 		p.Addf(path+": alert_delay", "must be positive; got %v", in.AlertDelay.D())
 	}
-	if in.Shards == 0 {
+	if in.Shards == 0 && !in.Type.IsObjectStore() {
 		in.Shards = DefaultShards
 	}
-	if in.Shards < 1 || in.Shards > MaxShards {
+	if in.Shards < 0 || in.Shards > MaxShards {
 		p.Addf(path+": shards", "must be between 1 and %d; got %d", MaxShards, in.Shards)
 	}
 
@@ -222,11 +224,20 @@ func checkFilter(p *configkit.Problems, path string, values []string) {
 	}
 }
 
+// ShardsOf is the shards in has: as configured, or DefaultShards for an object store
+// that leaves them to the data and was not sized (a backfill sizes them first).
+func ShardsOf(in Integration) int {
+	if in.Shards == 0 {
+		return DefaultShards
+	}
+	return in.Shards
+}
+
 // Targets returns the routing view of integrations.
 func Targets(ints []Integration) []route.Target {
 	ts := make([]route.Target, len(ints))
 	for i, in := range ints {
-		ts[i] = route.Target{ID: in.ID, Tenant: in.Tenant, Environments: in.Environments, Splits: in.Splits, Shards: in.Shards}
+		ts[i] = route.Target{ID: in.ID, Tenant: in.Tenant, Environments: in.Environments, Splits: in.Splits, Shards: ShardsOf(in)}
 	}
 	return ts
 }
@@ -284,7 +295,7 @@ func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
 		// A stream writes a window again for its late data: names tell the panes apart.
 		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: in.Shards})
+			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: ShardsOf(in)})
 	}
 	return ts
 }

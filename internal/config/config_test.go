@@ -58,7 +58,7 @@ func TestContractExample(t *testing.T) {
 	}
 	s3 := cfg.Integrations[0]
 	if s3.Window.D() != time.Hour || s3.S3.Prefix != "split/impressions" || s3.S3.Format != encode.NDJSON ||
-		s3.Shards != DefaultShards || s3.S3.Endpoint != "http://127.0.0.1:9000" {
+		s3.Shards != 0 || ShardsOf(s3) != DefaultShards || s3.S3.ObjectBytes != encode.DefaultObjectBytes || s3.S3.Endpoint != "http://127.0.0.1:9000" {
 		t.Errorf("s3 integration = %+v %+v", s3, s3.S3)
 	}
 	if g := cfg.Integrations[1]; g.Window.D() != DefaultObjectWindow {

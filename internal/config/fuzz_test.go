@@ -25,7 +25,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a config without integrations")
 		}
 		for _, in := range cfg.Integrations {
-			if !idPattern.MatchString(in.ID) || in.Tenant == "" || in.Shards < 1 || in.Window.D() <= 0 {
+			if !idPattern.MatchString(in.ID) || in.Tenant == "" || in.Shards < 0 || ShardsOf(in) < 1 || in.Shards == 0 && !in.Type.IsObjectStore() || in.Window.D() <= 0 {
 				t.Fatalf("accepted an invalid integration %+v", in)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -30,11 +31,15 @@ import (
 	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
 	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/transforms/encode"
+	"github.com/outflow/outflow/transforms/route"
 )
 
 func init() {
 	register.DoFn4x1[context.Context, fileio.FileMetadata, func(beam.EventTime, impression.Impression), func(deadletterio.Record), error](&readFn{})
+	register.DoFn4x1[context.Context, fileio.FileMetadata, func(beam.EventTime, string, encode.Chunk), func(deadletterio.Record), error](&readObjectsFn{})
 	register.Emitter2[beam.EventTime, impression.Impression]()
+	register.Emitter3[beam.EventTime, string, encode.Chunk]()
 	register.Emitter1[deadletterio.Record]()
 }
 
@@ -87,13 +92,37 @@ func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress
 // Out: PCollection<impression.Impression>, PCollection<deadletterio.Record>.
 func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.PCollection) {
 	s = s.Scope("impressionio.Read")
+	return beam.ParDo2(s, &readFn{fileReader: newFileReader(opts)}, fileio.MatchFiles(s, glob))
+}
+
+// ObjectTarget is an object store integration, for ReadObjects.
+type ObjectTarget struct {
+	route.Target
+	Window time.Duration `json:"window"`
+	Format encode.Format `json:"format"`
+}
+
+// ReadObjects reads as Read does, and routes, windows and encodes the valid
+// impressions for targets as it parses them, in every parsing worker: what leaves the
+// reader is a few chunks per target, shard and window (encode.Chunker) rather than
+// every impression. Chunks are keyed by route.Key and timestamped with their window's
+// start; chunks of one key and window are to be merged (encode.MergeChunks). Every
+// impression that Read would emit goes, through route.Fanout's routing, into the
+// chunks of every target it matches.
+//
+// Out: PCollection<KV<string, encode.Chunk>>, PCollection<deadletterio.Record>.
+func ReadObjects(s beam.Scope, glob string, targets []ObjectTarget, opts ...ReadOptionFn) (chunks, invalid beam.PCollection) {
+	s = s.Scope("impressionio.ReadObjects")
+	fn := &readObjectsFn{fileReader: newFileReader(opts), Targets: targets}
+	return beam.ParDo2(s, fn, fileio.MatchFiles(s, glob))
+}
+
+func newFileReader(opts []ReadOptionFn) fileReader {
 	var o readOption
 	for _, opt := range opts {
 		opt(&o)
 	}
-	fn := &readFn{Progress: o.progress, Sharing: o.shared, Since: ms(o.since), Until: ms(o.until), From: ms(o.from), To: ms(o.to)}
-	files := fileio.MatchFiles(s, glob)
-	return beam.ParDo2(s, fn, files)
+	return fileReader{Progress: o.progress, Sharing: o.shared, Since: ms(o.since), Until: ms(o.until), From: ms(o.from), To: ms(o.to)}
 }
 
 // ms is t in Unix ms, 0 for the zero time: unbounded.
@@ -104,8 +133,9 @@ func ms(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-// readFn reads one file per element. Times are Unix ms; 0 means unbounded.
-type readFn struct {
+// fileReader reads one file per element: what Read and ReadObjects share. Times are
+// Unix ms; 0 means unbounded.
+type fileReader struct {
 	Since    int64   `json:"since"` // the range asked for: other lines are filtered
 	Until    int64   `json:"until"`
 	From     int64   `json:"from"` // this job's slice of it: other lines are left to other jobs
@@ -116,7 +146,7 @@ type readFn struct {
 	lines, invalid, filtered, valid, fileErrors metricname.Counter
 }
 
-func (fn *readFn) Setup() {
+func (fn *fileReader) Setup() {
 	progress.Add(progress.StartedKey(fn.Progress), 1)
 	fn.lines = metricname.NewCounter(metricname.Job, metricname.Lines)
 	fn.invalid = metricname.NewCounter(metricname.Job, metricname.InvalidLines)
@@ -125,22 +155,30 @@ func (fn *readFn) Setup() {
 	fn.fileErrors = metricname.NewCounter(metricname.Job, metricname.FileErrors)
 }
 
-func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {
-	h := fnv.New64a()
-	h.Write([]byte(f.Path))
-	origin := h.Sum64() << 32
-	var valid, last uint64
+// mine reports whether a parsed line is a valid impression of this job: in the range
+// asked for and in this job's slice.
+func (fn *fileReader) mine(p *parsed) bool {
+	return p.err == nil && !outside(p.imp.Time, fn.Since, fn.Until) && !outside(p.imp.Time, fn.From, fn.To)
+}
+
+// read reads the file f, counts its lines, and dead-letters its invalid lines and,
+// if it is damaged, the file. valid, when set, is called on the bundle's goroutine,
+// in file order, with each impression of this job; fw.work, when set, runs in each
+// parsing worker after each batch.
+func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
+	origin := fileOrigin(f.Path)
 	received := time.Now().UnixMilli()
-	var skip func([]byte) bool
 	if fn.Sharing.NotTheRest && (fn.From != 0 || fn.To != 0) {
 		// Lines of other slices are other jobs' to deliver, and invalid lines another
 		// job's to count: a line whose time is plainly outside this slice needs no parse.
-		skip = func(line []byte) bool {
+		fw.skip = func(line []byte) bool {
 			t, ok := quickTime(line)
 			return ok && outside(t, fn.From, fn.To)
 		}
 	}
-	err := parseFile(ctx, f.Path, f.Size, skip, func(line uint64, raw []byte, p parsed) {
+	// Counted per file, not per line: a Beam counter costs a lookup and a lock per call.
+	var lines, invalid, filtered, valids, last uint64
+	err := parseFile(ctx, f.Path, f.Size, fw, func(line uint64, raw []byte, p *parsed) {
 		if line%4096 == 0 {
 			progress.Add(fn.Progress, 4096)
 		}
@@ -151,8 +189,8 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 			return
 		case errors.As(p.err, &ie):
 			if !fn.Sharing.NotTheRest {
-				fn.lines.Inc(ctx, 1)
-				fn.invalid.Inc(ctx, 1)
+				lines++
+				invalid++
 				reason := ie.Reason
 				if len(raw) > maxKeptLine {
 					raw = raw[:maxKeptLine]
@@ -161,27 +199,30 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 				dead(deadletterio.Invalid(raw, reason, fmt.Sprintf("%s:%d", f.Path, line), origin|line&0xFFFFFFFF))
 			}
 			return
-		}
-		imp := p.imp
-		if outside(imp.Time, fn.Since, fn.Until) {
+		case outside(p.imp.Time, fn.Since, fn.Until):
 			if !fn.Sharing.NotTheRest {
-				fn.lines.Inc(ctx, 1)
-				fn.filtered.Inc(ctx, 1)
+				lines++
+				filtered++
 			}
 			return
-		}
-		if outside(imp.Time, fn.From, fn.To) {
+		case outside(p.imp.Time, fn.From, fn.To):
 			return
 		}
 		if !fn.Sharing.NotMyLines {
-			fn.lines.Inc(ctx, 1)
-			valid++
+			lines++
+			valids++
 		}
-		imp.Origin = origin | line&0xFFFFFFFF
-		imp.ReceivedAt = received
-		emit(mtime.FromMilliseconds(imp.Time), imp)
+		if valid != nil {
+			imp := p.imp
+			imp.Origin = origin | line&0xFFFFFFFF
+			imp.ReceivedAt = received
+			valid(&imp)
+		}
 	})
-	fn.valid.Inc(ctx, int64(valid))
+	fn.lines.Inc(ctx, int64(lines))
+	fn.invalid.Inc(ctx, int64(invalid))
+	fn.filtered.Inc(ctx, int64(filtered))
+	fn.valid.Inc(ctx, int64(valids))
 	progress.Add(fn.Progress, int64(last%4096))
 	var corrupt *CorruptError
 	switch {
@@ -203,6 +244,105 @@ func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emi
 	oplog.L().ErrorContext(ctx, "input file is damaged; the rest of it is dead-lettered", "file", f.Path, "line", last, "error", err)
 	dead(deadletterio.FileError(f.Path, reason, origin))
 	return nil
+}
+
+// fileOrigin is the high half of the origins of a file's lines (impression.Origin).
+func fileOrigin(path string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(path))
+	return h.Sum64() << 32
+}
+
+// readFn is Read's DoFn.
+type readFn struct {
+	fileReader
+}
+
+func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {
+	return fn.read(ctx, f, dead, fileWork{}, func(imp *impression.Impression) {
+		emit(mtime.FromMilliseconds(imp.Time), *imp)
+	})
+}
+
+// readObjectsFn is ReadObjects' DoFn. Each parsing worker routes, encodes and
+// compresses the impressions it parsed into a Chunker of its own; the bundle's
+// goroutine emits what they gathered, once it holds maxHeld bytes and when the file
+// is done.
+type readObjectsFn struct {
+	fileReader
+	Targets []ObjectTarget `json:"targets"`
+
+	table  *route.Table
+	routed []metricname.Counter
+}
+
+// maxHeld bounds what the parsing workers hold before their chunks are emitted:
+// input whose times are spread rather than in order opens many windows at once.
+var maxHeld = 32 << 20
+
+func (fn *readObjectsFn) Setup() {
+	fn.fileReader.Setup()
+	targets := make([]route.Target, len(fn.Targets))
+	fn.routed = make([]metricname.Counter, len(fn.Targets))
+	for i, t := range fn.Targets {
+		targets[i] = t.Target
+		fn.routed[i] = metricname.NewCounter(t.ID, metricname.Routed)
+	}
+	fn.table = route.NewTable(targets)
+}
+
+func (fn *readObjectsFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, string, encode.Chunk), dead func(deadletterio.Record)) error {
+	origin := fileOrigin(f.Path)
+	received := time.Now().UnixMilli()
+	// The bundle's goroutine only counts lines and emits chunks: every core parses.
+	workers := make([]*objectWorker, runtime.GOMAXPROCS(0))
+	for i := range workers {
+		workers[i] = &objectWorker{chunker: encode.NewChunker(), routed: make([]int64, len(fn.Targets))}
+	}
+	send := func(chunks []encode.KeyedChunk) {
+		for _, c := range chunks {
+			emit(mtime.FromTime(c.Start), c.Key, c.Chunk)
+		}
+	}
+	work := func(w int, b *batch) {
+		ow := workers[w]
+		for i := range b.parsed {
+			p := &b.parsed[i]
+			if !fn.mine(p) {
+				continue
+			}
+			imp := &p.imp
+			imp.Origin = origin | (b.first+uint64(i))&0xFFFFFFFF
+			imp.ReceivedAt = received
+			fn.table.Each(imp, func(t int, key string) {
+				ow.routed[t]++
+				ow.chunker.Add(key, fn.Targets[t].Window, fn.Targets[t].Format, imp)
+			})
+		}
+		if ow.chunker.Held() >= maxHeld/len(workers) {
+			chunks := ow.chunker.Drain()
+			b.then = func() { send(chunks) }
+		}
+	}
+	// Each worker compresses what it still holds once the file is parsed.
+	finish := func(w int) { workers[w].rest = workers[w].chunker.Drain() }
+	err := fn.read(ctx, f, dead, fileWork{work: work, finish: finish, workers: len(workers)}, nil)
+	for _, w := range workers {
+		send(w.rest)
+		for t, n := range w.routed {
+			if n > 0 {
+				fn.routed[t].Inc(ctx, n)
+			}
+		}
+	}
+	return err
+}
+
+// objectWorker is what one parsing worker of readObjectsFn gathers.
+type objectWorker struct {
+	chunker *encode.Chunker
+	rest    []encode.KeyedChunk // what it held when the file was parsed
+	routed  []int64             // per target
 }
 
 // quickTime finds the top-level "time" of a JSON object line without parsing it: one

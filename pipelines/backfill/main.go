@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -110,13 +111,15 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 		if err := job.CheckStores(ctx, cfg); err != nil {
 			return job.ExitFailed, err
 		}
+	}
+	jobs, lines, err := makePlan(ctx, cfg, files, o) // sizes the shards left to the data
+	if err != nil {
+		return job.ExitFailed, err
+	}
+	if !*planOnly {
 		if code, err := checkObjects(ctx, cfg); err != nil {
 			return code, err
 		}
-	}
-	jobs, lines, err := makePlan(ctx, cfg, files, o)
-	if err != nil {
-		return job.ExitFailed, err
 	}
 	if *planOnly {
 		printPlan(os.Stdout, jobs, len(files), lines, o)
@@ -157,22 +160,44 @@ func printPlan(w io.Writer, jobs []planJob, files int, lines int64, o planOption
 	fmt.Fprintf(w, "plan: %d jobs over %d files (~%d lines), slices of %v, largest first: "+
 		"object store jobs %d at a time, HTTP jobs %d at a time in slots of their own\n",
 		len(jobs), files, lines, o.Slice, *parallelJobs, *parallelHTTP)
+	shards := map[string]int{}
 	for i, j := range jobs {
 		fmt.Fprintf(w, "%3d  %-6s  %-60s ~%d impressions\n", i+1, poolOf(j), j.ID, j.Estimate)
+		for _, in := range j.Integrations {
+			if in.Type.IsObjectStore() {
+				shards[in.ID] = in.Shards
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(shards)) {
+		fmt.Fprintf(w, "objects a window: %-40s %d\n", id, shards[id])
 	}
 }
 
 // pipeline is the backfill's Beam graph: read, then route, window and write to each
-// integration; whatever cannot be delivered ends in the dead-letter store.
-// run names this execution of the job in the dead-letter store's receipts.
+// integration; whatever cannot be delivered ends in the dead-letter store. For
+// object stores the reader itself routes and encodes, and only chunks cross the
+// shuffle. run names this execution of the job in the dead-letter store's receipts.
 func pipeline(cfg *config.Config, glob string, opts []impressionio.ReadOptionFn, run string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
-
-	imps, invalid := impressionio.Read(s, glob, opts...)
-	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
-		return route.Fanout(s, targets, imps)
-	})
-	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, append(out.Dead, invalid)...), deadletterio.Receipts(run))
+	objects, others := sinks.Objects(cfg)
+	var dead []beam.PCollection
+	if len(objects.Integrations) > 0 {
+		chunks, invalid := impressionio.ReadObjects(s, glob, sinks.ReadTargets(objects), opts...)
+		sinks.DeliverObjects(s, objects, chunks)
+		dead = append(dead, invalid)
+		// The plan never mixes the two in a job; if a job did, its second read would
+		// count nothing again.
+		opts = append(slices.Clip(opts), impressionio.Shared(false, false))
+	}
+	if len(others.Integrations) > 0 {
+		imps, invalid := impressionio.Read(s, glob, opts...)
+		out := sinks.Deliver(s, others, func(s beam.Scope, targets []route.Target) beam.PCollection {
+			return route.Fanout(s, targets, imps)
+		})
+		dead = append(append(dead, out.Dead...), invalid)
+	}
+	deadletterio.Write(s, cfg.DeadLetter, beam.Flatten(s, dead...), deadletterio.Receipts(run))
 	return p
 }
 

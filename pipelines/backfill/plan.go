@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -65,7 +66,6 @@ const defaultSampleBytes = 4 << 20
 // largest first.
 // It also returns the estimated lines of the whole input.
 func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o planOptions) ([]planJob, int64, error) {
-	groups := jobGroups(cfg, o.ByIntegration)
 	targets := config.Targets(cfg.Integrations)
 	est := newEstimate()
 	g, gctx := errgroup.WithContext(ctx)
@@ -76,6 +76,8 @@ func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o plan
 	if err := g.Wait(); err != nil {
 		return nil, 0, err
 	}
+	sizeShards(cfg, est)
+	groups := jobGroups(cfg, o.ByIntegration)
 	var jobs []planJob
 	hours := est.times()
 	for gi, g := range groups {
@@ -89,10 +91,7 @@ func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o plan
 			}
 			return n
 		}
-		cuts := splitLarge(timeSlices(o, hours), hours, count, o.MaxJobImpressions)
-		if g[0].Type.IsObjectStore() {
-			cuts = alignCuts(cuts, g[0].Window.D())
-		}
+		cuts := alignCuts(splitLarge(timeSlices(o, hours), hours, count, o.MaxJobImpressions), commonWindow(g))
 		for si, sl := range cuts {
 			jobs = append(jobs, planJob{ID: strings.Join(ids, "+") + "@" + sliceName(sl[0], sl[1]),
 				Integrations: g, From: sl[0], Until: sl[1], Estimate: count(sl[0], sl[1]),
@@ -103,7 +102,34 @@ func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o plan
 	return jobs, int64(est.lines + 0.5), nil
 }
 
-// jobGroups returns the integrations of each job.
+// sizeShards gives each object store integration that leaves its shards to the data
+// as many shards (objects a window) as its largest estimated window needs at its
+// object_bytes: one for most, more for a tenant whose windows are large, so that
+// objects are neither tiny nor too large for a worker to hold. The same input gives
+// the same sample and so the same objects: a rerun overwrites them.
+func sizeShards(cfg *config.Config, est *estimate) {
+	for i := range cfg.Integrations {
+		in := &cfg.Integrations[i]
+		if in.Shards != 0 || !in.Type.IsObjectStore() {
+			continue
+		}
+		var spec encode.ObjectSpec
+		switch {
+		case in.S3 != nil:
+			spec = in.S3.ObjectSpec
+		case in.GCS != nil:
+			spec = in.GCS.ObjectSpec
+		}
+		bytes := est.largestWindow(in.ID, in.Window.D()) * est.bytesPerImpression()
+		in.Shards = int(min(max(1, math.Ceil(bytes/float64(max(1, spec.ObjectBytes)))), config.MaxShards))
+	}
+}
+
+// jobGroups returns the integrations of each job: all object store integrations in
+// one, which reads and parses the input once for all of them (the reader routes and
+// encodes as it parses: impressionio.ReadObjects); HTTP integrations a job per group,
+// so that a slow destination holds up only its own jobs. With byIntegration, a job
+// per integration.
 func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
 	var out [][]config.Integration
 	if byIntegration {
@@ -112,11 +138,50 @@ func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
 		}
 		return out
 	}
+	var objects []config.Integration
 	for _, g := range windowing.Groups(cfg.Integrations) {
+		if g.Type.IsObjectStore() {
+			objects = append(objects, g.Integrations...)
+			continue
+		}
 		out = append(out, g.Integrations)
+	}
+	if objects != nil {
+		out = append([][]config.Integration{objects}, out...)
 	}
 	return out
 }
+
+// commonWindow is the shortest duration that the window of every object store
+// integration of ints divides (their least common multiple), 0 if there are none:
+// fixed windows start at multiples of their size since the Unix epoch, so a cut at a
+// multiple of it falls on a boundary of every window. Past maxCommonWindow it is
+// that: windows that far apart leave no cut anyway.
+func commonWindow(ints []config.Integration) time.Duration {
+	var l int64 // ms
+	for _, in := range ints {
+		if !in.Type.IsObjectStore() {
+			continue
+		}
+		w := in.Window.D().Milliseconds()
+		if l == 0 {
+			l = w
+			continue
+		}
+		a, b := l, w
+		for b != 0 {
+			a, b = b, a%b
+		}
+		if l/a > maxCommonWindow.Milliseconds()/w {
+			return maxCommonWindow
+		}
+		l = l / a * w
+	}
+	return time.Duration(min(l, maxCommonWindow.Milliseconds())) * time.Millisecond
+}
+
+// maxCommonWindow bounds commonWindow: about 30 years, past any backfill's range.
+const maxCommonWindow = 30 * 365 * 24 * time.Hour
 
 // timeSlices cuts the range into slices aligned to the slice length (UTC), one for
 // each slice the sample saw impressions in; a slice with none seen is merged into the
@@ -175,7 +240,7 @@ func splitLarge(slices [][2]time.Time, hours []time.Time, count func(from, until
 }
 
 // alignCuts moves every cut between two slices down to a window boundary of the
-// group's window d (fixed windows start at multiples of d since the Unix epoch), and
+// job's windows, multiples of d (commonWindow; 0 for HTTP jobs, whose cuts stay), and
 // merges the slices left empty. An object store writes one object per window and
 // shard: a window cut between two jobs would be written by both under one name, the
 // second upload replacing the first. The outer ends (--since, --until, or open) stay:
@@ -215,6 +280,35 @@ type estimate struct {
 	perHour map[string]map[int64]float64 // integration -> hour (Unix) -> impressions
 	hours   map[int64]bool               // hours any sampled impression in range falls in
 	lines   float64                      // lines of the input
+	// Valid lines sampled, and their bytes.
+	sampled, sampledBytes float64
+}
+
+// bytesPerImpression is the sampled impressions' average size: about what each
+// takes in an object before compression.
+func (e *estimate) bytesPerImpression() float64 {
+	if e.sampled == 0 {
+		return 0
+	}
+	return e.sampledBytes / e.sampled
+}
+
+// largestWindow is the estimated impressions of an integration's fullest window of
+// size w: within an hour they are taken to be spread evenly.
+func (e *estimate) largestWindow(id string, w time.Duration) float64 {
+	perWindow := map[int64]float64{}
+	for h, n := range e.perHour[id] {
+		if w < time.Hour {
+			perWindow[h] = n * w.Hours()
+			continue
+		}
+		perWindow[encode.WindowStart(time.Unix(h*3600, 0), w).Unix()] += n
+	}
+	most := 0.0
+	for _, n := range perWindow {
+		most = max(most, n)
+	}
+	return most
 }
 
 // times returns the start of each hour the sample saw impressions in, in order.
@@ -261,7 +355,7 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 	r = io.LimitReader(r, limit)
 	counts := map[string]map[int64]float64{}
 	hours := map[int64]bool{}
-	var lines float64
+	var lines, valid, validBytes float64
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, impression.MaxLineBytes+1)
 	for sc.Scan() {
@@ -270,6 +364,8 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 		if err != nil {
 			continue
 		}
+		valid++
+		validBytes += float64(len(sc.Bytes()))
 		t := time.UnixMilli(imp.Time)
 		if (!o.From.IsZero() && t.Before(o.From)) || (!o.Until.IsZero() && !t.Before(o.Until)) {
 			continue
@@ -294,6 +390,8 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lines += lines * scale
+	e.sampled += valid
+	e.sampledBytes += validBytes
 	for h := range hours {
 		e.hours[h] = true
 	}

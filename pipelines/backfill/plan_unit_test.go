@@ -3,6 +3,11 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/outflow/outflow/internal/config"
+	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 func TestTimeSlices(t *testing.T) {
@@ -99,6 +104,52 @@ func TestAlignCuts(t *testing.T) {
 				t.Errorf("window %v: %v, want %v", c.window, got, c.want)
 				break
 			}
+		}
+	}
+}
+
+// A cut at a multiple of commonWindow is a boundary of every object store window of
+// the job; HTTP integrations do not count.
+func TestCommonWindow(t *testing.T) {
+	in := func(typ config.Type, w time.Duration) config.Integration {
+		return config.Integration{Type: typ, Window: configkit.Duration(w)}
+	}
+	for _, c := range []struct {
+		ints []config.Integration
+		want time.Duration
+	}{
+		{nil, 0},
+		{[]config.Integration{in(config.Webhook, 10*time.Second)}, 0},
+		{[]config.Integration{in(config.S3, 5*time.Minute), in(config.GCS, 5*time.Minute)}, 5 * time.Minute},
+		{[]config.Integration{in(config.S3, 5*time.Minute), in(config.S3, 7*time.Minute), in(config.Webhook, time.Hour)}, 35 * time.Minute},
+		{[]config.Integration{in(config.S3, time.Hour), in(config.GCS, 48*time.Hour)}, 48 * time.Hour},
+		{[]config.Integration{in(config.S3, 1001*time.Millisecond), in(config.S3, 1003*time.Millisecond),
+			in(config.S3, 1009*time.Millisecond), in(config.S3, 1013*time.Millisecond), in(config.S3, 100_003*time.Millisecond),
+			in(config.S3, 1_000_003*time.Millisecond)}, maxCommonWindow},
+	} {
+		if got := commonWindow(c.ints); got != c.want {
+			t.Errorf("commonWindow(%v) = %v, want %v", c.ints, got, c.want)
+		}
+	}
+}
+
+// sizeShards gives a large integration's windows several objects and a small one's
+// one, and leaves configured shards and HTTP integrations alone.
+func TestSizeShards(t *testing.T) {
+	obj := func(id string, shards int) config.Integration {
+		return config.Integration{ID: id, Type: config.S3, Window: configkit.Duration(5 * time.Minute), Shards: shards,
+			S3: &s3io.Config{ObjectSpec: encode.ObjectSpec{ObjectBytes: 10 << 20}}}
+	}
+	cfg := &config.Config{Integrations: []config.Integration{obj("big", 0), obj("small", 0), obj("fixed", 3),
+		{ID: "hook", Type: config.Webhook, Shards: 4}}}
+	est := newEstimate()
+	est.sampled, est.sampledBytes = 1000, 1000*500 // 500 bytes an impression
+	// big: 1.2M an hour is 100,000 in a 5m window, 50 MB: 5 objects of 10 MiB.
+	est.perHour = map[string]map[int64]float64{"big": {1: 600_000, 2: 1_200_000}, "small": {1: 1000}, "fixed": {1: 1e9}}
+	sizeShards(cfg, est)
+	for i, want := range []int{5, 1, 3, 4} {
+		if got := cfg.Integrations[i].Shards; got != want {
+			t.Errorf("%s: %d shards, want %d", cfg.Integrations[i].ID, got, want)
 		}
 	}
 }

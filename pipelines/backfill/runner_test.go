@@ -52,7 +52,8 @@ integrations:
   - {id: globex-s3, tenant: globex, type: s3, window: 1h, s3: {bucket: %s, prefix: g, endpoint: %s}}
 `, t.TempDir(), bucket, s3.Endpoint, bucket, s3.Endpoint))
 	cfg, _ := config.Load(cfgPath)
-	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob,
+	// A job per integration: the job server takes more than one job of a run.
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob, "--jobs-by", "integration",
 		"--runner=universal", fmt.Sprintf("--endpoint=localhost:%d", port))
 	if r.code != 0 {
 		t.Fatalf("exit code %d\n%s", r.code, r.stderr)

@@ -55,17 +55,13 @@ func Objects(s beam.Scope, f Format, col beam.PCollection) beam.PCollection {
 // chunkFn is the CombineFn behind Objects.
 type chunkFn struct {
 	Format Format `json:"format"`
-	enc    *Encoder
 }
 
 func (fn *chunkFn) CreateAccumulator() Chunk { return Chunk{} }
 
 func (fn *chunkFn) AddInput(c Chunk, imp impression.Impression) Chunk {
-	if fn.enc == nil {
-		fn.enc = NewEncoder(fn.Format)
-	}
 	before := len(c.raw)
-	c.raw = fn.enc.Append(c.raw, &imp)
+	c.raw = Append(fn.Format, c.raw, &imp)
 	c.Index = appendIndex(c.Index, imp.ID, imp.Origin, len(c.raw)-before)
 	c.N++
 	if len(c.raw) >= memberSize {
@@ -74,7 +70,10 @@ func (fn *chunkFn) AddInput(c Chunk, imp impression.Impression) Chunk {
 	return c
 }
 
-func (fn *chunkFn) MergeAccumulators(a, b Chunk) Chunk {
+func (fn *chunkFn) MergeAccumulators(a, b Chunk) Chunk { return merge(a, b) }
+
+// merge appends b's records to a's.
+func merge(a, b Chunk) Chunk {
 	a.flush()
 	b.flush()
 	a.N += b.N

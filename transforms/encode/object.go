@@ -18,10 +18,16 @@ type ObjectSpec struct {
 	Format Format `yaml:"format" json:"format"`
 	// MaxConcurrentUploads bounds this integration's uploads in flight in one worker.
 	MaxConcurrentUploads int `yaml:"max_concurrent_uploads" json:"max_concurrent_uploads"`
+	// ObjectBytes is the size, before compression, a backfill aims its objects at
+	// when the integration leaves its shards to the data.
+	ObjectBytes int64 `yaml:"object_bytes" json:"object_bytes,omitempty"`
 }
 
 // DefaultMaxConcurrentUploads is the per-integration, per-worker upload bound.
 const DefaultMaxConcurrentUploads = 4
+
+// DefaultObjectBytes is ObjectSpec.ObjectBytes' default: 256 MiB.
+const DefaultObjectBytes = 256 << 20
 
 // Validate fills defaults and records every problem under path.
 func (o *ObjectSpec) Validate(p *configkit.Problems, path string) {
@@ -42,6 +48,12 @@ func (o *ObjectSpec) Validate(p *configkit.Problems, path string) {
 	}
 	if o.MaxConcurrentUploads < 0 {
 		p.Addf(path+".max_concurrent_uploads", "must be >= 1; got %d", o.MaxConcurrentUploads)
+	}
+	if o.ObjectBytes == 0 {
+		o.ObjectBytes = DefaultObjectBytes
+	}
+	if o.ObjectBytes < 1<<20 {
+		p.Addf(path+".object_bytes", "must be at least 1 MiB (1048576); got %d", o.ObjectBytes)
 	}
 }
 

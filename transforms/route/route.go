@@ -19,7 +19,9 @@ import (
 func init() {
 	register.DoFn3x0[context.Context, impression.Impression, func(string, impression.Impression)](&fanoutFn{})
 	register.DoFn4x1[context.Context, string, impression.Impression, func(string, impression.Impression), error](&directFn{})
+	register.DoFn3x0[string, beam.T, func(string, beam.T)](&selectFn{})
 	register.Emitter2[string, impression.Impression]()
+	register.Emitter2[string, beam.T]()
 }
 
 // Target is what routing needs to know of an integration.
@@ -81,39 +83,68 @@ func SplitKey(key string) (id string, shard int) {
 	return key[:i], shard
 }
 
+// Table finds the targets an impression goes to and their keys, for Fanout and for
+// readers that route as they read (impressionio.ReadObjects).
+type Table struct {
+	Targets  []Target
+	byTenant map[string][]int // tenant -> indexes into Targets
+	keys     [][]string       // target -> shard -> key, built once
+}
+
+// NewTable indexes targets by tenant and builds their keys.
+func NewTable(targets []Target) *Table {
+	t := &Table{Targets: targets, byTenant: map[string][]int{}, keys: make([][]string, len(targets))}
+	for i, tg := range targets {
+		t.byTenant[tg.Tenant] = append(t.byTenant[tg.Tenant], i)
+		t.keys[i] = make([]string, tg.Shards)
+		for s := range t.keys[i] {
+			t.keys[i][s] = Key(tg.ID, s)
+		}
+	}
+	return t
+}
+
+// Each calls f with the index and key of each target imp goes to.
+func (t *Table) Each(imp *impression.Impression, f func(target int, key string)) {
+	for _, i := range t.byTenant[imp.Tenant] {
+		if t.Targets[i].Matches(imp) {
+			f(i, t.keys[i][Shard(imp, t.Targets[i].Shards)])
+		}
+	}
+}
+
 type fanoutFn struct {
 	Targets []Target `json:"targets"`
 
-	byTenant map[string][]int // tenant -> indexes into Targets
-	keys     [][]string       // target -> shard -> key, built once
-	routed   []metricname.Counter
+	table  *Table
+	routed []metricname.Counter
+	counts []int64 // routed in this bundle, counted in FinishBundle
 }
 
 func (fn *fanoutFn) Setup() {
-	fn.byTenant = map[string][]int{}
-	fn.keys = make([][]string, len(fn.Targets))
+	fn.table = NewTable(fn.Targets)
 	fn.routed = make([]metricname.Counter, len(fn.Targets))
+	fn.counts = make([]int64, len(fn.Targets))
 	for i, t := range fn.Targets {
-		fn.byTenant[t.Tenant] = append(fn.byTenant[t.Tenant], i)
-		fn.keys[i] = make([]string, t.Shards)
-		for s := range fn.keys[i] {
-			fn.keys[i][s] = Key(t.ID, s)
-		}
 		fn.routed[i] = metricname.NewCounter(t.ID, metricname.Routed)
 	}
 }
 
 func (fn *fanoutFn) ProcessElement(ctx context.Context, imp impression.Impression, emit func(string, impression.Impression)) {
-	var buf [8]int
-	copies := buf[:0]
-	for _, i := range fn.byTenant[imp.Tenant] {
-		if fn.Targets[i].Matches(&imp) {
-			copies = append(copies, i)
+	fn.table.Each(&imp, func(i int, key string) {
+		fn.counts[i]++
+		emit(key, imp)
+	})
+}
+
+// FinishBundle counts what the bundle routed: once a bundle rather than per copy,
+// as a Beam counter costs a lookup and a lock per call.
+func (fn *fanoutFn) FinishBundle(ctx context.Context, _ func(string, impression.Impression)) {
+	for i, n := range fn.counts {
+		if n > 0 {
+			fn.routed[i].Inc(ctx, n)
+			fn.counts[i] = 0
 		}
-	}
-	for _, i := range copies {
-		fn.routed[i].Inc(ctx, 1)
-		emit(fn.keys[i][Shard(&imp, fn.Targets[i].Shards)], imp)
 	}
 }
 
@@ -160,4 +191,23 @@ func (fn *directFn) ProcessElement(ctx context.Context, id string, imp impressio
 	fn.routed[id].Inc(ctx, 1)
 	emit(Key(id, Shard(&imp, t.Shards)), imp)
 	return nil
+}
+
+// Select keeps the elements keyed by Key of the integrations ids: one branch's share
+// of a collection that holds several branches' (impressionio.ReadObjects).
+//
+// In and out: PCollection<KV<string, T>> keyed by Key.
+func Select(s beam.Scope, ids []string, keyed beam.PCollection) beam.PCollection {
+	s = s.Scope("route.Select")
+	return beam.ParDo(s, &selectFn{IDs: ids}, keyed)
+}
+
+type selectFn struct {
+	IDs []string `json:"ids"`
+}
+
+func (fn *selectFn) ProcessElement(key string, v beam.T, emit func(string, beam.T)) {
+	if id, _ := SplitKey(key); slices.Contains(fn.IDs, id) {
+		emit(key, v)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/io/amplitudeio"
 	_ "github.com/outflow/outflow/io/gcsio" // registers the gcs store
+	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/io/objectio"
 	_ "github.com/outflow/outflow/io/s3io" // registers the s3 store
 	"github.com/outflow/outflow/io/segmentio"
@@ -84,4 +85,56 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
 		out.Marks = append(out.Marks, marks)
 	}
 	return out
+}
+
+// Objects splits cfg into its object store integrations and the others, each with
+// the rest of cfg.
+func Objects(cfg *config.Config) (objects, others *config.Config) {
+	o, r := *cfg, *cfg
+	o.Integrations, r.Integrations = nil, nil
+	for _, in := range cfg.Integrations {
+		if in.Type.IsObjectStore() {
+			o.Integrations = append(o.Integrations, in)
+		} else {
+			r.Integrations = append(r.Integrations, in)
+		}
+	}
+	return &o, &r
+}
+
+// ReadTargets are the object store integrations of cfg as impressionio.ReadObjects
+// routes, windows and encodes for them.
+func ReadTargets(cfg *config.Config) []impressionio.ObjectTarget {
+	var ts []impressionio.ObjectTarget
+	for _, g := range windowing.Groups(cfg.Integrations) {
+		if !g.Type.IsObjectStore() {
+			continue
+		}
+		for _, t := range config.Targets(g.Integrations) {
+			ts = append(ts, impressionio.ObjectTarget{Target: t, Window: g.Window, Format: g.Format})
+		}
+	}
+	return ts
+}
+
+// DeliverObjects stores chunks that the reader built (impressionio.ReadObjects for
+// ReadTargets(cfg)) in the object store integrations of cfg, a batch job's: per
+// group, its integrations' chunks are windowed, merged per key and window, and
+// written.
+func DeliverObjects(s beam.Scope, cfg *config.Config, chunks beam.PCollection) {
+	if cfg.Live {
+		panic("sinks: DeliverObjects is for batch jobs; a stream drops late copies (encode.DropSeen)")
+	}
+	for _, g := range windowing.Groups(cfg.Integrations) {
+		if !g.Type.IsObjectStore() {
+			continue
+		}
+		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
+		var ids []string
+		for _, in := range g.Integrations {
+			ids = append(ids, in.ID)
+		}
+		windowed := windowing.Fixed(s, g.Window, 0, route.Select(s, ids, chunks))
+		objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), encode.MergeChunks(s, windowed))
+	}
 }
