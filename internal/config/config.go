@@ -86,6 +86,9 @@ type Integration struct {
 	// (0) has it sized by data in a backfill (the plan's estimate of its largest
 	// window over object_bytes) and DefaultShards elsewhere: see ShardsOf.
 	Shards int `yaml:"shards" json:"shards"`
+	// SizedShards, set by the backfill and never by a config file, says it sized
+	// Shards by its input.
+	SizedShards bool `yaml:"-" json:"-"`
 	// AlertDelay is the delivery delay (delivery time minus impression time) above which
 	// the stream job raises an alert; default twice the window.
 	AlertDelay configkit.Duration `yaml:"alert_delay" json:"alert_delay"`
@@ -295,7 +298,7 @@ func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
 		// A stream writes a window again for its late data: names tell the panes apart.
 		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: ShardsOf(in)})
+			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: ShardsOf(in), SizedShards: in.SizedShards})
 	}
 	return ts
 }

@@ -41,6 +41,7 @@ func Conflicts(ctx context.Context, t Target) ([]Conflict, error) {
 		return nil, fmt.Errorf("integration %q: list %s: %w", t.ID, store.Where(prefix), err)
 	}
 	var out []Conflict
+	most, mostKey := -1, "" // the highest shard of the earlier objects, and one such object
 	for _, key := range keys {
 		n, ok := encode.ParseKey(strings.TrimPrefix(key, prefix))
 		if !ok || n.Integration != t.ID || !t.overlaps(n.Start, n.End) {
@@ -48,7 +49,16 @@ func Conflicts(ctx context.Context, t Target) ([]Conflict, error) {
 		}
 		if why := t.wouldNotWrite(n); why != "" {
 			out = append(out, Conflict{Object: store.Where(key), Why: why})
+		} else if n.Shard > most {
+			most, mostKey = n.Shard, key
 		}
+	}
+	// Shards sized by data that grew since an earlier run: each impression moves to
+	// another shard, and in a window too sparse to fill every new shard an earlier
+	// object is not overwritten. (Fewer shards are refused above, object by object.)
+	if t.SizedShards && most >= 0 && most+1 < t.Shards {
+		out = append(out, Conflict{Object: store.Where(mostKey), Why: fmt.Sprintf("an earlier run wrote %d objects a window; "+
+			"this run, sizing them by its input, writes %d: set shards: %d to write as it did", most+1, t.Shards, most+1)})
 	}
 	return out, nil
 }

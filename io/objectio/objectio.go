@@ -99,6 +99,9 @@ type Target struct {
 	// Window and Shards are the integration's: which objects a run writes.
 	Window time.Duration `json:"window"`
 	Shards int           `json:"shards"`
+	// SizedShards says the backfill sized Shards by its input (the integration
+	// left them out), so an earlier run's input may have sized them otherwise.
+	SizedShards bool `json:"sized_shards,omitempty"`
 }
 
 // Covered is the part of the window [start, end) that t's run writes.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +146,82 @@ integrations:
 	}
 	got, _ := delivered(t, s3, cfg.Integrations[0])
 	checkExactlyOnce(t, "acme-s3", readInput(t, sampleGlob).want(cfg.Integrations[0], time.Time{}, time.Time{}), got)
+}
+
+// Objects sized by data: an integration that leaves out shards gets one object a
+// window while its windows are below object_bytes, and as many as they need above;
+// every impression is in exactly one object either way. A later run whose input sizes
+// the windows to more objects than an earlier run wrote into the same prefix is
+// refused (its impressions would move to other objects, and an earlier object of a
+// sparse window would stay beside them) until shards keeps the earlier layout.
+func TestObjectsSizedByData(t *testing.T) {
+	dir := t.TempDir()
+	// About 3 MB in each of two 1h windows.
+	if err := gen.WriteFiles(dir, 2, true, gen.Options{N: 16000, Tenants: 1, Seed: 5, Span: 2 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	glob := filepath.Join(dir, "*")
+	in := readInput(t, glob)
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	writeCfg := func(prefix, extra string) (string, config.Integration) {
+		path := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, window: 1h, %s s3: {bucket: %s, prefix: %s, endpoint: %s %s}}
+`, t.TempDir(), map[bool]string{true: "shards: 1,", false: ""}[extra == "shards"], bucket, prefix, s3.Endpoint,
+			map[bool]string{true: ", object_bytes: 1048576", false: ""}[extra == "small"]))
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path, cfg.Integrations[0]
+	}
+	planned := func(path string) int {
+		r := runBackfill(t, "--config", path, "--input", glob, "--plan")
+		m := regexp.MustCompile(`objects a window: acme-s3 +(\d+)`).FindStringSubmatch(r.stdout)
+		if r.code != 0 || m == nil {
+			t.Fatalf("--plan: exit %d, no objects a window\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	run := func(path string, ic config.Integration, shards int) {
+		t.Helper()
+		if r := runBackfill(t, "--config", path, "--input", glob); r.code != 0 {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		ic.Shards = shards
+		got, objects := delivered(t, s3, ic)
+		checkExactlyOnce(t, ic.ID, in.want(ic, time.Time{}, time.Time{}), got)
+		if len(objects) != 2*shards {
+			t.Errorf("%d objects, want %d in each of 2 windows", len(objects), shards)
+		}
+	}
+
+	whole, ic := writeCfg("whole", "")
+	if n := planned(whole); n != 1 {
+		t.Fatalf("windows of 3 MB at the default object_bytes: %d objects a window, want 1", n)
+	}
+	run(whole, ic, 1)
+
+	split, ic := writeCfg("split", "small")
+	n := planned(split)
+	if n < 2 {
+		t.Fatalf("windows of 3 MB at object_bytes 1 MiB: %d objects a window, want more", n)
+	}
+	run(split, ic, n)
+
+	// Into the prefix that holds one object a window: refused, nothing written.
+	grown, _ := writeCfg("whole", "small")
+	before := s3.Objects(t, bucket, "whole/")
+	r := runBackfill(t, "--config", grown, "--input", glob)
+	if r.code != 2 || !strings.Contains(r.stderr, "set shards: 1") {
+		t.Fatalf("a run sizing more objects into an earlier run's prefix: exit %d, want 2 saying to set shards\n%s", r.code, r.stderr)
+	}
+	if after := s3.Objects(t, bucket, "whole/"); len(after) != len(before) {
+		t.Errorf("the refused run wrote objects: %d before, %d after", len(before), len(after))
+	}
+	fixed, ic := writeCfg("whole", "shards")
+	run(fixed, ic, 1)
 }

@@ -122,6 +122,7 @@ func sizeShards(cfg *config.Config, est *estimate) {
 		}
 		bytes := est.largestWindow(in.ID, in.Window.D()) * est.bytesPerImpression()
 		in.Shards = int(min(max(1, math.Ceil(bytes/float64(max(1, spec.ObjectBytes)))), config.MaxShards))
+		in.SizedShards = true
 	}
 }
 
