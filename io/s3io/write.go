@@ -20,8 +20,8 @@ const Kind = "s3"
 
 func init() { objectio.Register(Kind, newStore) }
 
-// store uploads to one S3 bucket through the upload manager: a body larger than a
-// part goes up as a multipart upload, read part by part.
+// store uploads to one S3 bucket; a streamed body goes through the upload manager,
+// as a multipart upload, read part by part, when it is larger than a part.
 type store struct {
 	bucket   string
 	client   *s3.Client
@@ -43,9 +43,16 @@ func newStore(ctx context.Context, settings json.RawMessage) (objectio.Store, er
 	})}, nil
 }
 
+// Put uploads body. A body already in memory (an io.ReadSeeker: encode.Object's small
+// objects) goes up in one PutObject: the upload manager would copy it into a part
+// buffer of its own, 8 MiB for an object of a few KiB.
 func (s *store) Put(ctx context.Context, key, contentType string, body io.Reader) error {
-	_, err := s.uploader.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key),
-		Body: body, ContentType: aws.String(contentType)})
+	in := &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key), Body: body, ContentType: aws.String(contentType)}
+	if _, ok := body.(io.ReadSeeker); ok {
+		_, err := s.client.PutObject(ctx, in)
+		return err
+	}
+	_, err := s.uploader.Upload(ctx, in)
 	return err
 }
 

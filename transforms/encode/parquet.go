@@ -112,6 +112,12 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 		}
 		o := &Object{Records: d.Records, Duplicates: d.Duplicates,
 			open: func() io.ReadCloser { return io.NopCloser(d.Reader()) }}
+		if d.Bytes <= smallObject {
+			// One slice that stores can send with its length known, without
+			// copying it into buffers of their own (s3io: a PutObject).
+			b := bytes.Join(d.Members, nil)
+			o.open = func() io.ReadCloser { return readSeekCloser{bytes.NewReader(b)} }
+		}
 		o.size.Store(d.Bytes)
 		return o, nil
 	}
@@ -136,6 +142,15 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 	}
 	return o, nil
 }
+
+// smallObject is the size up to which an object's bytes are joined into one slice:
+// below a multipart upload's part.
+const smallObject = 8 << 20
+
+// readSeekCloser is an object's bytes in memory: an io.ReadSeeker that closes.
+type readSeekCloser struct{ *bytes.Reader }
+
+func (readSeekCloser) Close() error { return nil }
 
 type counter struct {
 	w io.Writer
