@@ -4,6 +4,10 @@ package s3io
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,8 +20,45 @@ import (
 const DefaultRegion = "us-east-1"
 
 // NewClient returns an S3 client for cfg: credentials from the standard AWS chain;
-// with an endpoint, path-style addressing for S3-compatible servers.
+// with an endpoint, path-style addressing for S3-compatible servers. Clients are
+// built once per connection and AWS environment in a process and shared (they are
+// safe for concurrent use): the AWS configuration, CA bundle included, was loaded for
+// every integration in every worker and for every s3:// input file read, about a
+// megabyte of heap each.
 func NewClient(ctx context.Context, cfg Config) (*s3.Client, error) {
+	key := fmt.Sprint(cfg.Connection, awsEnvironment())
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	if c, ok := clients[key]; ok {
+		return c, nil
+	}
+	c, err := newClient(ctx, cfg.Connection)
+	if err == nil {
+		clients[key] = c
+	}
+	return c, err
+}
+
+// clients are the clients built, by connection and AWS environment.
+var (
+	clientsMu sync.Mutex
+	clients   = map[string]*s3.Client{}
+)
+
+// awsEnvironment is what the AWS chain reads from the environment: another value
+// (a test's, say) is another client.
+func awsEnvironment() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "AWS_") {
+			env = append(env, kv)
+		}
+	}
+	slices.Sort(env)
+	return env
+}
+
+func newClient(ctx context.Context, cfg Connection) (*s3.Client, error) {
 	opts := []func(*awsconfig.LoadOptions) error{
 		// Transient errors are retried with backoff for about a minute before the
 		// upload, and with it the bundle, fails.
