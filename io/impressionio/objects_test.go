@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph"
 	beamwindow "github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
@@ -95,4 +96,41 @@ func TestReadObjectsMatchesRead(t *testing.T) {
 	passert.Equals(s, filter.Distinct(s, records), beam.CreateList(s, want))
 	passert.Count(s, invalid, "dead-letter records", 6)
 	ptest.RunAndValidate(t, p)
+}
+
+// Both readers reshuffle the matched files before reading them, so that a cluster
+// spreads the files over its workers.
+func TestReadGraphReshuffles(t *testing.T) {
+	p, s := beam.NewPipelineWithRoot()
+	Read(s, "/nowhere/*.ndjson")
+	ReadObjects(s, "/nowhere/*.ndjson", nil)
+	edges, _, err := p.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reshuffles, readers int
+	for _, e := range edges {
+		switch {
+		case e.Op == graph.Reshuffle:
+			reshuffles++
+		case e.Op == graph.ParDo && (strings.Contains(e.Name(), "readFn") || strings.Contains(e.Name(), "readObjectsFn")):
+			readers++
+			if !fromReshuffle(edges, e.Input[0].From) {
+				t.Errorf("%s reads files that were not reshuffled", e.Name())
+			}
+		}
+	}
+	if reshuffles != 2 || readers != 2 {
+		t.Errorf("%d reshuffles, %d readers; want 2 and 2", reshuffles, readers)
+	}
+}
+
+// fromReshuffle reports whether node n is a Reshuffle's output.
+func fromReshuffle(edges []*graph.MultiEdge, n *graph.Node) bool {
+	for _, e := range edges {
+		if e.Op == graph.Reshuffle && e.Output[0].To == n {
+			return true
+		}
+	}
+	return false
 }

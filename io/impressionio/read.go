@@ -92,7 +92,13 @@ func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress
 // Out: PCollection<impression.Impression>, PCollection<deadletterio.Record>.
 func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.PCollection) {
 	s = s.Scope("impressionio.Read")
-	return beam.ParDo2(s, &readFn{fileReader: newFileReader(opts)}, fileio.MatchFiles(s, glob))
+	return beam.ParDo2(s, &readFn{fileReader: newFileReader(opts)}, matchFiles(s, glob))
+}
+
+// matchFiles lists the files of glob, reshuffled: on a cluster the files are then
+// read by as many workers as there are files, not by the one that listed them.
+func matchFiles(s beam.Scope, glob string) beam.PCollection {
+	return beam.Reshuffle(s, fileio.MatchFiles(s, glob))
 }
 
 // ObjectTarget is an object store integration, for ReadObjects.
@@ -114,7 +120,7 @@ type ObjectTarget struct {
 func ReadObjects(s beam.Scope, glob string, targets []ObjectTarget, opts ...ReadOptionFn) (chunks, invalid beam.PCollection) {
 	s = s.Scope("impressionio.ReadObjects")
 	fn := &readObjectsFn{fileReader: newFileReader(opts), Targets: targets}
-	return beam.ParDo2(s, fn, fileio.MatchFiles(s, glob))
+	return beam.ParDo2(s, fn, matchFiles(s, glob))
 }
 
 func newFileReader(opts []ReadOptionFn) fileReader {

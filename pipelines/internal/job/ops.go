@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,13 +31,27 @@ func ServeOps(addr string, snapshot func() *report.Report, more ...prometheus.Co
 
 // CheckStores reaches the bucket of every object store integration of cfg, so a job
 // fails (or is not ready) at its start rather than at its first object.
+// A bucket that several integrations share is reached once, for the first of them.
 func CheckStores(ctx context.Context, cfg *config.Config) error {
 	var errs []error
+	checked := map[string]bool{}
 	for _, in := range cfg.Integrations {
+		var bucket string
 		switch in.Type {
 		case config.S3:
-			errs = append(errs, s3io.Check(ctx, in.ID, *in.S3))
+			bucket = fmt.Sprint("s3", in.S3.Connection, in.S3.Bucket)
 		case config.GCS:
+			bucket = fmt.Sprint("gcs", in.GCS.Endpoint, in.GCS.Bucket)
+		default:
+			continue
+		}
+		if checked[bucket] {
+			continue
+		}
+		checked[bucket] = true
+		if in.Type == config.S3 {
+			errs = append(errs, s3io.Check(ctx, in.ID, *in.S3))
+		} else {
 			errs = append(errs, gcsio.Check(ctx, in.ID, *in.GCS))
 		}
 	}
