@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/registry"
 )
 
 // Destination is the whole surface an HTTP sink implements: its wire format. Batching,
@@ -156,40 +155,19 @@ func FromConfig[C any](build func(C) (Destination, error)) Factory {
 	}
 }
 
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]Factory{}
-)
+var kinds = registry.New[Factory]("destination")
 
 // Register makes a destination kind available to Write; sinks call it from init.
-func Register(kind string, f Factory) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[kind]; dup {
-		panic("delivery: destination kind registered twice: " + kind)
-	}
-	registry[kind] = f
-}
+func Register(kind string, f Factory) { kinds.Register(kind, f) }
 
 // Kinds lists the registered destination kinds.
-func Kinds() []string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	var ks []string
-	for k := range registry {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
+func Kinds() []string { return kinds.Kinds() }
 
 // NewDestination builds a registered destination from its settings.
 func NewDestination(kind string, settings json.RawMessage) (Destination, error) {
-	registryMu.RLock()
-	f, ok := registry[kind]
-	registryMu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("delivery: no destination of kind %q (known: %v)", kind, Kinds())
+	f, err := kinds.Get(kind)
+	if err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	return f(settings)
 }

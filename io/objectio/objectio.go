@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/outflow/outflow/internal/ack"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/progress"
+	"github.com/outflow/outflow/internal/registry"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 )
@@ -42,33 +42,16 @@ type Store interface {
 // Factory builds a store from its configuration section, as JSON.
 type Factory func(ctx context.Context, settings json.RawMessage) (Store, error)
 
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]Factory{}
-)
+var kinds = registry.New[Factory]("store")
 
 // Register makes a store kind available to Write; store packages call it from init.
-func Register(kind string, f Factory) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[kind]; dup {
-		panic("objectio: store kind registered twice: " + kind)
-	}
-	registry[kind] = f
-}
+func Register(kind string, f Factory) { kinds.Register(kind, f) }
 
 // NewStore builds a registered store from its settings.
 func NewStore(ctx context.Context, kind string, settings json.RawMessage) (Store, error) {
-	registryMu.RLock()
-	f, ok := registry[kind]
-	var kinds []string
-	for k := range registry {
-		kinds = append(kinds, k)
-	}
-	registryMu.RUnlock()
-	if !ok {
-		sort.Strings(kinds)
-		return nil, fmt.Errorf("objectio: no store of kind %q (known: %v)", kind, kinds)
+	f, err := kinds.Get(kind)
+	if err != nil {
+		return nil, fmt.Errorf("objectio: %w", err)
 	}
 	return f(ctx, settings)
 }
