@@ -302,17 +302,28 @@ func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 // window this run writes under other names. Credentials that may write but not list
 // are not refused: the check is skipped for them, with a warning.
 func checkObjects(ctx context.Context, cfg *config.Config) (int, error) {
+	targets := config.ObjectTargets(cfg, cfg.Integrations)
+	found := make([][]objectio.Conflict, len(targets))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8) // one listing a prefix, several at once
+	for i, t := range targets {
+		g.Go(func() error {
+			var err error
+			found[i], err = objectio.Conflicts(gctx, t)
+			if errors.Is(err, objectio.ErrDenied) {
+				oplog.L().Warn("cannot list the integration's objects: not checked for objects an earlier run wrote differently",
+					"integration", t.ID, "error", err)
+				return nil
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return job.ExitFailed, err
+	}
 	var lines []string
-	for _, t := range config.ObjectTargets(cfg, cfg.Integrations) {
-		conflicts, err := objectio.Conflicts(ctx, t)
-		if errors.Is(err, objectio.ErrDenied) {
-			oplog.L().Warn("cannot list the integration's objects: not checked for objects an earlier run wrote differently",
-				"integration", t.ID, "error", err)
-			continue
-		}
-		if err != nil {
-			return job.ExitFailed, err
-		}
+	for ti, t := range targets {
+		conflicts := found[ti]
 		for i, c := range conflicts {
 			if i == 5 {
 				lines = append(lines, fmt.Sprintf("  integration %q: and %d more objects", t.ID, len(conflicts)-i))
