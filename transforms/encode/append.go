@@ -14,55 +14,74 @@ import (
 // defaults), so objects and signatures do not change; FuzzEncodeAgrees holds the two
 // to that.
 
+// column is imp's value of Columns[i]: a string, or an integer (isInt) for time and
+// splitVersionNumber.
+func column(imp *impression.Impression, i int) (str string, n int64, isInt bool) {
+	switch i {
+	case 0:
+		return imp.EnvironmentID, 0, false
+	case 1:
+		return imp.EnvironmentName, 0, false
+	case 2:
+		return imp.Key, 0, false
+	case 3:
+		return imp.BucketingKey, 0, false
+	case 4:
+		return imp.Split, 0, false
+	case 5:
+		return imp.Treatment, 0, false
+	case 6:
+		return imp.Label, 0, false
+	case 7:
+		return "", imp.Time, true
+	case 8:
+		return "", imp.SplitVersionNumber, true
+	case 9:
+		return imp.MachineName, 0, false
+	case 10:
+		return imp.MachineIP, 0, false
+	case 11:
+		return imp.SDK, 0, false
+	case 12:
+		return imp.SDKVersion, 0, false
+	}
+	return imp.Properties, 0, false
+}
+
+// jsonKeys are what comes before each column's value in an NDJSON line.
+var jsonKeys = func() []string {
+	keys := make([]string, len(Columns))
+	for i, c := range Columns {
+		keys[i] = `,"` + c + `":`
+	}
+	keys[0] = "{" + keys[0][1:]
+	return keys
+}()
+
 // appendNDJSON appends imp as an NDJSON line: the JSON object of Record, then '\n'.
 func appendNDJSON(b []byte, imp *impression.Impression) []byte {
-	b = append(b, `{"environmentId":`...)
-	b = appendJSONString(b, imp.EnvironmentID)
-	b = append(b, `,"environmentName":`...)
-	b = appendJSONString(b, imp.EnvironmentName)
-	b = append(b, `,"key":`...)
-	b = appendJSONString(b, imp.Key)
-	b = append(b, `,"bucketingKey":`...)
-	b = appendJSONString(b, imp.BucketingKey)
-	b = append(b, `,"split":`...)
-	b = appendJSONString(b, imp.Split)
-	b = append(b, `,"treatment":`...)
-	b = appendJSONString(b, imp.Treatment)
-	b = append(b, `,"label":`...)
-	b = appendJSONString(b, imp.Label)
-	b = append(b, `,"time":`...)
-	b = strconv.AppendInt(b, imp.Time, 10)
-	b = append(b, `,"splitVersionNumber":`...)
-	b = strconv.AppendInt(b, imp.SplitVersionNumber, 10)
-	b = append(b, `,"machineName":`...)
-	b = appendJSONString(b, imp.MachineName)
-	b = append(b, `,"machineIp":`...)
-	b = appendJSONString(b, imp.MachineIP)
-	b = append(b, `,"sdk":`...)
-	b = appendJSONString(b, imp.SDK)
-	b = append(b, `,"sdkVersion":`...)
-	b = appendJSONString(b, imp.SDKVersion)
-	b = append(b, `,"properties":`...)
-	b = appendJSONString(b, imp.Properties)
+	for i, key := range jsonKeys {
+		b = append(b, key...)
+		if s, n, isInt := column(imp, i); isInt {
+			b = strconv.AppendInt(b, n, 10)
+		} else {
+			b = appendJSONString(b, s)
+		}
+	}
 	return append(b, "}\n"...)
 }
 
 // appendCSV appends imp as a CSV row of Columns, then '\n'.
 func appendCSV(b []byte, imp *impression.Impression) []byte {
-	for i, s := range [...]string{imp.EnvironmentID, imp.EnvironmentName, imp.Key, imp.BucketingKey, imp.Split,
-		imp.Treatment, imp.Label} {
+	for i := range Columns {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendCSVField(b, s)
-	}
-	b = append(b, ',')
-	b = strconv.AppendInt(b, imp.Time, 10)
-	b = append(b, ',')
-	b = strconv.AppendInt(b, imp.SplitVersionNumber, 10)
-	for _, s := range [...]string{imp.MachineName, imp.MachineIP, imp.SDK, imp.SDKVersion, imp.Properties} {
-		b = append(b, ',')
-		b = appendCSVField(b, s)
+		if s, n, isInt := column(imp, i); isInt {
+			b = strconv.AppendInt(b, n, 10)
+		} else {
+			b = appendCSVField(b, s)
+		}
 	}
 	return append(b, '\n')
 }
