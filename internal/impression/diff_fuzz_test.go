@@ -199,19 +199,19 @@ func TestParseCopies(t *testing.T) {
 	}
 }
 
-// TestParseFieldIndexes: Parse's field indexes are those of fields, and fields are
+// TestParseFieldIndexes: Parse's field indexes are those of Fields, and Fields are
 // the reference parser's.
 func TestParseFieldIndexes(t *testing.T) {
-	if !slices.Equal(fields, referenceFields) {
-		t.Errorf("fields %q, the reference reads %q", fields, referenceFields)
+	if !slices.Equal(Fields, referenceFields) {
+		t.Errorf("Fields %q, the reference reads %q", Fields, referenceFields)
 	}
-	for f, name := range fields {
+	for f, name := range Fields {
 		if fastField([]byte(name)) != f {
 			t.Errorf("fastField(%q) = %d, want %d", name, fastField([]byte(name)), f)
 		}
 	}
-	if len(fields) != numFields {
-		t.Errorf("%d fields, Parse knows %d", len(fields), numFields)
+	if len(Fields) != numFields {
+		t.Errorf("%d fields, Parse knows %d", len(Fields), numFields)
 	}
 }
 

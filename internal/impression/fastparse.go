@@ -45,7 +45,7 @@ func Parse(line []byte) (Impression, error) {
 	case p.intErr != nil:
 		return Impression{}, p.intErr
 	case p.typeErr >= 0:
-		return Impression{}, invalid("field %q must be a string; got JSON %s", fields[p.typeErr], p.typeVal)
+		return Impression{}, invalid("field %q must be a string; got JSON %s", Fields[p.typeErr], p.typeVal)
 	case p.keyErr != nil:
 		return Impression{}, p.keyErr
 	}
@@ -60,7 +60,7 @@ func Parse(line []byte) (Impression, error) {
 	}
 	for _, f := range [...]int{fTenant, fEnvironmentName, fKey, fSplit, fTreatment} {
 		if p.span[f][0] == p.span[f][1] {
-			return Impression{}, invalid("missing required field %q", fields[f])
+			return Impression{}, invalid("missing required field %q", Fields[f])
 		}
 	}
 	if !p.time.set {
@@ -73,28 +73,7 @@ func Parse(line []byte) (Impression, error) {
 	return imp, nil
 }
 
-// Indexes into fields; TestParseFields keeps
-// them and fastField in step with it.
-const (
-	fTenant = iota
-	fEnvironmentID
-	fEnvironmentName
-	fKey
-	fBucketingKey
-	fSplit
-	fTreatment
-	fLabel
-	fTime
-	fSplitVersionNumber
-	fMachineName
-	fMachineIP
-	fSDK
-	fSDKVersion
-	fProperties
-	numFields
-)
-
-// fastField returns the index in fields of the key spelled exactly so, or -1.
+// fastField returns the index in Fields of the key spelled exactly so, or -1.
 func fastField(key []byte) int {
 	switch string(key) {
 	case "tenant":
@@ -135,7 +114,7 @@ func fastField(key []byte) int {
 type fastParser struct {
 	line    []byte
 	span    [numFields][2]int // where in object's buf each string field's value is
-	seen    uint64            // bit f: fields[f] seen as an exact top-level key
+	seen    uint64            // bit f: Fields[f] seen as an exact top-level key
 	time    jsonInt           // the time field
 	version jsonInt           // the splitVersionNumber field
 	intErr  error             // the first refused integer literal
@@ -319,7 +298,7 @@ func (p *fastParser) object(buf []byte) ([]byte, error) {
 					if f == fSplitVersionNumber {
 						n = &p.version
 					}
-					p.intErr = n.parse(fields[f], line[start:i])
+					p.intErr = n.parse(Fields[f], line[start:i])
 				}
 			default:
 				if kind != "" && p.typeErr < 0 {
@@ -355,14 +334,14 @@ func (p *fastParser) matchKey(raw []byte, esc bool) (f int) {
 	}
 	if f = fastField(key); f >= 0 {
 		if p.seen&(1<<f) != 0 && p.keyErr == nil {
-			p.keyErr = invalid("duplicate field %q", fields[f])
+			p.keyErr = invalid("duplicate field %q", Fields[f])
 		}
 		p.seen |= 1 << f
 		return f
 	}
 	// encoding/json matches keys in any letter case; foldName equates what
 	// bytes.EqualFold does.
-	for f, name := range fields {
+	for f, name := range Fields {
 		if len(key) >= len(name) && bytes.EqualFold(key, []byte(name)) {
 			if p.keyErr == nil {
 				p.keyErr = invalid("field %q differs from %q only in letter case", string(key), name)

@@ -38,12 +38,6 @@ func trimLine(line []byte) ([]byte, error) {
 	return line, nil
 }
 
-// fields are the impression's top-level keys (CONTRACT §1), in the order of
-// Impression; the parser's field indexes (fTenant…) follow it.
-var fields = []string{"tenant", "environmentId", "environmentName", "key", "bucketingKey", "split",
-	"treatment", "label", "time", "splitVersionNumber", "machineName", "machineIp", "sdk", "sdkVersion",
-	"properties"}
-
 // skipSpace returns the index of the first byte at or after i that is not JSON
 // whitespace.
 func skipSpace(b []byte, i int) int {

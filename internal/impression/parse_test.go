@@ -1,6 +1,7 @@
 package impression
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -138,8 +139,8 @@ var wantFields = []string{"tenant", "environmentId", "environmentName", "key", "
 	"sdk", "sdkVersion", "properties"}
 
 func TestParseFields(t *testing.T) {
-	if strings.Join(fields, ",") != strings.Join(wantFields, ",") {
-		t.Errorf("fields = %q\nwant     %q", fields, wantFields)
+	if strings.Join(Fields, ",") != strings.Join(wantFields, ",") {
+		t.Errorf("Fields = %q\nwant     %q", Fields, wantFields)
 	}
 }
 
@@ -213,6 +214,25 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		if _, err := Parse(line); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Value gives each field's value as the line holds it.
+func TestValue(t *testing.T) {
+	line := `{"tenant":"t","environmentId":"ei","environmentName":"en","key":"k","bucketingKey":"bk","split":"s",` +
+		`"treatment":"tr","label":"l","time":7,"splitVersionNumber":8,"machineName":"mn","machineIp":"mi","sdk":"sd",` +
+		`"sdkVersion":"sv","properties":"p"}`
+	imp, err := Parse([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	json.Unmarshal([]byte(line), &want)
+	for f, name := range Fields {
+		s, n, isInt := imp.Value(f)
+		if got := any(s); isInt && float64(n) != want[name] || !isInt && got != want[name] {
+			t.Errorf("Value(%d) = %q, %d, %v; the line's %s is %v", f, s, n, isInt, name, want[name])
 		}
 	}
 }

@@ -14,40 +14,6 @@ import (
 // defaults), so objects and signatures do not change; FuzzEncodeAgrees holds the two
 // to that.
 
-// column is imp's value of Columns[i]: a string, or an integer (isInt) for time and
-// splitVersionNumber.
-func column(imp *impression.Impression, i int) (str string, n int64, isInt bool) {
-	switch i {
-	case 0:
-		return imp.EnvironmentID, 0, false
-	case 1:
-		return imp.EnvironmentName, 0, false
-	case 2:
-		return imp.Key, 0, false
-	case 3:
-		return imp.BucketingKey, 0, false
-	case 4:
-		return imp.Split, 0, false
-	case 5:
-		return imp.Treatment, 0, false
-	case 6:
-		return imp.Label, 0, false
-	case 7:
-		return "", imp.Time, true
-	case 8:
-		return "", imp.SplitVersionNumber, true
-	case 9:
-		return imp.MachineName, 0, false
-	case 10:
-		return imp.MachineIP, 0, false
-	case 11:
-		return imp.SDK, 0, false
-	case 12:
-		return imp.SDKVersion, 0, false
-	}
-	return imp.Properties, 0, false
-}
-
 // jsonKeys are what comes before each column's value in an NDJSON line.
 var jsonKeys = func() []string {
 	keys := make([]string, len(Columns))
@@ -62,7 +28,7 @@ var jsonKeys = func() []string {
 func appendNDJSON(b []byte, imp *impression.Impression) []byte {
 	for i, key := range jsonKeys {
 		b = append(b, key...)
-		if s, n, isInt := column(imp, i); isInt {
+		if s, n, isInt := imp.Value(i + 1); isInt {
 			b = strconv.AppendInt(b, n, 10)
 		} else {
 			b = appendJSONString(b, s)
@@ -77,7 +43,7 @@ func appendCSV(b []byte, imp *impression.Impression) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if s, n, isInt := column(imp, i); isInt {
+		if s, n, isInt := imp.Value(i + 1); isInt {
 			b = strconv.AppendInt(b, n, 10)
 		} else {
 			b = appendCSVField(b, s)

@@ -4,11 +4,9 @@ import (
 	"github.com/outflow/outflow/internal/impression"
 )
 
-// Columns are the output field names of NDJSON and CSV records, in CONTRACT §1 order
-// (every field but tenant).
-var Columns = []string{"environmentId", "environmentName", "key", "bucketingKey", "split",
-	"treatment", "label", "time", "splitVersionNumber", "machineName", "machineIp", "sdk",
-	"sdkVersion", "properties"}
+// Columns are the output field names of NDJSON and CSV records, in CONTRACT §1 order:
+// every field but tenant (impression.Fields).
+var Columns = impression.Fields[1:]
 
 // Record is the webhook shape of an impression (CONTRACT §1 without tenant): NDJSON
 // lines, webhook bodies and dead-letter entries all use it.
