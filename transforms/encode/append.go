@@ -14,27 +14,35 @@ import (
 // defaults), so objects and signatures do not change; FuzzEncodeAgrees holds the two
 // to that.
 
-// jsonKeys are what comes before each column's value in an NDJSON line.
+// jsonKeys are what comes before each column's value in a JSON record.
 var jsonKeys = func() []string {
 	keys := make([]string, len(Columns))
 	for i, c := range Columns {
 		keys[i] = `,"` + c + `":`
 	}
-	keys[0] = "{" + keys[0][1:]
+	keys[0] = keys[0][1:]
 	return keys
 }()
 
 // appendNDJSON appends imp as an NDJSON line: the JSON object of Record, then '\n'.
 func appendNDJSON(b []byte, imp *impression.Impression) []byte {
+	b = AppendRecordFields(append(b, '{'), imp, false)
+	return append(b, "}\n"...)
+}
+
+// AppendRecordFields appends the members of imp's Record as a JSON object holds them,
+// without the braces: as encoding/json writes them, escaping <, > and & when
+// escapeHTML (json.Marshal's way) or not (json.Encoder with SetEscapeHTML(false)).
+func AppendRecordFields(b []byte, imp *impression.Impression, escapeHTML bool) []byte {
 	for i, key := range jsonKeys {
 		b = append(b, key...)
 		if s, n, isInt := imp.Value(i + 1); isInt {
 			b = strconv.AppendInt(b, n, 10)
 		} else {
-			b = appendJSONString(b, s)
+			b = appendJSONString(b, s, escapeHTML)
 		}
 	}
-	return append(b, "}\n"...)
+	return b
 }
 
 // appendCSV appends imp as a CSV row of Columns, then '\n'.
@@ -54,16 +62,16 @@ func appendCSV(b []byte, imp *impression.Impression) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string, as encoding/json writes it without
-// HTML escaping: '"', '\\' and control characters escaped, invalid UTF-8 replaced by
-// U+FFFD, U+2028 and U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
+// appendJSONString appends s as a JSON string, as encoding/json writes it: '"', '\\'
+// and control characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029
+// escaped, and with escapeHTML, '<', '>' and '&' too.
+func appendJSONString(b []byte, s string, escapeHTML bool) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || c != '<' && c != '>' && c != '&') {
 				i++
 				continue
 			}
