@@ -2,7 +2,6 @@ package segmentio
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -17,16 +16,6 @@ type destination struct{ cfg Config }
 
 func newDestination(cfg Config) (delivery.Destination, error) { return &destination{cfg: cfg}, nil }
 
-// track is one Segment track call (CONTRACT §4).
-type track struct {
-	Type       string            `json:"type"`
-	MessageID  string            `json:"messageId"`
-	UserID     string            `json:"userId"`
-	Event      string            `json:"event"`
-	Timestamp  string            `json:"timestamp"`
-	Properties encode.Properties `json:"properties"`
-}
-
 // Limits: Segment takes at most 2,500 events and 500 KB per batch and 32 KB per
 // event; it answers 200 to larger batches but drops events, so they are never sent.
 func (d *destination) Limits() delivery.Limits {
@@ -36,10 +25,19 @@ func (d *destination) Limits() delivery.Limits {
 // Frame: the body is {"batch": [...]}.
 func (d *destination) Frame() (open, close []byte) { return []byte(`{"batch":[`), []byte(`]}`) }
 
+// Item is one Segment track call (CONTRACT §4): type, messageId, userId, event,
+// timestamp and properties, written by appending as json.Marshal wrote the struct it
+// was (FuzzItemAgrees).
 func (d *destination) Item(imp *impression.Impression) ([]byte, error) {
-	return json.Marshal(track{Type: "track", MessageID: imp.ID.String(), UserID: imp.Key, Event: d.cfg.Event,
-		Timestamp:  time.UnixMilli(imp.Time).UTC().Format("2006-01-02T15:04:05.000Z"),
-		Properties: encode.NewProperties(imp)})
+	b := make([]byte, 0, 512)
+	b = append(b, `{"type":"track","messageId":"`...)
+	b = append(b, imp.ID.String()...)
+	b = encode.AppendJSONString(append(b, `","userId":`...), imp.Key)
+	b = encode.AppendJSONString(append(b, `,"event":`...), d.cfg.Event)
+	b = append(b, `,"timestamp":"`...)
+	b = time.UnixMilli(imp.Time).UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
+	b = encode.AppendProperties(append(b, `","properties":`...), imp)
+	return append(b, '}'), nil
 }
 
 func (d *destination) Request(_ *delivery.Batch, body []byte, _ time.Time) (*http.Request, error) {

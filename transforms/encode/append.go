@@ -1,6 +1,7 @@
 package encode
 
 import (
+	"slices"
 	"strconv"
 	"unicode"
 	"unicode/utf8"
@@ -44,6 +45,37 @@ func AppendRecordFields(b []byte, imp *impression.Impression, escapeHTML bool) [
 	}
 	return b
 }
+
+// propertyFields are the impression fields of Properties, in its order, as indexes
+// into impression.Fields.
+var propertyFields = func() []int {
+	names := []string{"split", "treatment", "label", "environmentId", "environmentName", "splitVersionNumber",
+		"bucketingKey", "sdk", "sdkVersion"}
+	out := make([]int, len(names))
+	for i, name := range names {
+		out[i] = slices.Index(impression.Fields, name)
+	}
+	return out
+}()
+
+// AppendProperties appends the JSON object of imp's Properties, as json.Marshal
+// writes it: the event properties of Amplitude and Segment events.
+func AppendProperties(b []byte, imp *impression.Impression) []byte {
+	for i, f := range propertyFields {
+		b = append(b, "{,"[min(i, 1)], '"')
+		b = append(b, impression.Fields[f]...)
+		b = append(b, '"', ':')
+		if s, n, isInt := imp.Value(f); isInt {
+			b = strconv.AppendInt(b, n, 10)
+		} else {
+			b = appendJSONString(b, s, true)
+		}
+	}
+	return append(b, '}')
+}
+
+// AppendJSONString appends s as json.Marshal writes a string.
+func AppendJSONString(b []byte, s string) []byte { return appendJSONString(b, s, true) }
 
 // appendCSV appends imp as a CSV row of Columns, then '\n'.
 func appendCSV(b []byte, imp *impression.Impression) []byte {

@@ -32,6 +32,14 @@ func referenceCSV(imp *impression.Impression) []byte {
 	return buf.Bytes()
 }
 
+func referenceProperties(imp *impression.Impression) []byte {
+	b, err := json.Marshal(NewProperties(imp))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
 // encodeAgrees fails t unless the appenders write the reference encoders' bytes for
 // an impression whose string fields are all s (and key k), at time tm.
 func encodeAgrees(t *testing.T, s, k string, tm int64) {
@@ -39,6 +47,9 @@ func encodeAgrees(t *testing.T, s, k string, tm int64) {
 	imp := impression.Impression{Tenant: "acme", EnvironmentID: s, EnvironmentName: s, Key: k, BucketingKey: s,
 		Split: s, Treatment: s, Label: s, Time: tm, SplitVersionNumber: -tm, MachineName: s, MachineIP: s, SDK: s,
 		SDKVersion: s, Properties: k}
+	if got, props := AppendProperties(nil, &imp), referenceProperties(&imp); !bytes.Equal(got, props) {
+		t.Fatalf("properties of %q, %q:\ngot  %s\nwant %s", s, k, got, props)
+	}
 	for _, c := range []struct {
 		f    Format
 		want []byte
@@ -73,8 +84,12 @@ func TestEncodeColumns(t *testing.T) {
 	for _, c := range []struct {
 		f    Format
 		want []byte
-	}{{NDJSON, referenceNDJSON(&imp)}, {CSV, referenceCSV(&imp)}} {
-		if got := Append(c.f, nil, &imp); !bytes.Equal(got, c.want) {
+	}{{NDJSON, referenceNDJSON(&imp)}, {CSV, referenceCSV(&imp)}, {"properties", referenceProperties(&imp)}} {
+		got := Append(c.f, nil, &imp)
+		if c.f == "properties" {
+			got = AppendProperties(nil, &imp)
+		}
+		if !bytes.Equal(got, c.want) {
 			t.Errorf("%s:\ngot  %s\nwant %s", c.f, got, c.want)
 		}
 	}
@@ -93,8 +108,8 @@ func TestHeader(t *testing.T) {
 	}
 }
 
-// FuzzEncodeAgrees: NDJSON lines and CSV rows are byte for byte encoding/json's and
-// encoding/csv's, for any strings, valid UTF-8 or not.
+// FuzzEncodeAgrees: NDJSON lines, CSV rows and event properties are byte for byte
+// encoding/json's and encoding/csv's, for any strings, valid UTF-8 or not.
 func FuzzEncodeAgrees(f *testing.F) {
 	for _, s := range encodeSeeds {
 		f.Add(s, "user-1", int64(1767225600123))
