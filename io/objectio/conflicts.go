@@ -78,6 +78,9 @@ func (t *Target) wouldNotWrite(n encode.ObjectName) string {
 		return "written by a stream (one object per pane); a backfill would hold its impressions twice"
 	case n.Ext != t.Spec.Format.Ext():
 		return fmt.Sprintf("holds %s objects; this run writes %s", n.Ext, t.Spec.Format.Ext())
+	case n.Shard >= t.Shards && t.SizedShards:
+		return fmt.Sprintf("is shard %d; this run, sizing objects by its input, writes %d a window: "+
+			"set shards to the earlier run's to write as it did", n.Shard, t.Shards)
 	case n.Shard >= t.Shards:
 		return fmt.Sprintf("is shard %d; this run writes %d shards a window", n.Shard, t.Shards)
 	case !n.Start.Equal(start) || !n.End.Equal(end):

@@ -164,13 +164,14 @@ func TestObjectsSizedByData(t *testing.T) {
 	in := readInput(t, glob)
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
-	writeCfg := func(prefix, extra string) (string, config.Integration) {
+	// writeCfg writes acme-s3's configuration into prefix, with more fields of the
+	// integration and of its s3 section.
+	writeCfg := func(prefix, fields, s3Fields string) (string, config.Integration) {
 		path := writeConfig(t, fmt.Sprintf(`
 dead_letter: %s
 integrations:
   - {id: acme-s3, tenant: acme, type: s3, window: 1h, %s s3: {bucket: %s, prefix: %s, endpoint: %s %s}}
-`, t.TempDir(), map[bool]string{true: "shards: 1,", false: ""}[extra == "shards"], bucket, prefix, s3.Endpoint,
-			map[bool]string{true: ", object_bytes: 1048576", false: ""}[extra == "small"]))
+`, t.TempDir(), fields, bucket, prefix, s3.Endpoint, s3Fields))
 		cfg, err := config.Load(path)
 		if err != nil {
 			t.Fatal(err)
@@ -199,13 +200,13 @@ integrations:
 		}
 	}
 
-	whole, ic := writeCfg("whole", "")
+	whole, ic := writeCfg("whole", "", "")
 	if n := planned(whole); n != 1 {
 		t.Fatalf("windows of 3 MB at the default object_bytes: %d objects a window, want 1", n)
 	}
 	run(whole, ic, 1)
 
-	split, ic := writeCfg("split", "small")
+	split, ic := writeCfg("split", "", ", object_bytes: 1048576")
 	n := planned(split)
 	if n < 2 {
 		t.Fatalf("windows of 3 MB at object_bytes 1 MiB: %d objects a window, want more", n)
@@ -213,7 +214,7 @@ integrations:
 	run(split, ic, n)
 
 	// Into the prefix that holds one object a window: refused, nothing written.
-	grown, _ := writeCfg("whole", "small")
+	grown, _ := writeCfg("whole", "", ", object_bytes: 1048576")
 	before := s3.Objects(t, bucket, "whole/")
 	r := runBackfill(t, "--config", grown, "--input", glob)
 	if r.code != 2 || !strings.Contains(r.stderr, "set shards: 1") {
@@ -222,6 +223,15 @@ integrations:
 	if after := s3.Objects(t, bucket, "whole/"); len(after) != len(before) {
 		t.Errorf("the refused run wrote objects: %d before, %d after", len(before), len(after))
 	}
-	fixed, ic := writeCfg("whole", "shards")
+	fixed, ic := writeCfg("whole", "shards: 1,", "")
 	run(fixed, ic, 1)
+
+	// An upgrade: objects of the fixed 4 a window that shards used to default to,
+	// then a run that leaves shards out.
+	four, ic := writeCfg("four", "shards: 4,", "")
+	run(four, ic, 4)
+	sized, _ := writeCfg("four", "", "")
+	if r := runBackfill(t, "--config", sized, "--input", glob); r.code != 2 || !strings.Contains(r.stderr, "set shards") {
+		t.Fatalf("a run sizing fewer objects into the prefix of a fixed 4 a window: exit %d, want 2 saying to set shards\n%s", r.code, r.stderr)
+	}
 }
