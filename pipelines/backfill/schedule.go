@@ -154,7 +154,8 @@ func (p pool) String() string {
 }
 
 // poolOf is the pool a job runs in. A plan's job never mixes object stores and HTTP
-// destinations (a group shares a type; --jobs-by integration has one integration);
+// destinations (object stores share a job of their own, an HTTP group shares a type;
+// --jobs-by integration has one integration);
 // were it to, the job would go to the HTTP pool: it finishes only when its HTTP
 // destination has taken everything, so in the object pool it would hold an object
 // slot for as long as that destination makes it wait.
