@@ -168,12 +168,25 @@ func (fn *fileReader) mine(p *parsed) bool {
 }
 
 // read reads the file f, counts its lines, and dead-letters its invalid lines and,
-// if it is damaged, the file. valid, when set, is called on the bundle's goroutine,
-// in file order, with each impression of this job; fw.work, when set, runs in each
-// parsing worker after each batch.
+// if it is damaged, the file. Each impression of this job (mine) is given its origin
+// and reception time in the parsing worker; then fw.work, when set, runs there after
+// each batch, and valid, when set, is called on the bundle's goroutine, in file
+// order, with each impression of this job.
 func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
 	origin := fileOrigin(f.Path)
 	received := time.Now().UnixMilli()
+	work := fw.work
+	fw.work = func(w int, b *batch) {
+		for i := range b.parsed {
+			if p := &b.parsed[i]; fn.mine(p) {
+				p.imp.Origin = origin | (b.first+uint64(i))&0xFFFFFFFF
+				p.imp.ReceivedAt = received
+			}
+		}
+		if work != nil {
+			work(w, b)
+		}
+	}
 	if fn.Sharing.NotTheRest && (fn.From != 0 || fn.To != 0) {
 		// Lines of other slices are other jobs' to deliver, and invalid lines another
 		// job's to count: a line whose time is plainly outside this slice needs no parse.
@@ -219,10 +232,7 @@ func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func
 			valids++
 		}
 		if valid != nil {
-			imp := p.imp
-			imp.Origin = origin | line&0xFFFFFFFF
-			imp.ReceivedAt = received
-			valid(&imp)
+			valid(&p.imp)
 		}
 	})
 	fn.lines.Inc(ctx, int64(lines))
@@ -298,8 +308,6 @@ func (fn *readObjectsFn) Setup() {
 }
 
 func (fn *readObjectsFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, string, encode.Chunk), dead func(deadletterio.Record)) error {
-	origin := fileOrigin(f.Path)
-	received := time.Now().UnixMilli()
 	// The bundle's goroutine only counts lines and emits chunks: every core parses.
 	workers := make([]*objectWorker, runtime.GOMAXPROCS(0))
 	for i := range workers {
@@ -318,8 +326,6 @@ func (fn *readObjectsFn) ProcessElement(ctx context.Context, f fileio.FileMetada
 				continue
 			}
 			imp := &p.imp
-			imp.Origin = origin | (b.first+uint64(i))&0xFFFFFFFF
-			imp.ReceivedAt = received
 			fn.table.Each(imp, func(t int, key string) {
 				ow.routed[t]++
 				ow.chunker.Add(key, fn.Targets[t].Window, fn.Targets[t].Format, imp)
