@@ -278,7 +278,6 @@ func plainLoop(glob string, integrations []s3Integration) (s3Round, map[string]i
 		byTenant[in.tenant] = append(byTenant[in.tenant], i)
 	}
 	type sink struct {
-		enc   *encode.Encoder
 		zw    *gzip.Writer
 		buf   []byte
 		count int
@@ -295,8 +294,8 @@ func plainLoop(glob string, integrations []s3Integration) (s3Round, map[string]i
 		go func() {
 			defer wg.Done()
 			sinks := make([]*sink, len(integrations))
-			for i, in := range integrations {
-				sinks[i] = &sink{enc: encode.NewEncoder(in.format), zw: gzip.NewWriter(io.Discard)}
+			for i := range integrations {
+				sinks[i] = &sink{zw: gzip.NewWriter(io.Discard)}
 			}
 			for {
 				i := int(next.Add(1)) - 1
@@ -307,7 +306,7 @@ func plainLoop(glob string, integrations []s3Integration) (s3Round, map[string]i
 					for _, j := range byTenant[imp.Tenant] {
 						s := sinks[j]
 						s.count++
-						if s.buf = s.enc.Append(s.buf, imp); len(s.buf) >= 64<<10 {
+						if s.buf = encode.Append(integrations[j].format, s.buf, imp); len(s.buf) >= 64<<10 {
 							s.zw.Write(s.buf)
 							s.buf = s.buf[:0]
 						}

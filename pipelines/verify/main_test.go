@@ -339,11 +339,10 @@ func (f *fixture) records(t *testing.T, key string, format encode.Format) []enco
 // put writes recs as acme-s3's NDJSON object at key.
 func (f *fixture) put(t *testing.T, bucket, key string, recs []encode.Record) {
 	t.Helper()
-	enc := encode.NewEncoder(encode.NDJSON)
 	var raw []byte
 	for _, rec := range recs {
 		imp := rec.Impression("acme")
-		raw = enc.Append(raw, &imp)
+		raw = encode.Append(encode.NDJSON, raw, &imp)
 	}
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)

@@ -54,7 +54,7 @@ func encodeAgrees(t *testing.T, s, k string, tm int64) {
 		f    Format
 		want []byte
 	}{{NDJSON, referenceNDJSON(&imp)}, {CSV, referenceCSV(&imp)}} {
-		got := NewEncoder(c.f).Append([]byte("prefix"), &imp)
+		got := Append(c.f, []byte("prefix"), &imp)
 		if !bytes.Equal(got[len("prefix"):], c.want) || string(got[:len("prefix")]) != "prefix" {
 			t.Fatalf("%s of %q, %q:\ngot  %q\nwant %q", c.f, s, k, got, c.want)
 		}
@@ -82,15 +82,15 @@ func TestEncodeColumns(t *testing.T) {
 		BucketingKey: "bk", Split: "split", Treatment: "on", Label: "label", Time: 1767225600123, SplitVersionNumber: 42,
 		MachineName: "web-1", MachineIP: "10.0.0.1", SDK: "go", SDKVersion: "6.7.0", Properties: `{"a":1}`}
 	for _, c := range []struct {
-		f    Format
-		want []byte
-	}{{NDJSON, referenceNDJSON(&imp)}, {CSV, referenceCSV(&imp)}, {"properties", referenceProperties(&imp)}} {
-		got := Append(c.f, nil, &imp)
-		if c.f == "properties" {
-			got = AppendProperties(nil, &imp)
-		}
-		if !bytes.Equal(got, c.want) {
-			t.Errorf("%s:\ngot  %s\nwant %s", c.f, got, c.want)
+		name      string
+		got, want []byte
+	}{
+		{"ndjson", Append(NDJSON, nil, &imp), referenceNDJSON(&imp)},
+		{"csv", Append(CSV, nil, &imp), referenceCSV(&imp)},
+		{"properties", AppendProperties(nil, &imp), referenceProperties(&imp)},
+	} {
+		if !bytes.Equal(c.got, c.want) {
+			t.Errorf("%s:\ngot  %s\nwant %s", c.name, c.got, c.want)
 		}
 	}
 }
@@ -129,10 +129,10 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	for _, f := range []Format{NDJSON, CSV} {
 		b.Run(string(f), func(b *testing.B) {
-			enc, buf := NewEncoder(f), []byte(nil)
+			var buf []byte
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = enc.Append(buf[:0], &imp)
+				buf = Append(f, buf[:0], &imp)
 			}
 		})
 		b.Run(string(f)+"-reference", func(b *testing.B) {

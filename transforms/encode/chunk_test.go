@@ -59,7 +59,7 @@ func TestFinishWithoutDuplicates(t *testing.T) {
 		if len(c.Members) < 3 {
 			t.Errorf("%s: %d gzip members; want records compressed as they arrive", f, len(c.Members))
 		}
-		d, err := c.Finish(NewEncoder(f).Header())
+		d, err := c.Finish(Header(f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func TestFinishKeepsFirstSeenCopy(t *testing.T) {
 	}
 	for _, f := range []Format{NDJSON, CSV} {
 		c := build(t, f, []impression.Impression{later, other}, []impression.Impression{latest, first})
-		d, err := c.Finish(NewEncoder(f).Header())
+		d, err := c.Finish(Header(f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,17 +147,16 @@ func TestFinishKeepsFirstSeenCopy(t *testing.T) {
 func TestEncoding(t *testing.T) {
 	i := imp(`user "q"`, 1767225600123, 1, "web,7\nx")
 	i.SplitVersionNumber = 42
-	got := string(NewEncoder(NDJSON).Append(nil, &i))
+	got := string(Append(NDJSON, nil, &i))
 	want := `{"environmentId":"","environmentName":"production","key":"user \"q\"","bucketingKey":"","split":"s","treatment":"on","label":"","time":1767225600123,"splitVersionNumber":42,"machineName":"web,7\nx","machineIp":"","sdk":"","sdkVersion":"","properties":"{\"a\":\"<b>\"}"}` + "\n"
 	if got != want {
 		t.Errorf("NDJSON =\n%s\nwant\n%s", got, want)
 	}
-	e := NewEncoder(CSV)
-	header := string(e.Header())
+	header := string(Header(CSV))
 	if header != "environmentId,environmentName,key,bucketingKey,split,treatment,label,time,splitVersionNumber,machineName,machineIp,sdk,sdkVersion,properties\n" {
 		t.Errorf("CSV header = %q", header)
 	}
-	row := string(e.Append(nil, &i))
+	row := string(Append(CSV, nil, &i))
 	if want := `,production,"user ""q""",,s,on,,1767225600123,42,"web,7` + "\n" + `x",,,,"{""a"":""<b>""}"` + "\n"; row != want {
 		t.Errorf("CSV row = %q, want %q", row, want)
 	}

@@ -44,5 +44,12 @@ func Header(f Format) []byte {
 	if f != CSV {
 		return nil
 	}
-	return NewEncoder(CSV).Header()
+	var b []byte
+	for i, c := range Columns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendCSVField(b, c)
+	}
+	return append(b, '\n')
 }

@@ -43,52 +43,18 @@ func (r *Record) Impression(tenant string) impression.Impression {
 		SDK: r.SDK, SDKVersion: r.SDKVersion, Properties: r.Properties}
 }
 
-// Encoder appends impressions as NDJSON lines or CSV rows (append.go).
-type Encoder struct {
-	format Format
-}
-
-// NewEncoder returns an encoder for format f (NDJSON or CSV).
-func NewEncoder(f Format) *Encoder {
-	switch f {
-	case NDJSON, CSV:
-	case Binary, Parquet: // impressions, written out when the object is finished
-	default:
-		panic("encode: no record encoder for format " + string(f))
-	}
-	return &Encoder{format: f}
-}
-
-// Header returns what starts a data object: the CSV header row, or nothing.
-func (e *Encoder) Header() []byte {
-	if e.format != CSV {
-		return nil
-	}
-	var b []byte
-	for i, c := range Columns {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendCSVField(b, c)
-	}
-	return append(b, '\n')
-}
-
-// Append appends imp, with its line end, to dst.
-func (e *Encoder) Append(dst []byte, imp *impression.Impression) []byte {
-	return Append(e.format, dst, imp)
-}
-
-// Append appends imp to dst as a record of format f: an NDJSON line or a CSV row with
-// its line end, or the binary coding for Binary and Parquet.
+// Append appends imp to dst as a record of format f (append.go): an NDJSON line or a
+// CSV row with its line end, or the binary coding for Binary and Parquet.
 func Append(f Format, dst []byte, imp *impression.Impression) []byte {
 	switch f {
 	case NDJSON:
 		return appendNDJSON(dst, imp)
 	case CSV:
 		return appendCSV(dst, imp)
+	case Binary, Parquet: // impressions, written out when the object is finished
+		return impression.AppendBinary(dst, *imp)
 	}
-	return impression.AppendBinary(dst, *imp)
+	panic("encode: no record encoder for format " + string(f)) // config.Load refuses unknown formats
 }
 
 // Properties are the impression fields that analytics destinations (Amplitude's
