@@ -140,7 +140,7 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 		total -= counts[integrations[len(integrations)-1].id] // the CSV copy is not another impression
 		beam = append(beam, s3Round{rate: float64(total) / res.elapsed.Seconds(),
 			cpuSec: res.cpu.Seconds() * 1e6 / float64(total), rssMiB: float64(res.rssKiB) / 1024})
-		fmt.Printf("  plain loop %.0f/s, backfill %.0f/s (%.1fs, %.0f MiB peak RSS); every impression delivered\n",
+		fmt.Printf("  plain loop %.0f/s, backfill %.0f/s (%.1fs, %.0f MiB peak RSS); each integration delivered what the loop counted\n",
 			lr.rate, beam[r].rate, res.elapsed.Seconds(), beam[r].rssMiB)
 	}
 
