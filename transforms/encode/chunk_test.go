@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,5 +267,59 @@ func TestWithout(t *testing.T) {
 	}
 	if fmt.Sprint(dropped) != "[20 20]" {
 		t.Errorf("dropped origins %v, want [20 20]", dropped)
+	}
+}
+
+// Origins are kept in the index by difference from the entry before; they must come
+// back whatever their order and size, across the shuffle, merges and records added
+// after a merge.
+func TestIndexKeepsOrigins(t *testing.T) {
+	origins := [][]uint64{{7, 3, math.MaxUint64, 0}, {1 << 63, 1<<63 - 1}, {}, {42}}
+	fn := &chunkFn{Format: NDJSON}
+	merged := fn.CreateAccumulator()
+	var want []uint64
+	n := 0
+	add := func(acc Chunk, o uint64) Chunk {
+		want, n = append(want, o), n+1
+		return fn.AddInput(acc, imp(fmt.Sprintf("user-%d", n), 1, o, "m"))
+	}
+	for i, bundle := range origins {
+		acc := fn.CreateAccumulator()
+		for _, o := range bundle {
+			acc = add(acc, o)
+		}
+		if i%2 == 1 { // some across the shuffle, some merged where they were built
+			wire, _ := marshalChunk(acc)
+			var err error
+			if acc, err = unmarshalChunk(wire); err != nil {
+				t.Fatal(err)
+			}
+		}
+		merged = add(fn.MergeAccumulators(merged, acc), uint64(1000+i))
+	}
+	c := fn.ExtractOutput(merged)
+	if got := c.Origins(); !slices.Equal(got, want) {
+		t.Errorf("origins %v, want %v", got, want)
+	}
+	if d, err := c.Finish(nil); err != nil || d.Records != len(want) {
+		t.Errorf("Finish: %+v, %v; want %d records", d, err, len(want))
+	}
+}
+
+func TestCorruptIndexRefused(t *testing.T) {
+	c := build(t, NDJSON, []impression.Impression{imp("u", 1, 1, "m"), imp("v", 1, 2, "m")})
+	for name, index := range map[string][]byte{
+		"first by difference": append(append(bytes.Clone(c.Index[:16]), c.Index[16]&^1), c.Index[17:]...),
+		"truncated":           c.Index[:len(c.Index)-1],
+		"an entry too many":   append(bytes.Clone(c.Index), c.Index...),
+	} {
+		bad := c
+		bad.Index = index
+		if _, err := bad.Finish(nil); err == nil {
+			t.Errorf("%s: Finish did not fail", name)
+		}
+		if _, err := bad.Each(func([]byte) error { return nil }); err == nil {
+			t.Errorf("%s: Each did not fail", name)
+		}
 	}
 }

@@ -56,7 +56,7 @@ func (r *ParquetRow) Record() Record {
 const rowGroupRows = 128 << 10
 
 // writeParquet writes the kept records of c, binary impressions, as one Parquet file.
-func writeParquet(c *Chunk, keep []bool, w io.Writer) error {
+func writeParquet(c *Chunk, es []entry, keep []bool, w io.Writer) error {
 	pw := parquet.NewGenericWriter[ParquetRow](w, parquet.Compression(&parquet.Snappy),
 		parquet.MaxRowsPerRowGroup(rowGroupRows), parquet.CreatedBy("outflow", "", ""))
 	rows := make([]ParquetRow, 0, 1024)
@@ -65,7 +65,7 @@ func writeParquet(c *Chunk, keep []bool, w io.Writer) error {
 		rows = rows[:0]
 		return err
 	}
-	err := c.each(keep, func(rec []byte) error {
+	err := c.each(es, keep, func(rec []byte) error {
 		imp, err := impression.Unmarshal(rec)
 		if err != nil {
 			return err
@@ -114,18 +114,19 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 			open: func() io.ReadCloser { return io.NopCloser(d.Reader()) }}
 		if d.Bytes <= smallObject {
 			// One slice that stores can send with its length known, without
-			// copying it into buffers of their own (s3io: a PutObject).
-			b := bytes.Join(d.Members, nil)
-			o.open = func() io.ReadCloser { return readSeekCloser{bytes.NewReader(b)} }
+			// copying it into buffers of their own (s3io: a PutObject). Joined
+			// when opened: a writer holds many objects waiting for an upload slot.
+			o.open = func() io.ReadCloser { return readSeekCloser{bytes.NewReader(bytes.Join(d.Members, nil))} }
 		}
 		o.size.Store(d.Bytes)
 		return o, nil
 	}
 	c.flush()
-	if len(c.Index) != c.N*indexEntry {
-		return nil, fmt.Errorf("encode: chunk index holds %d bytes for %d records", len(c.Index), c.N)
+	es, err := c.entries()
+	if err != nil {
+		return nil, err
 	}
-	keep := c.firstSeen()
+	keep := firstSeen(es)
 	o := &Object{Records: c.N}
 	for _, k := range keep {
 		if !k {
@@ -136,7 +137,7 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 	o.open = func() io.ReadCloser {
 		pr, pw := io.Pipe()
 		go func() { // ends when the file is written or the reader is closed
-			pw.CloseWithError(writeParquet(&c, keep, &counter{w: pw, n: &o.size}))
+			pw.CloseWithError(writeParquet(&c, es, keep, &counter{w: pw, n: &o.size}))
 		}()
 		return pr
 	}

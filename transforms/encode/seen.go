@@ -95,9 +95,12 @@ func (fn *dropSeenFn) ProcessElement(ctx context.Context, sp state.Provider, tp 
 		t.Emit(marks)
 		fn.counter(key).Inc(ctx, int64(len(dropped)))
 	}
-	for i := range kept.N {
-		id, _, _ := kept.entry(i)
-		if !ids[id] {
+	es, err := kept.entries()
+	if err != nil {
+		return fmt.Errorf("encode: %s: %w", key, err)
+	}
+	for _, e := range es {
+		if id := e.id; !ids[id] {
 			ids[id] = true
 			seen = append(seen, id[:]...)
 		}
@@ -133,26 +136,25 @@ func (fn *dropSeenFn) counter(key string) metricname.Counter {
 // of those it left out.
 func (c Chunk) Without(drop map[uuid.UUID]bool) (Chunk, []uint64, error) {
 	c.flush()
-	if len(c.Index) != c.N*indexEntry {
-		return c, nil, fmt.Errorf("encode: chunk index holds %d bytes for %d records", len(c.Index), c.N)
+	es, err := c.entries()
+	if err != nil {
+		return c, nil, err
 	}
-	keep := make([]bool, c.N)
+	keep := make([]bool, len(es))
 	var dropped []uint64
-	var index []byte
-	for i := range c.N {
-		id, origin, _ := c.entry(i)
-		if keep[i] = !drop[id]; keep[i] {
-			index = append(index, c.Index[i*indexEntry:(i+1)*indexEntry]...)
+	var out Chunk
+	for i, e := range es {
+		if keep[i] = !drop[e.id]; keep[i] {
+			out.appendEntry(e.id, e.origin, e.n)
 		} else {
-			dropped = append(dropped, origin)
+			dropped = append(dropped, e.origin)
 		}
 	}
 	if len(dropped) == 0 {
 		return c, nil, nil
 	}
-	members, err := c.rewrite(nil, keep)
-	if err != nil {
+	if out.Members, err = c.rewrite(nil, es, keep); err != nil {
 		return c, nil, err
 	}
-	return Chunk{N: c.N - len(dropped), Index: index, Members: members}, dropped, nil
+	return out, dropped, nil
 }
