@@ -6,7 +6,6 @@
 package config
 
 import (
-	"encoding/json"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,12 +15,9 @@ import (
 	"github.com/outflow/outflow/io/amplitudeio"
 	"github.com/outflow/outflow/io/delivery"
 	"github.com/outflow/outflow/io/gcsio"
-	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/io/segmentio"
 	"github.com/outflow/outflow/io/webhookio"
-	"github.com/outflow/outflow/transforms/encode"
-	"github.com/outflow/outflow/transforms/route"
 )
 
 // Config is a whole configuration file.
@@ -234,79 +230,4 @@ func ShardsOf(in Integration) int {
 		return DefaultShards
 	}
 	return in.Shards
-}
-
-// Targets returns the routing view of integrations.
-func Targets(ints []Integration) []route.Target {
-	ts := make([]route.Target, len(ints))
-	for i, in := range ints {
-		ts[i] = route.Target{ID: in.ID, Tenant: in.Tenant, Environments: in.Environments, Splits: in.Splits, Shards: ShardsOf(in)}
-	}
-	return ts
-}
-
-// DeliveryTargets returns the delivery core's view of HTTP integrations: their
-// destination kind, delivery policy (the destination's defaults under what the config
-// says) and own section.
-func DeliveryTargets(cfg *Config, ints []Integration) []delivery.Target {
-	ts := make([]delivery.Target, 0, len(ints))
-	for _, in := range ints {
-		var policy delivery.Config
-		if in.Delivery != nil {
-			policy = *in.Delivery
-		}
-		var settings any
-		var defaults delivery.Config
-		switch in.Type {
-		case Amplitude:
-			settings, defaults = in.Amplitude, amplitudeio.Defaults
-		case Segment:
-			settings, defaults = in.Segment, segmentio.Defaults
-		case Webhook:
-			settings, defaults = in.Webhook, webhookio.Defaults
-		default:
-			continue
-		}
-		raw, _ := json.Marshal(settings) // sections are plain structs of strings, numbers and bools
-		t := delivery.Target{ID: in.ID, Kind: string(in.Type), Policy: policy.WithDefaults(defaults),
-			Settings: raw, AllowPrivate: cfg.AllowPrivateDestinations, Progress: in.Progress}
-		if cfg.Live {
-			t.AlertDelay = in.AlertDelay.D()
-			t.MaxPending = t.Policy.MaxPendingImpressions
-			t.Track = true
-		}
-		ts = append(ts, t)
-	}
-	return ts
-}
-
-// ObjectTargets returns the object-store core's view of S3 and GCS integrations of
-// cfg among ints.
-func ObjectTargets(cfg *Config, ints []Integration) []objectio.Target {
-	var ts []objectio.Target
-	for _, in := range ints {
-		var settings any
-		var spec encode.ObjectSpec
-		switch {
-		case in.S3 != nil:
-			settings, spec = in.S3, in.S3.ObjectSpec
-		case in.GCS != nil:
-			settings, spec = in.GCS, in.GCS.ObjectSpec
-		default:
-			continue
-		}
-		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
-		// A stream writes a window again for its late data: names tell the panes apart.
-		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: ShardsOf(in), SizedShards: in.SizedShards})
-	}
-	return ts
-}
-
-// unixMilli is t in Unix ms, 0 for the zero time (open).
-func unixMilli(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
 }

@@ -302,7 +302,7 @@ func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 // window this run writes under other names. Credentials that may write but not list
 // are not refused: the check is skipped for them, with a warning.
 func checkObjects(ctx context.Context, cfg *config.Config) (int, error) {
-	targets := config.ObjectTargets(cfg, cfg.Integrations)
+	targets := sinks.ObjectTargets(cfg, cfg.Integrations)
 	found := make([][]objectio.Conflict, len(targets))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8) // one listing a prefix, several at once

@@ -30,6 +30,7 @@ import (
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 )
@@ -114,7 +115,7 @@ func readInput(t *testing.T, glob string) sampleInput {
 
 // want returns, for one integration, the impressions it must receive: id -> record.
 func (in sampleInput) want(cfg config.Integration, since, until time.Time) map[[16]byte]encode.Record {
-	target := config.Targets([]config.Integration{cfg})[0]
+	target := sinks.Targets([]config.Integration{cfg})[0]
 	out := map[[16]byte]encode.Record{}
 	for id, imp := range in.first[cfg.Tenant] {
 		t := time.UnixMilli(imp.Time)

@@ -19,9 +19,9 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
-	"github.com/outflow/outflow/transforms/windowing"
 )
 
 // A backfill runs as independent Beam jobs, so that a slow destination's job never
@@ -66,7 +66,7 @@ const defaultSampleBytes = 4 << 20
 // largest first.
 // It also returns the estimated lines of the whole input.
 func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o planOptions) ([]planJob, int64, error) {
-	targets := config.Targets(cfg.Integrations)
+	targets := sinks.Targets(cfg.Integrations)
 	est := newEstimate()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
@@ -140,7 +140,7 @@ func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
 		return out
 	}
 	var objects []config.Integration
-	for _, g := range windowing.Groups(cfg.Integrations) {
+	for _, g := range sinks.Groups(cfg.Integrations) {
 		if g.Type.IsObjectStore() {
 			objects = append(objects, g.Integrations...)
 			continue

@@ -177,7 +177,7 @@ func pipeline(cfg *config.Config, root, run string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	records := deadletterio.Read(s, root+"/"+replaying+"/*/*.ndjson*")
-	imps, kept := beam.ParDo2(s, &splitFn{Targets: config.Targets(cfg.Integrations), Objects: objectStores(cfg)}, records)
+	imps, kept := beam.ParDo2(s, &splitFn{Targets: sinks.Targets(cfg.Integrations), Objects: objectStores(cfg)}, records)
 	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Direct(s, targets, imps)
 	})

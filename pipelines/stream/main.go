@@ -247,7 +247,7 @@ func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
 
 	parts := kafkaio.Partitions(s, src)
 	imps, invalid, read := impressionio.FromRecords(s, kafkaio.ReadPartitions(s, src, parts),
-		windowing.AllowedLateness/2, config.Targets(cfg.Integrations))
+		windowing.AllowedLateness/2, sinks.Targets(cfg.Integrations))
 	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})

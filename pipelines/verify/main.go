@@ -25,6 +25,7 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/pipelines/internal/job"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 )
 
@@ -84,7 +85,7 @@ func run() int {
 		return job.ExitFailed
 	}
 	var rows []row
-	for _, t := range config.ObjectTargets(cfg, cfg.Integrations) {
+	for _, t := range sinks.ObjectTargets(cfg, cfg.Integrations) {
 		in := integration(cfg, t.ID)
 		found, err := inventory(ctx, log, in, t, r)
 		if err != nil {

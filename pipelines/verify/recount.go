@@ -21,6 +21,7 @@ import (
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/pipelines/internal/job"
+	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
 	"github.com/outflow/outflow/transforms/route"
 	"github.com/outflow/outflow/transforms/windowing"
@@ -51,11 +52,11 @@ func recount(ctx context.Context, cfg *config.Config, glob string, r timeRange, 
 	imps, _ := impressionio.Read(s, glob, opts...)
 	// The header makes sure the file is written even when no window is expected.
 	lines := []beam.PCollection{beam.Create(s, lineHeader)}
-	for _, g := range windowing.Groups(cfg.Integrations) {
+	for _, g := range sinks.Groups(cfg.Integrations) {
 		if !g.Type.IsObjectStore() {
 			continue
 		}
-		windowed := windowing.Fixed(s, g.Window, 0, route.Fanout(s, config.Targets(g.Integrations), imps))
+		windowed := windowing.Fixed(s, g.Window, 0, route.Fanout(s, sinks.Targets(g.Integrations), imps))
 		lines = append(lines, countWindows(s, windowed))
 	}
 	textio.Write(s, path, beam.Flatten(s, lines...))

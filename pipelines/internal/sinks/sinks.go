@@ -1,5 +1,7 @@
 // Package sinks builds the delivery half of every pipeline: one branch per group of
-// integrations sharing a type, window and format, from routing to the sink.
+// integrations sharing a type, window and format, from routing to the sink. It is
+// where validated configuration (package config) becomes what the transforms and
+// the io cores take (targets.go).
 package sinks
 
 import (
@@ -45,7 +47,7 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
 	if cfg.Live {
 		lateness = windowing.AllowedLateness
 	}
-	for _, g := range windowing.Groups(cfg.Integrations) {
+	for _, g := range Groups(cfg.Integrations) {
 		s := s.Scope(fmt.Sprintf("%s-%s-%v", g.Type, g.Format, g.Window))
 		window := g.Window
 		if !cfg.Live && !g.Type.IsObjectStore() {
@@ -54,7 +56,7 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
 			// windows spare it a chunk per window and shard.
 			window = max(window, batchHTTPWindow)
 		}
-		windowed := windowing.Fixed(s, window, lateness, routeTo(s, config.Targets(g.Integrations)))
+		windowed := windowing.Fixed(s, window, lateness, routeTo(s, Targets(g.Integrations)))
 		format := g.Format // object stores; HTTP sinks take the binary coding
 		if format == "" {
 			format = encode.Binary
@@ -65,11 +67,11 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
 			chunks, dropped = encode.DropSeen(s, g.Window, lateness, chunks) // a window fires again for late data
 			out.Marks = append(out.Marks, dropped)
 		}
-		targets := config.DeliveryTargets(cfg, g.Integrations)
+		targets := DeliveryTargets(cfg, g.Integrations)
 		var dead, marks beam.PCollection
 		switch g.Type {
 		case config.S3, config.GCS:
-			marks = objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), chunks)
+			marks = objectio.Write(s, ObjectTargets(cfg, g.Integrations), chunks)
 		case config.Amplitude:
 			dead, marks = amplitudeio.Write(s, targets, chunks)
 		case config.Segment:
@@ -106,11 +108,11 @@ func Objects(cfg *config.Config) (objects, others *config.Config) {
 // routes, windows and encodes for them.
 func ReadTargets(cfg *config.Config) []impressionio.ObjectTarget {
 	var ts []impressionio.ObjectTarget
-	for _, g := range windowing.Groups(cfg.Integrations) {
+	for _, g := range Groups(cfg.Integrations) {
 		if !g.Type.IsObjectStore() {
 			continue
 		}
-		for _, t := range config.Targets(g.Integrations) {
+		for _, t := range Targets(g.Integrations) {
 			ts = append(ts, impressionio.ObjectTarget{Target: t, Window: g.Window, Format: g.Format})
 		}
 	}
@@ -125,7 +127,7 @@ func DeliverObjects(s beam.Scope, cfg *config.Config, chunks beam.PCollection) {
 	if cfg.Live {
 		panic("sinks: DeliverObjects is for batch jobs; a stream drops late copies (encode.DropSeen)")
 	}
-	for _, g := range windowing.Groups(cfg.Integrations) {
+	for _, g := range Groups(cfg.Integrations) {
 		if !g.Type.IsObjectStore() {
 			continue
 		}
@@ -135,6 +137,6 @@ func DeliverObjects(s beam.Scope, cfg *config.Config, chunks beam.PCollection) {
 			ids = append(ids, in.ID)
 		}
 		windowed := windowing.Fixed(s, g.Window, 0, route.Select(s, ids, chunks))
-		objectio.Write(s, config.ObjectTargets(cfg, g.Integrations), encode.MergeChunks(s, windowed))
+		objectio.Write(s, ObjectTargets(cfg, g.Integrations), encode.MergeChunks(s, windowed))
 	}
 }
