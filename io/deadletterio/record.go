@@ -69,10 +69,20 @@ type Record struct {
 	Origin uint64 `json:"-"`
 }
 
-// Impression is an impression as CONTRACT §1 writes it, tenant included.
+// Impression is an impression as CONTRACT §1 writes it, tenant included. It is read
+// by its tags, which TestImpressionFieldNames holds to the field table, and written
+// by MarshalJSON.
 type Impression struct {
 	Tenant string `json:"tenant"`
 	encode.Record
+}
+
+// MarshalJSON writes the impression from the field table (impression.Fields), as
+// NDJSON objects are written, so the two cannot drift apart. The bytes are those
+// encoding/json writes of the struct (TestImpressionJSON).
+func (i Impression) MarshalJSON() ([]byte, error) {
+	imp := i.Record.Impression(i.Tenant)
+	return encode.AppendImpressionJSON(nil, &imp), nil
 }
 
 // MarshalJSON writes "raw" for invalid input and "impression" instead for

@@ -4,16 +4,133 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/outflow/outflow/internal/impression"
 )
 
-// ParquetRow is a row of a Parquet data object: the columns of the vendor's S3 export,
-// so users' existing Athena tables read it unchanged, then the other impression
-// fields (CONTRACT §4). Strings are UTF-8 byte arrays; times are INT64 Unix ms.
+// parquetColumns are the columns of a Parquet data object, in order: those of the
+// vendor's S3 export, so users' existing Athena tables read it unchanged, then the
+// other impression fields (CONTRACT §4). Each holds a field of impression.Fields, or
+// one the impression has no field for. Strings are UTF-8 byte arrays, integers INT64
+// (times in Unix ms).
+var parquetColumns = []parquetColumn{
+	{"key", fieldIndex("key")},
+	{"label", fieldIndex("label")},
+	{"treatment", fieldIndex("treatment")},
+	{"splitName", fieldIndex("split")},
+	{"splitVersion", fieldIndex("splitVersionNumber")},
+	{"environmentId", fieldIndex("environmentId")},
+	{"trafficTypeId", trafficTypeID},
+	{"sdk", fieldIndex("sdk")},
+	{"sdkVersion", fieldIndex("sdkVersion")},
+	{"timestamp", fieldIndex("time")},
+	{"receptionTimestamp", receivedAt},
+	{"environmentName", fieldIndex("environmentName")},
+	{"bucketingKey", fieldIndex("bucketingKey")},
+	{"machineName", fieldIndex("machineName")},
+	{"machineIp", fieldIndex("machineIp")},
+	{"properties", fieldIndex("properties")},
+}
+
+type parquetColumn struct {
+	name  string
+	field int // index in impression.Fields, or trafficTypeID or receivedAt
+}
+
+// The columns that are not impression fields.
+const (
+	trafficTypeID = -1 // not in the impression: always empty
+	receivedAt    = -2 // when outflow read the impression: imp.ReceivedAt
+)
+
+// fieldIndex is the index of name in impression.Fields.
+func fieldIndex(name string) int {
+	i := slices.Index(impression.Fields, name)
+	if i < 0 {
+		panic("encode: no impression field " + name)
+	}
+	return i
+}
+
+// isInt says whether column c holds an INT64, not a string.
+func (c parquetColumn) isInt() bool {
+	switch c.field {
+	case trafficTypeID:
+		return false
+	case receivedAt:
+		return true
+	}
+	_, _, isInt := new(impression.Impression).Value(c.field)
+	return isInt
+}
+
+// appendParquetRow appends imp's values to row, one per column.
+func appendParquetRow(row parquet.Row, imp *impression.Impression) parquet.Row {
+	for i, c := range parquetColumns {
+		var v parquet.Value
+		switch c.field {
+		case trafficTypeID:
+			v = parquet.ByteArrayValue(nil)
+		case receivedAt:
+			v = parquet.Int64Value(imp.ReceivedAt)
+		default:
+			if s, n, isInt := imp.Value(c.field); isInt {
+				v = parquet.Int64Value(n)
+			} else {
+				// The string's bytes, not a copy: the writer only reads them.
+				v = parquet.ByteArrayValue(unsafe.Slice(unsafe.StringData(s), len(s)))
+			}
+		}
+		row = append(row, v.Level(0, 0, i))
+	}
+	return row
+}
+
+// parquetSchema is the schema of parquetColumns. It is named "ParquetRow", as
+// parquet-go named it when it was derived from that struct: the name is in every
+// object's footer, and objects stay byte for byte what they were
+// (TestParquetBytesUnchanged).
+var parquetSchema = func() *parquet.Schema {
+	g := columnGroup{fields: make([]parquet.Field, len(parquetColumns))}
+	for i, c := range parquetColumns {
+		node := parquet.String()
+		if c.isInt() {
+			node = parquet.Int(64) // as parquet-go maps an int64: INT64, logical INT(64, signed)
+		}
+		g.fields[i] = columnField{Node: node, name: c.name}
+	}
+	return parquet.NewSchema("ParquetRow", g)
+}()
+
+// columnGroup is a group of columns in the order given: a parquet.Group sorts them
+// by name.
+type columnGroup struct {
+	parquet.Group
+	fields []parquet.Field
+}
+
+func (g columnGroup) Fields() []parquet.Field { return g.fields }
+
+type columnField struct {
+	parquet.Node
+	name string
+}
+
+func (f columnField) Name() string { return f.name }
+
+// Value is for writing Go values; rows are written as parquet.Row only.
+func (f columnField) Value(reflect.Value) reflect.Value {
+	panic("encode: parquet column " + f.name + " has no Go value")
+}
+
+// ParquetRow is a row of a Parquet data object as ReadParquet gives it back; its
+// columns are parquetColumns (TestParquetRowColumns).
 type ParquetRow struct {
 	Key                string `parquet:"key"`
 	Label              string `parquet:"label"`
@@ -33,16 +150,6 @@ type ParquetRow struct {
 	Properties         string `parquet:"properties"`
 }
 
-// NewParquetRow returns the Parquet row of imp. The traffic type is not in the
-// impression, so it stays empty.
-func NewParquetRow(imp *impression.Impression) ParquetRow {
-	return ParquetRow{Key: imp.Key, Label: imp.Label, Treatment: imp.Treatment, SplitName: imp.Split,
-		SplitVersion: imp.SplitVersionNumber, EnvironmentID: imp.EnvironmentID, SDK: imp.SDK,
-		SDKVersion: imp.SDKVersion, Timestamp: imp.Time, ReceptionTimestamp: imp.ReceivedAt,
-		EnvironmentName: imp.EnvironmentName, BucketingKey: imp.BucketingKey, MachineName: imp.MachineName,
-		MachineIP: imp.MachineIP, Properties: imp.Properties}
-}
-
 // Record returns the webhook-shaped record of a row (for checking objects).
 func (r *ParquetRow) Record() Record {
 	return Record{EnvironmentID: r.EnvironmentID, EnvironmentName: r.EnvironmentName, Key: r.Key,
@@ -57,12 +164,12 @@ const rowGroupRows = 128 << 10
 
 // writeParquet writes the kept records of c, binary impressions, as one Parquet file.
 func writeParquet(c *Chunk, es []entry, keep []bool, w io.Writer) error {
-	pw := parquet.NewGenericWriter[ParquetRow](w, parquet.Compression(&parquet.Snappy),
+	pw := parquet.NewWriter(w, parquetSchema, parquet.Compression(&parquet.Snappy),
 		parquet.MaxRowsPerRowGroup(rowGroupRows), parquet.CreatedBy("outflow", "", ""))
-	rows := make([]ParquetRow, 0, 1024)
+	rows, n := make([]parquet.Row, 1024), 0 // each row's values reused from batch to batch
 	flush := func() error {
-		_, err := pw.Write(rows)
-		rows = rows[:0]
+		_, err := pw.WriteRows(rows[:n])
+		n = 0
 		return err
 	}
 	err := c.each(es, keep, func(rec []byte) error {
@@ -70,7 +177,8 @@ func writeParquet(c *Chunk, es []entry, keep []bool, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if rows = append(rows, NewParquetRow(&imp)); len(rows) == cap(rows) {
+		rows[n] = appendParquetRow(rows[n][:0], &imp)
+		if n++; n == len(rows) {
 			return flush()
 		}
 		return nil

@@ -43,6 +43,15 @@ func (r *Record) Impression(tenant string) impression.Impression {
 		SDK: r.SDK, SDKVersion: r.SDKVersion, Properties: r.Properties}
 }
 
+// AppendImpressionJSON appends imp as the JSON object of CONTRACT §1, tenant first,
+// as json.Encoder with SetEscapeHTML(false) writes it: the impression of a dead letter.
+func AppendImpressionJSON(b []byte, imp *impression.Impression) []byte {
+	b = append(b, `{"`+impression.Fields[0]+`":`...)
+	b = appendJSONString(b, imp.Tenant, false)
+	b = AppendRecordFields(append(b, ','), imp, false)
+	return append(b, '}')
+}
+
 // Append appends imp to dst as a record of format f (append.go): an NDJSON line or a
 // CSV row with its line end, or the binary coding for Binary and Parquet.
 func Append(f Format, dst []byte, imp *impression.Impression) []byte {
