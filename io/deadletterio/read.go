@@ -1,13 +1,11 @@
 package deadletterio
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +14,8 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
-	"github.com/klauspost/compress/gzip"
+
+	"github.com/outflow/outflow/internal/linefile"
 )
 
 func init() {
@@ -38,45 +37,24 @@ func Read(s beam.Scope, glob string) beam.PCollection {
 type readFn struct{}
 
 func (readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(Record)) error {
-	fs, err := filesystem.New(ctx, f.Path)
+	// Lines are read whole, however long (no MaxLine): an invalid input line of any
+	// length is a record, and its raw line is never cut.
+	n := 0
+	err := linefile.Lines(ctx, f.Path, linefile.Options{}, func(line []byte) error {
+		n++
+		emitLine(line, f.Path, n, emit)
+		return nil
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("deadletterio: read %s: %w", f.Path, err)
 	}
-	defer fs.Close()
-	rc, err := fs.OpenRead(ctx, f.Path)
-	if err != nil {
-		return fmt.Errorf("deadletterio: open %s: %w", f.Path, err)
-	}
-	defer rc.Close()
-	var r io.Reader = rc
-	if strings.HasSuffix(f.Path, ".gz") {
-		zr, err := gzip.NewReader(rc)
-		if err != nil {
-			return fmt.Errorf("deadletterio: %s: %w", f.Path, err)
-		}
-		r = zr
-	}
-	// Lines are read whole, however long: an invalid input line of any length is a
-	// record, and its raw line is never cut.
-	br := bufio.NewReaderSize(r, 64<<10)
-	for n := 1; ; n++ {
-		line, err := br.ReadBytes('\n')
-		if len(line) > 0 {
-			emitLine(line, f.Path, n, emit)
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("deadletterio: read %s: %w", f.Path, err)
-		}
-	}
+	return nil
 }
 
-// emitLine emits the record of line n of a store file. A line that is not a record
-// comes out as an invalid line holding it, byte for byte, so it is kept, not lost.
+// emitLine emits the record of line n of a store file, given without its line end. A
+// line that is not a record comes out as an invalid line holding it, byte for byte,
+// so it is kept, not lost.
 func emitLine(line []byte, path string, n int, emit func(Record)) {
-	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
 	trimmed := bytes.TrimSpace(line)
 	if len(trimmed) == 0 {
 		return
@@ -144,28 +122,19 @@ func ReadLocal(glob string) ([]Record, error) {
 	}
 	var recs []Record
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasSuffix(f, ".gz") {
-			zr, err := gzip.NewReader(bytes.NewReader(data))
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if data, err = io.ReadAll(zr); err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-		}
-		for _, line := range bytes.Split(data, []byte{'\n'}) {
+		err := linefile.Lines(context.Background(), f, linefile.Options{}, func(line []byte) error {
 			if len(bytes.TrimSpace(line)) == 0 {
-				continue
+				return nil
 			}
 			var r Record
 			if err := json.Unmarshal(line, &r); err != nil {
-				return nil, fmt.Errorf("%s: %w", f, err)
+				return err
 			}
 			recs = append(recs, r)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("deadletterio: read %s: %w", f, err)
 		}
 	}
 	return recs, nil

@@ -2,13 +2,11 @@
 package impressionio
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,16 +15,15 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 
 	// The schemes Read accepts: local paths, gs:// and s3://.
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
-	"github.com/klauspost/compress/gzip"
 	_ "github.com/outflow/outflow/io/s3io" // s3://, with the configured endpoint
 
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/linefile"
 	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/progress"
@@ -441,120 +438,14 @@ func outside(t, from, to int64) bool {
 const maxKeptLine = 16 << 20
 
 // CorruptError is a file whose bytes were all read but do not decode: not gzip, or a
-// truncated or damaged gzip stream. Retrying cannot help.
-type CorruptError struct{ Err error }
+// truncated or damaged gzip stream. Retrying cannot help. It is linefile's, named
+// here too for callers outside this module.
+type CorruptError = linefile.CorruptError
 
-func (e *CorruptError) Error() string { return e.Err.Error() }
-func (e *CorruptError) Unwrap() error { return e.Err }
-
-// readLines calls fn for each line of the file at path after the first skip, without
-// its line end (LF or CRLF), until fn returns an error. Lines longer than maxKeptLine
-// are passed cut to maxKeptLine+1 bytes. size is the file's size when known (else 0).
-//
-// A failure to read the file's bytes (open, a reset connection, a body shorter than
-// the file) is returned as it is; a failure to decode bytes that were all read is a
-// *CorruptError.
+// readLines calls fn for each line of the input file at path after the first skip
+// (linefile.Lines); lines longer than maxKeptLine are passed cut to maxKeptLine+1
+// bytes. size is the file's size when known (else 0). A failure to read is returned
+// as it is, for parseFile to retry if it may pass; damaged content is a *CorruptError.
 func readLines(ctx context.Context, path string, size int64, skip uint64, fn func([]byte) error) error {
-	fs, err := filesystem.New(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	rc, err := fs.OpenRead(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	raw := &rawReader{r: rc}
-	var r io.Reader = raw
-	// short is the error of a body that ended before the file's size: a read failure.
-	short := func() error {
-		if raw.eof && size > 0 && raw.n < size {
-			return fmt.Errorf("the file ended after %d of its %d bytes", raw.n, size)
-		}
-		return nil
-	}
-	// classify tells a read failure from damaged content, once reading stopped.
-	classify := func(err error) error {
-		if raw.err != nil {
-			return raw.err
-		}
-		if serr := short(); serr != nil {
-			return fmt.Errorf("%w: %w", serr, err)
-		}
-		return &CorruptError{err}
-	}
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(raw)
-		if err != nil {
-			if raw.err == nil && short() == nil {
-				return &CorruptError{fmt.Errorf("not a gzip file: %w", err)}
-			}
-			return classify(err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	br := bufio.NewReaderSize(r, 256<<10)
-	var long []byte // a line longer than the buffer, being gathered
-	gather := func(chunk []byte) {
-		if len(long) <= maxKeptLine {
-			long = append(long, chunk[:min(len(chunk), maxKeptLine+1-len(long))]...)
-		}
-	}
-	for n := uint64(0); ; {
-		chunk, err := br.ReadSlice('\n')
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			gather(chunk)
-			continue
-		case err != nil && !errors.Is(err, io.EOF):
-			if raw.err == nil && ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return classify(err)
-		}
-		line := chunk
-		if long != nil {
-			gather(chunk)
-			line, long = long, nil
-		}
-		if err != nil { // io.EOF; if early, the last line may be cut
-			if serr := short(); serr != nil {
-				return serr
-			}
-		}
-		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		if len(line) > 0 || err == nil {
-			if n++; n > skip {
-				if ferr := fn(line); ferr != nil {
-					return ferr
-				}
-			}
-		}
-		if err != nil { // io.EOF
-			return nil
-		}
-	}
-}
-
-// rawReader counts the bytes read from a file and keeps the first read error, so a
-// decoding error can be told from a read error under it.
-type rawReader struct {
-	r   io.Reader
-	n   int64
-	eof bool
-	err error
-}
-
-func (c *rawReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	switch {
-	case errors.Is(err, io.EOF):
-		c.eof = true
-	case err != nil && c.err == nil:
-		c.err = err
-	}
-	return n, err
+	return linefile.Lines(ctx, path, linefile.Options{Size: size, Skip: skip, MaxLine: maxKeptLine}, fn)
 }

@@ -13,12 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
-	"github.com/klauspost/compress/gzip"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/impression"
+	"github.com/outflow/outflow/internal/linefile"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
@@ -330,30 +329,17 @@ func newEstimate() *estimate {
 // impressions by integration and hour, and scales the counts up to the whole file by
 // the share of its bytes read.
 func (e *estimate) sample(ctx context.Context, path string, size int64, targets []route.Target, o planOptions) error {
-	fs, err := filesystem.New(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer fs.Close()
-	rc, err := fs.OpenRead(ctx, path)
+	// Size 0: a body that ends early is still a sample, scaled up like one cut by the limit.
+	f, err := linefile.Open(ctx, path, 0)
 	if err != nil {
 		return fmt.Errorf("estimate %s: %w", path, err)
 	}
-	defer rc.Close()
+	defer f.Close()
 	limit := o.SampleBytes
 	if limit <= 0 {
 		limit = defaultSampleBytes
 	}
-	raw := &countingReader{r: rc}
-	var r io.Reader = raw
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(raw)
-		if err != nil {
-			return nil // not gzip: the job will dead-letter the file with the reason
-		}
-		r = zr
-	}
-	r = io.LimitReader(r, limit)
+	r := io.LimitReader(f, limit)
 	counts := map[string]map[int64]float64{}
 	hours := map[int64]bool{}
 	var lines, valid, validBytes float64
@@ -382,11 +368,11 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 		}
 	}
 	if sc.Err() != nil {
-		return nil // unreadable: the job will dead-letter the file with the reason
+		return nil // not gzip, damaged or unreadable: the job reading the file says why
 	}
 	scale := 1.0
-	if raw.n > 0 && raw.n < size {
-		scale = float64(size) / float64(raw.n)
+	if n := f.RawBytes(); n > 0 && n < size {
+		scale = float64(size) / float64(n)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -417,15 +403,4 @@ func (e *estimate) count(id string, from, until time.Time) int64 {
 		}
 	}
 	return int64(n + 0.5)
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	return n, err
 }

@@ -1,0 +1,221 @@
+// Package linefile opens a file by path through Beam's file systems, gunzips it when
+// its name ends in .gz, and reads it by line, telling a failure to read its bytes
+// from content that does not decode.
+package linefile
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	"github.com/klauspost/compress/gzip"
+)
+
+// The schemes a path may have are those registered with Beam's filesystem package by
+// the caller's imports (local, gs://, s3:// through io/s3io): this package registers
+// none, so a caller gets only the clients it asked for.
+
+// CorruptError is a file whose bytes were all read but do not decode: not gzip, or a
+// truncated or damaged gzip stream. Retrying cannot help.
+type CorruptError struct{ Err error }
+
+func (e *CorruptError) Error() string { return e.Err.Error() }
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Reader reads the content of a file: its bytes, gunzipped if its name ends in .gz.
+// Read ends with io.EOF only when the file ended where it should; any other error is
+// either a failure to read the file's bytes (a reset connection, a body shorter than
+// the file), which reading again may cure, or a *CorruptError.
+type Reader struct {
+	fs   filesystem.Interface
+	rc   io.ReadCloser
+	raw  rawReader
+	size int64
+	gz   *gzip.Reader
+	r    io.Reader // the content; nil until a .gz file's header is read
+	err  error     // the error Read returned, returned again
+}
+
+// Open opens the file at path. size is its size when known, so that a body that
+// ends early is a read failure and not the file's end; 0 if unknown, or not to check.
+// A .gz file's header is read on the first Read, so that every error about the
+// content comes from Read.
+func Open(ctx context.Context, path string, size int64) (*Reader, error) {
+	fs, err := filesystem.New(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := fs.OpenRead(ctx, path)
+	if err != nil {
+		fs.Close()
+		return nil, err
+	}
+	f := &Reader{fs: fs, rc: rc, raw: rawReader{r: rc}, size: size}
+	if !strings.HasSuffix(path, ".gz") {
+		f.r = &f.raw
+	}
+	return f, nil
+}
+
+// Read reads the file's content, as io.Reader does.
+func (f *Reader) Read(b []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.read(b)
+	f.err = err
+	return n, err
+}
+
+func (f *Reader) read(b []byte) (int, error) {
+	if f.r == nil {
+		zr, err := gzip.NewReader(&f.raw)
+		if err != nil {
+			if f.raw.err == nil && f.short() == nil {
+				return 0, &CorruptError{fmt.Errorf("not a gzip file: %w", err)}
+			}
+			return 0, f.classify(err)
+		}
+		f.gz, f.r = zr, zr
+	}
+	n, err := f.r.Read(b)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, io.EOF):
+		if serr := f.short(); serr != nil {
+			return n, serr // not the end: the last line may be cut, so it is not passed on
+		}
+		return n, io.EOF // unwrapped, as readers of an io.Reader expect
+	}
+	return n, f.classify(err)
+}
+
+// short is the error of a body that ended before the file's size: a read failure.
+func (f *Reader) short() error {
+	if f.raw.eof && f.size > 0 && f.raw.n < f.size {
+		return fmt.Errorf("the file ended after %d of its %d bytes", f.raw.n, f.size)
+	}
+	return nil
+}
+
+// classify tells a read failure from damaged content, once reading stopped on err.
+func (f *Reader) classify(err error) error {
+	if f.raw.err != nil {
+		return f.raw.err
+	}
+	if serr := f.short(); serr != nil {
+		return fmt.Errorf("%w: %w", serr, err)
+	}
+	return &CorruptError{err}
+}
+
+// RawBytes is how many bytes of the file were read so far: compressed ones for a .gz
+// file, including what the decompressor read ahead.
+func (f *Reader) RawBytes() int64 { return f.raw.n }
+
+// Close closes the file, then its file system: a gs:// one closes its client, which
+// must outlive the reading.
+func (f *Reader) Close() error {
+	if f.gz != nil {
+		f.gz.Close() // only reports the decoding error Read already returned
+	}
+	err := f.rc.Close()
+	f.fs.Close()
+	return err
+}
+
+// Options says how Lines reads. The zero value reads every line whole, from the first,
+// without checking the body's length.
+type Options struct {
+	// Size is the file's size when known (Open); 0 if unknown.
+	Size int64
+	// Skip is how many lines to pass over first: those read before a failed read, when
+	// reading again.
+	Skip uint64
+	// MaxLine bounds how much of one line is held: a longer line is passed cut to
+	// MaxLine+1 bytes, so that fn can tell it was cut. 0: lines are passed whole,
+	// however long.
+	MaxLine int
+}
+
+// Lines calls fn for each line of the file at path after the first o.Skip, without
+// its line end (LF or CRLF), until fn returns an error, which Lines returns. An empty
+// line is passed; a last line without a line end is passed unless empty.
+//
+// A failure to open or read the file's bytes (open, a reset connection, a body shorter
+// than o.Size) is returned as it is, or as ctx's error when ctx is done; a failure to
+// decode bytes that were all read is a *CorruptError. Either comes after the lines
+// before it were passed.
+func Lines(ctx context.Context, path string, o Options, fn func([]byte) error) error {
+	f, err := Open(ctx, path, o.Size)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 256<<10)
+	var long []byte // a line longer than the buffer, being gathered
+	gather := func(chunk []byte) {
+		switch {
+		case o.MaxLine <= 0:
+			long = append(long, chunk...)
+		case len(long) <= o.MaxLine:
+			long = append(long, chunk[:min(len(chunk), o.MaxLine+1-len(long))]...)
+		}
+	}
+	for n := uint64(0); ; {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			gather(chunk)
+			continue
+		case err != nil && err != io.EOF: // not errors.Is: a CorruptError may wrap io.EOF
+			if f.raw.err == nil && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		line := chunk
+		if long != nil {
+			gather(chunk)
+			line, long = long, nil
+		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) > 0 || err == nil {
+			if n++; n > o.Skip {
+				if ferr := fn(line); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if err != nil { // io.EOF
+			return nil
+		}
+	}
+}
+
+// rawReader counts the bytes read from a file and keeps the first read error, so a
+// decoding error can be told from a read error under it.
+type rawReader struct {
+	r   io.Reader
+	n   int64
+	eof bool
+	err error
+}
+
+func (c *rawReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	switch {
+	case errors.Is(err, io.EOF):
+		c.eof = true
+	case err != nil && c.err == nil:
+		c.err = err
+	}
+	return n, err
+}
