@@ -38,9 +38,11 @@ type readFn struct{}
 
 func (readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(Record)) error {
 	// Lines are read whole, however long (no MaxLine): an invalid input line of any
-	// length is a record, and its raw line is never cut.
+	// length is a record, and its raw line is never cut. The listed size makes a
+	// body that ends early (a dropped connection) a read error rather than a file
+	// whose last records are silently missing.
 	n := 0
-	err := linefile.Lines(ctx, f.Path, linefile.Options{}, func(line []byte) error {
+	err := linefile.Lines(ctx, f.Path, linefile.Options{Size: f.Size}, func(line []byte) error {
 		n++
 		emitLine(line, f.Path, n, emit)
 		return nil

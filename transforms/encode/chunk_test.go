@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/coder"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/runtime/exec"
 	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
 
@@ -320,6 +324,49 @@ func TestCorruptIndexRefused(t *testing.T) {
 		}
 		if _, err := bad.Each(func([]byte) error { return nil }); err == nil {
 			t.Errorf("%s: Each did not fail", name)
+		}
+	}
+}
+
+func TestDataReadSeeker(t *testing.T) {
+	d := Data{Members: [][]byte{[]byte("ab"), nil, []byte("cdef"), []byte("g")}}
+	for _, m := range d.Members {
+		d.Bytes += int64(len(m))
+	}
+	if err := iotest.TestReader(d.ReadSeeker(), []byte("abcdefg")); err != nil {
+		t.Error(err)
+	}
+}
+
+// unmarshalChunk keeps slices of the bytes it is given: the SDK must hand each
+// element a buffer of its own. Two chunks decoded from one stream must both survive.
+func TestDecodedChunksOwnTheirBytes(t *testing.T) {
+	c := coder.CoderFrom(coder.LookupCustomCoder(reflect.TypeOf(Chunk{}))) // as init registered it
+	enc, dec := exec.MakeElementEncoder(c), exec.MakeElementDecoder(c)
+	a := build(t, NDJSON, []impression.Impression{imp("a", 1, 1, "m")})
+	b := build(t, NDJSON, []impression.Impression{imp("b", 2, 2, "m")})
+	var buf bytes.Buffer
+	for _, ch := range []Chunk{a, b} {
+		if err := enc.Encode(&exec.FullValue{Elm: ch}, &buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []Chunk
+	for range 2 {
+		fv, err := dec.Decode(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fv.Elm.(Chunk))
+	}
+	for i, want := range []string{"a", "b"} {
+		d, err := got[i].Finish(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := ReadObject(d.Reader(), NDJSON)
+		if err != nil || len(recs) != 1 || recs[0].Key != want {
+			t.Errorf("chunk %d: %v, %v; want the record of %q", i, recs, err, want)
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"slices"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -83,8 +82,7 @@ func appendParquetRow(row parquet.Row, imp *impression.Impression) parquet.Row {
 			if s, n, isInt := imp.Value(c.field); isInt {
 				v = parquet.Int64Value(n)
 			} else {
-				// The string's bytes, not a copy: the writer only reads them.
-				v = parquet.ByteArrayValue(unsafe.Slice(unsafe.StringData(s), len(s)))
+				v = parquet.ByteArrayValue([]byte(s))
 			}
 		}
 		row = append(row, v.Level(0, 0, i))
@@ -221,10 +219,9 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 		o := &Object{Records: d.Records, Duplicates: d.Duplicates,
 			open: func() io.ReadCloser { return io.NopCloser(d.Reader()) }}
 		if d.Bytes <= smallObject {
-			// One slice that stores can send with its length known, without
-			// copying it into buffers of their own (s3io: a PutObject). Joined
-			// when opened: a writer holds many objects waiting for an upload slot.
-			o.open = func() io.ReadCloser { return readSeekCloser{bytes.NewReader(bytes.Join(d.Members, nil))} }
+			// A stream that stores can send with its length known, without
+			// copying it into buffers of their own (s3io: a PutObject).
+			o.open = func() io.ReadCloser { return readSeekCloser{d.ReadSeeker()} }
 		}
 		o.size.Store(d.Bytes)
 		return o, nil
@@ -257,7 +254,7 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 const smallObject = 8 << 20
 
 // readSeekCloser is an object's bytes in memory: an io.ReadSeeker that closes.
-type readSeekCloser struct{ *bytes.Reader }
+type readSeekCloser struct{ io.ReadSeeker }
 
 func (readSeekCloser) Close() error { return nil }
 
