@@ -226,7 +226,11 @@ func (d *Data) Reader() io.Reader {
 // ReadSeeker returns the object's bytes as one stream that can seek, without
 // joining them (a store sending it in one request reads it twice: to sign, to send).
 func (d *Data) ReadSeeker() io.ReadSeeker {
-	return &membersReader{members: d.Members, size: d.Bytes}
+	r := &membersReader{members: d.Members}
+	for _, m := range d.Members {
+		r.size += int64(len(m))
+	}
+	return r
 }
 
 // membersReader reads and seeks through byte slices as if they were one.
