@@ -24,6 +24,7 @@ import (
 
 	"github.com/outflow/outflow/internal/ack"
 	_ "github.com/outflow/outflow/io/s3io" // s3://, with the configured endpoint
+	"github.com/outflow/outflow/runners"
 )
 
 func init() {
@@ -47,7 +48,7 @@ func init() {
 // In: PCollection<Record>.
 func Write(s beam.Scope, uri string, records beam.PCollection, opts ...WriteOptionFn) {
 	s = s.Scope("deadletterio.Write")
-	write(s, newWriteFn(uri, false, opts), records)
+	runners.End(s, write(s, newWriteFn(uri, false, opts), records)) // the marks: none in a batch job
 }
 
 // liveEvery is how often a stream writes what was dead-lettered.

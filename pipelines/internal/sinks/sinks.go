@@ -18,6 +18,7 @@ import (
 	_ "github.com/outflow/outflow/io/s3io" // registers the s3 store
 	"github.com/outflow/outflow/io/segmentio"
 	"github.com/outflow/outflow/io/webhookio"
+	"github.com/outflow/outflow/runners"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
 	"github.com/outflow/outflow/transforms/windowing"
@@ -148,7 +149,7 @@ func DeliverObjects(s beam.Scope, cfg *config.Config, chunks beam.PCollection) {
 			}
 			s := s.Scope(fmt.Sprint("lane-", l))
 			windowed := windowing.Fixed(s, g.Window, 0, route.Select(s, ids, chunks))
-			objectio.Write(s, ObjectTargets(cfg, ints), encode.MergeChunks(s, windowed))
+			runners.End(s, objectio.Write(s, ObjectTargets(cfg, ints), encode.MergeChunks(s, windowed)))
 		}
 	}
 }
