@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local"
 	"github.com/klauspost/compress/gzip"
 )
@@ -202,4 +203,120 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// noseek:// reads local files as gs:// reads objects: without seeking, so that a
+// span's start is reached by reading up to it.
+func init() {
+	filesystem.Register("noseek", func(context.Context) filesystem.Interface { return noseekFS{} })
+}
+
+type noseekFS struct{}
+
+func (noseekFS) Close() error                                   { return nil }
+func (noseekFS) List(context.Context, string) ([]string, error) { return nil, errors.ErrUnsupported }
+func (noseekFS) OpenWrite(context.Context, string) (io.WriteCloser, error) {
+	return nil, errors.ErrUnsupported
+}
+func (noseekFS) OpenRead(_ context.Context, name string) (io.ReadCloser, error) {
+	f, err := os.Open(strings.TrimPrefix(name, "noseek://"))
+	return struct{ io.ReadCloser }{f}, err // no Seek
+}
+func (noseekFS) Size(_ context.Context, name string) (int64, error) {
+	fi, err := os.Stat(strings.TrimPrefix(name, "noseek://"))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Spans cover the file, each but the last ending after a line end, and reading them
+// apart passes the lines reading the whole file passes, each span's first numbered
+// First: for spans of a byte and larger than the file, a line longer than the read
+// buffer, CRLF, empty lines, a last line without a line end, and a line end at a cut.
+func TestSpans(t *testing.T) {
+	long := strings.Repeat("y", 1500<<10)
+	numbers, _ := numbered(300)
+	for _, content := range []string{
+		"a\r\n\nb\n" + long + "\n" + numbers + "\n\nc",
+		numbers, // ends with a line end
+	} {
+		path := write(t, "f.ndjson", []byte(content))
+		size := int64(len(content))
+		want, err := lines(path, Options{Size: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, target := range []int64{1, 7, 100, 4096, 1 << 20, size - 1, size, 2 * size} {
+			var spans []Span
+			if err := Spans(context.Background(), path, size, target, func(s Span) { spans = append(spans, s) }); err != nil {
+				t.Fatalf("target %d: %v", target, err)
+			}
+			if target <= size/4 && len(spans) < 2 || target >= size && len(spans) != 1 {
+				t.Errorf("target %d of %d bytes: %d spans", target, size, len(spans))
+			}
+			var got []string
+			next := Span{First: 1}
+			for i, s := range spans {
+				last := i == len(spans)-1
+				if s.Start != next.Start || s.First != uint64(len(got)+1) || last != (s.End == 0) ||
+					!last && (content[s.End-1] != '\n' || s.End-s.Start < min(target, size)) {
+					t.Fatalf("target %d: span %d is %+v after %d lines; want it to start at %d, numbered %d, end after a line end at least %d bytes on, and only the last at 0",
+						target, i, s, len(got), next.Start, len(got)+1, target)
+				}
+				for _, p := range []string{path, "noseek://" + path} {
+					part, err := lines(p, Options{Size: size, Start: s.Start, End: s.End})
+					if err != nil {
+						t.Fatalf("target %d: span %+v of %s: %v", target, s, p, err)
+					}
+					if p == path {
+						got = append(got, part...)
+					}
+				}
+				next.Start = s.End
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("target %d: %d spans pass %d lines; want the %d of the whole file, alike", target, len(spans), len(got), len(want))
+			}
+		}
+	}
+}
+
+// A span whose body ends before its end is a read failure; a gzip file has no spans.
+func TestSpanReadFailure(t *testing.T) {
+	content, _ := numbered(1000)
+	path := write(t, "f.ndjson", []byte(content[:len(content)/2]))
+	size := int64(len(content))
+	_, err := lines(path, Options{Size: size, Start: 100, End: size - 100})
+	if err == nil || errors.As(err, new(*CorruptError)) || !strings.Contains(err.Error(), "the file ended after") {
+		t.Errorf("short span: error %v, want a read failure saying the file ended early", err)
+	}
+	_, err = lines("noseek://"+path, Options{Size: size, Start: size - 50})
+	if err == nil || !strings.Contains(err.Error(), "the file ended after") {
+		t.Errorf("span after a short body's end: error %v, want a read failure", err)
+	}
+	var spans []Span
+	err = Spans(context.Background(), path, size, 1000, func(s Span) { spans = append(spans, s) })
+	if err == nil || len(spans) < 2 || spans[len(spans)-1].End != 0 {
+		t.Errorf("spans of a short body: %v, %v; want the error, and spans to the end, the last of which reads on (and fails there)", spans, err)
+	}
+	if _, err := lines(write(t, "f.ndjson.gz", gz(content)), Options{Start: 100}); err == nil {
+		t.Error("a span of a gzip file was read")
+	}
+}
+
+// BenchmarkSpans measures cutting a file into spans, the pass that numbers their
+// lines, in bytes per second (to compare with parsing: impressionio's benchmarks).
+func BenchmarkSpans(b *testing.B) {
+	content, _ := numbered(1 << 20)
+	path := filepath.Join(b.TempDir(), "f.ndjson")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(content)))
+	for b.Loop() {
+		if err := Spans(context.Background(), path, int64(len(content)), 1<<20, func(Span) {}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -98,8 +98,8 @@ func TestReadObjectsMatchesRead(t *testing.T) {
 	ptest.RunAndValidate(t, p)
 }
 
-// Both readers reshuffle the matched files before reading them, so that a cluster
-// spreads the files over its workers.
+// Both readers reshuffle the matched files before cutting them into spans, and the
+// spans before reading them, so that a cluster spreads both over its workers.
 func TestReadGraphReshuffles(t *testing.T) {
 	p, s := beam.NewPipelineWithRoot()
 	Read(s, "/nowhere/*.ndjson")
@@ -108,7 +108,7 @@ func TestReadGraphReshuffles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reshuffles, readers int
+	var reshuffles, readers, splitters int
 	for _, e := range edges {
 		switch {
 		case e.Op == graph.Reshuffle:
@@ -116,12 +116,17 @@ func TestReadGraphReshuffles(t *testing.T) {
 		case e.Op == graph.ParDo && (strings.Contains(e.Name(), "readFn") || strings.Contains(e.Name(), "readObjectsFn")):
 			readers++
 			if !fromReshuffle(edges, e.Input[0].From) {
-				t.Errorf("%s reads files that were not reshuffled", e.Name())
+				t.Errorf("%s reads spans that were not reshuffled", e.Name())
+			}
+		case e.Op == graph.ParDo && strings.Contains(e.Name(), "splitFn"):
+			splitters++
+			if !fromReshuffle(edges, e.Input[0].From) {
+				t.Errorf("%s cuts files that were not reshuffled", e.Name())
 			}
 		}
 	}
-	if reshuffles != 2 || readers != 2 {
-		t.Errorf("%d reshuffles, %d readers; want 2 and 2", reshuffles, readers)
+	if reshuffles != 4 || readers != 2 || splitters != 2 {
+		t.Errorf("%d reshuffles, %d readers, %d splitters; want 4, 2 and 2", reshuffles, readers, splitters)
 	}
 }
 

@@ -79,13 +79,13 @@ type parsed struct {
 	err error // nil, impression.ErrBlank or *impression.InvalidError
 }
 
-// parseFile reads the file at path (size bytes, 0 if unknown) and calls handle for
-// each line, in order, on the calling goroutine, with its number, raw bytes and parse
-// result. A read that fails is retried (readAttempts in all), going on after the lines
+// parseFile reads the span sp of a file and calls handle for each line, in order,
+// on the calling goroutine, with its number in the file, raw bytes and parse result.
+// A read that fails is retried (readAttempts in all), going on after the lines
 // already read; the error that finally stopped reading is returned, after the lines
 // before it have been handled: a *CorruptError for damaged content, which is not
 // retried. fw says what else to do, and on how many workers.
-func parseFile(ctx context.Context, path string, size int64, fw fileWork, handle func(line uint64, raw []byte, p *parsed)) error {
+func parseFile(ctx context.Context, sp span, fw fileWork, handle func(line uint64, raw []byte, p *parsed)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := fw.workers
@@ -100,7 +100,7 @@ func parseFile(ctx context.Context, path string, size int64, fw fileWork, handle
 	g.Go(func() error { // reader: splits the file into batches
 		defer close(todo)
 		defer close(inOrder)
-		b := &batch{first: 1, done: make(chan struct{})}
+		b := &batch{first: sp.First, done: make(chan struct{})}
 		send := func() error {
 			for _, ch := range []chan *batch{inOrder, todo} {
 				select {
@@ -116,7 +116,7 @@ func parseFile(ctx context.Context, path string, size int64, fw fileWork, handle
 		}
 		var read uint64 // lines read, over every attempt
 		for attempt := 1; ; attempt++ {
-			readErr = readLines(gctx, path, size, read, func(line []byte) error {
+			readErr = readLines(gctx, sp, read, func(line []byte) error {
 				read++
 				b.buf = append(b.buf, line...)
 				b.ends = append(b.ends, len(b.buf))
@@ -129,7 +129,7 @@ func parseFile(ctx context.Context, path string, size int64, fw fileWork, handle
 				break
 			}
 			wait := retryWait << (attempt - 1)
-			oplog.L().WarnContext(ctx, "reading an input file failed; reading on from where it stopped", "file", path,
+			oplog.L().WarnContext(ctx, "reading an input file failed; reading on from where it stopped", "file", sp,
 				"line", read, "attempt", attempt, "retry_in", wait, "error", readErr)
 			select {
 			case <-time.After(wait):

@@ -14,7 +14,6 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
 
 	// The schemes Read accepts: local paths, gs:// and s3://.
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"
@@ -33,8 +32,8 @@ import (
 )
 
 func init() {
-	register.DoFn4x1[context.Context, fileio.FileMetadata, func(beam.EventTime, impression.Impression), func(deadletterio.Record), error](&readFn{})
-	register.DoFn4x1[context.Context, fileio.FileMetadata, func(beam.EventTime, string, encode.Chunk), func(deadletterio.Record), error](&readObjectsFn{})
+	register.DoFn4x1[context.Context, span, func(beam.EventTime, impression.Impression), func(deadletterio.Record), error](&readFn{})
+	register.DoFn4x1[context.Context, span, func(beam.EventTime, string, encode.Chunk), func(deadletterio.Record), error](&readObjectsFn{})
 	register.Emitter2[beam.EventTime, impression.Impression]()
 	register.Emitter3[beam.EventTime, string, encode.Chunk]()
 	register.Emitter1[deadletterio.Record]()
@@ -45,6 +44,7 @@ type readOption struct {
 	from, to     time.Time
 	shared       sharing
 	progress     string
+	spanBytes    int64
 }
 
 // sharing says which of several jobs reading the same input count what, so a
@@ -81,6 +81,11 @@ func Shared(ownLines, ownRest bool) ReadOptionFn {
 // shows how far a job has come.
 func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress = key } }
 
+// SpanBytes sets how much of a large uncompressed file one element reads: files of
+// at least twice n bytes are read in spans of about n (default 64 MiB); 0 reads every
+// file whole.
+func SpanBytes(n int64) ReadOptionFn { return func(o *readOption) { o.spanBytes = n } }
+
 // Read reads the impression files matching glob (local, s3:// or gs://; names ending
 // in .gz are gunzipped). Valid impressions come out timestamped with their event time;
 // invalid lines, and files that cannot be read, come out as dead-letter records. A bad
@@ -89,13 +94,8 @@ func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress
 // Out: PCollection<impression.Impression>, PCollection<deadletterio.Record>.
 func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.PCollection) {
 	s = s.Scope("impressionio.Read")
-	return beam.ParDo2(s, &readFn{fileReader: newFileReader(opts)}, matchFiles(s, glob))
-}
-
-// matchFiles lists the files of glob, reshuffled: on a cluster the files are then
-// read by as many workers as there are files, not by the one that listed them.
-func matchFiles(s beam.Scope, glob string) beam.PCollection {
-	return beam.Reshuffle(s, fileio.MatchFiles(s, glob))
+	o := readOptions(opts)
+	return beam.ParDo2(s, &readFn{fileReader: o.fileReader()}, spans(s, glob, o.spanBytes))
 }
 
 // ObjectTarget is an object store integration, for ReadObjects.
@@ -116,15 +116,20 @@ type ObjectTarget struct {
 // Out: PCollection<KV<string, encode.Chunk>>, PCollection<deadletterio.Record>.
 func ReadObjects(s beam.Scope, glob string, targets []ObjectTarget, opts ...ReadOptionFn) (chunks, invalid beam.PCollection) {
 	s = s.Scope("impressionio.ReadObjects")
-	fn := &readObjectsFn{fileReader: newFileReader(opts), Targets: targets}
-	return beam.ParDo2(s, fn, matchFiles(s, glob))
+	o := readOptions(opts)
+	fn := &readObjectsFn{fileReader: o.fileReader(), Targets: targets}
+	return beam.ParDo2(s, fn, spans(s, glob, o.spanBytes))
 }
 
-func newFileReader(opts []ReadOptionFn) fileReader {
-	var o readOption
+func readOptions(opts []ReadOptionFn) readOption {
+	o := readOption{spanBytes: spanBytes}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	return o
+}
+
+func (o readOption) fileReader() fileReader {
 	return fileReader{Progress: o.progress, Sharing: o.shared, Since: ms(o.since), Until: ms(o.until), From: ms(o.from), To: ms(o.to)}
 }
 
@@ -164,13 +169,13 @@ func (fn *fileReader) mine(p *parsed) bool {
 	return p.err == nil && !outside(p.imp.Time, fn.Since, fn.Until) && !outside(p.imp.Time, fn.From, fn.To)
 }
 
-// read reads the file f, counts its lines, and dead-letters its invalid lines and,
-// if it is damaged, the file. Each impression of this job (mine) is given its origin
+// read reads the span sp of a file, counts its lines, and dead-letters its invalid
+// lines and, if it is damaged, the file. Each impression of this job (mine) is given its origin
 // and reception time in the parsing worker; then fw.work, when set, runs there after
 // each batch, and valid, when set, is called on the bundle's goroutine, in file
 // order, with each impression of this job.
-func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
-	origin := fileOrigin(f.Path)
+func (fn *fileReader) read(ctx context.Context, sp span, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
+	origin := fileOrigin(sp.Path)
 	received := time.Now().UnixMilli()
 	work := fw.work
 	fw.work = func(w int, b *batch) {
@@ -193,9 +198,9 @@ func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func
 		}
 	}
 	// Counted per file, not per line: a Beam counter costs a lookup and a lock per call.
-	var lines, invalid, filtered, valids, last uint64
-	err := parseFile(ctx, f.Path, f.Size, fw, func(line uint64, raw []byte, p *parsed) {
-		if line%4096 == 0 {
+	var lines, invalid, filtered, valids, last, seen uint64
+	err := parseFile(ctx, sp, fw, func(line uint64, raw []byte, p *parsed) {
+		if seen++; seen%4096 == 0 {
 			progress.Add(fn.Progress, 4096)
 		}
 		last = line
@@ -212,7 +217,7 @@ func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func
 					raw = raw[:maxKeptLine]
 					reason += fmt.Sprintf("; raw holds the line's first %d bytes", maxKeptLine)
 				}
-				dead(deadletterio.Invalid(raw, reason, fmt.Sprintf("%s:%d", f.Path, line), origin|line&0xFFFFFFFF))
+				dead(deadletterio.Invalid(raw, reason, fmt.Sprintf("%s:%d", sp.Path, line), origin|line&0xFFFFFFFF))
 			}
 			return
 		case outside(p.imp.Time, fn.Since, fn.Until):
@@ -236,7 +241,7 @@ func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func
 	fn.invalid.Inc(ctx, int64(invalid))
 	fn.filtered.Inc(ctx, int64(filtered))
 	fn.valid.Inc(ctx, int64(valids))
-	progress.Add(fn.Progress, int64(last%4096))
+	progress.Add(fn.Progress, int64(seen%4096))
 	var corrupt *CorruptError
 	switch {
 	case err == nil:
@@ -246,16 +251,16 @@ func (fn *fileReader) read(ctx context.Context, f fileio.FileMetadata, dead func
 	case !errors.As(err, &corrupt):
 		// The input could not be read (a reset connection, expired credentials): fail
 		// the bundle, and with it the job, rather than report a file done that was not.
-		return fmt.Errorf("impressionio: read %s: %w", f.Path, err)
+		return fmt.Errorf("impressionio: read %s: %w", sp, err)
 	case fn.Sharing.NotTheRest:
 		return nil // the job that owns the rest dead-letters the file
 	}
 	// A corrupt file (not gzip, truncated): the lines before the damage stand, the
 	// rest cannot be read by anybody. Dead-lettered as a file error: the run exits 3.
 	fn.fileErrors.Inc(ctx, 1)
-	reason := fmt.Sprintf("reading %s stopped after line %d: %v", f.Path, last, err)
-	oplog.L().ErrorContext(ctx, "input file is damaged; the rest of it is dead-lettered", "file", f.Path, "line", last, "error", err)
-	dead(deadletterio.FileError(f.Path, reason, origin))
+	reason := fmt.Sprintf("reading %s stopped after line %d: %v", sp.Path, last, err)
+	oplog.L().ErrorContext(ctx, "input file is damaged; the rest of it is dead-lettered", "file", sp.Path, "line", last, "error", err)
+	dead(deadletterio.FileError(sp.Path, reason, origin))
 	return nil
 }
 
@@ -271,8 +276,8 @@ type readFn struct {
 	fileReader
 }
 
-func (fn *readFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {
-	return fn.read(ctx, f, dead, fileWork{}, func(imp *impression.Impression) {
+func (fn *readFn) ProcessElement(ctx context.Context, sp span, emit func(beam.EventTime, impression.Impression), dead func(deadletterio.Record)) error {
+	return fn.read(ctx, sp, dead, fileWork{}, func(imp *impression.Impression) {
 		emit(mtime.FromMilliseconds(imp.Time), *imp)
 	})
 }
@@ -304,7 +309,7 @@ func (fn *readObjectsFn) Setup() {
 	fn.table = route.NewTable(targets)
 }
 
-func (fn *readObjectsFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(beam.EventTime, string, encode.Chunk), dead func(deadletterio.Record)) error {
+func (fn *readObjectsFn) ProcessElement(ctx context.Context, sp span, emit func(beam.EventTime, string, encode.Chunk), dead func(deadletterio.Record)) error {
 	// The bundle's goroutine only counts lines and emits chunks: every core parses.
 	workers := make([]*objectWorker, runtime.GOMAXPROCS(0))
 	for i := range workers {
@@ -335,7 +340,7 @@ func (fn *readObjectsFn) ProcessElement(ctx context.Context, f fileio.FileMetada
 	}
 	// Each worker compresses what it still holds once the file is parsed.
 	finish := func(w int) { workers[w].rest = workers[w].chunker.Drain() }
-	err := fn.read(ctx, f, dead, fileWork{work: work, finish: finish, workers: len(workers)}, nil)
+	err := fn.read(ctx, sp, dead, fileWork{work: work, finish: finish, workers: len(workers)}, nil)
 	for _, w := range workers {
 		send(w.rest)
 		for t, n := range w.routed {
@@ -442,10 +447,12 @@ const maxKeptLine = 16 << 20
 // here too for callers outside this module.
 type CorruptError = linefile.CorruptError
 
-// readLines calls fn for each line of the input file at path after the first skip
+// readLines calls fn for each line of the span sp after its first skip
 // (linefile.Lines); lines longer than maxKeptLine are passed cut to maxKeptLine+1
-// bytes. size is the file's size when known (else 0). A failure to read is returned
-// as it is, for parseFile to retry if it may pass; damaged content is a *CorruptError.
-func readLines(ctx context.Context, path string, size int64, skip uint64, fn func([]byte) error) error {
-	return linefile.Lines(ctx, path, linefile.Options{Size: size, Skip: skip, MaxLine: maxKeptLine}, fn)
+// bytes. A failure to read is returned as it is, for parseFile to retry if it may
+// pass; damaged content is a *CorruptError.
+func readLines(ctx context.Context, sp span, skip uint64, fn func([]byte) error) error {
+	o := sp.options()
+	o.Skip, o.MaxLine = skip, maxKeptLine
+	return linefile.Lines(ctx, sp.Path, o, fn)
 }

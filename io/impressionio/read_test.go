@@ -68,7 +68,8 @@ func TestReadLines(t *testing.T) {
 	path := filepath.Join(dir, "f.ndjson")
 	os.WriteFile(path, []byte(content), 0o644)
 	var got []string
-	err := readLines(context.Background(), path, int64(len(content)), 0, func(b []byte) error {
+	sp := span{Path: path, Size: int64(len(content)), First: 1}
+	err := readLines(context.Background(), sp, 0, func(b []byte) error {
 		got = append(got, string(b))
 		return nil
 	})
@@ -90,7 +91,7 @@ func TestReadLines(t *testing.T) {
 
 	// Reading on after a failure skips the lines already read.
 	got = nil
-	readLines(context.Background(), path, int64(len(content)), 4, func(b []byte) error {
+	readLines(context.Background(), sp, 4, func(b []byte) error {
 		got = append(got, string(b[:min(len(b), 1)]))
 		return nil
 	})
@@ -176,10 +177,14 @@ func TestReadRetriesThenFails(t *testing.T) {
 	flaky.files.Store("flaky://never.ndjson", &flakyFile{data: []byte(body.String()), failures: 1000})
 	// A body shorter than the file, ending mid-line: the cut line is not taken for a line.
 	flaky.files.Store("flaky://short-once.ndjson", &flakyFile{data: []byte(body.String()), failures: 1, short: true})
+	// Read in spans: cutting the file stops where its read fails (the rest is one
+	// span), and spans whose reads fail, or end early, are read again.
+	flaky.files.Store("flaky://spans-reset.ndjson", &flakyFile{data: []byte(body.String()), failures: 3})
+	flaky.files.Store("flaky://spans-short.ndjson", &flakyFile{data: []byte(body.String()), failures: 3, short: true})
 
-	for _, path := range []string{"flaky://ok-after-2.ndjson.gz", "flaky://short-once.ndjson"} {
+	for _, path := range []string{"flaky://ok-after-2.ndjson.gz", "flaky://short-once.ndjson", "flaky://spans-reset.ndjson", "flaky://spans-short.ndjson"} {
 		p, s := beam.NewPipelineWithRoot()
-		imps, invalid := Read(s, path)
+		imps, invalid := Read(s, path, SpanBytes(16<<10))
 		passert.EqualsList(s, beam.ParDo(s, impKey, imps), want)
 		passert.Empty(s, invalid)
 		if err := ptest.Run(p); err != nil {

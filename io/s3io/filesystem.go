@@ -113,6 +113,16 @@ func (f *fs) List(ctx context.Context, glob string) ([]string, error) {
 }
 
 func (f *fs) OpenRead(ctx context.Context, uri string) (io.ReadCloser, error) {
+	return f.get(ctx, uri, nil)
+}
+
+// OpenReadAt opens the object at uri from byte offset on, with a ranged GET: a span
+// of a large input file (linefile.Span) is read without the bytes before it.
+func (f *fs) OpenReadAt(ctx context.Context, uri string, offset int64) (io.ReadCloser, error) {
+	return f.get(ctx, uri, aws.String(fmt.Sprintf("bytes=%d-", offset)))
+}
+
+func (f *fs) get(ctx context.Context, uri string, byteRange *string) (io.ReadCloser, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -120,7 +130,7 @@ func (f *fs) OpenRead(ctx context.Context, uri string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := f.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	out, err := f.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Range: byteRange})
 	if err != nil {
 		return nil, fmt.Errorf("s3io: get %s: %w", uri, err)
 	}
