@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -96,11 +97,24 @@ func parseFile(ctx context.Context, sp span, fw fileWork, handle func(line uint6
 	inOrder := make(chan *batch, 2*workers)
 	g, gctx := errgroup.WithContext(ctx)
 
+	// Batches once handled are used again, their buffers with them: allocating each
+	// afresh was a quarter of a backfill's allocations, and growing each from empty 5%
+	// of its CPU.
+	free := make(chan *batch, 3*workers+1)
+	newBatch := func(first uint64) *batch {
+		select {
+		case b := <-free:
+			b.first, b.buf, b.ends, b.then, b.done = first, b.buf[:0], b.ends[:0], nil, make(chan struct{})
+			return b
+		default:
+			return &batch{first: first, done: make(chan struct{}), ends: make([]int, 0, batchLines)}
+		}
+	}
 	var readErr error
 	g.Go(func() error { // reader: splits the file into batches
 		defer close(todo)
 		defer close(inOrder)
-		b := &batch{first: sp.First, done: make(chan struct{})}
+		b := newBatch(sp.First)
 		send := func() error {
 			for _, ch := range []chan *batch{inOrder, todo} {
 				select {
@@ -109,9 +123,7 @@ func parseFile(ctx context.Context, sp span, fw fileWork, handle func(line uint6
 					return gctx.Err()
 				}
 			}
-			// Sized like the last: growing each batch from empty was 5% of a backfill's CPU.
-			b = &batch{first: b.first + uint64(len(b.ends)), done: make(chan struct{}),
-				buf: make([]byte, 0, len(b.buf)+len(b.buf)/8), ends: make([]int, 0, batchLines)}
+			b = newBatch(b.first + uint64(len(b.ends)))
 			return nil
 		}
 		var read uint64 // lines read, over every attempt
@@ -147,10 +159,10 @@ func parseFile(ctx context.Context, sp span, fw fileWork, handle func(line uint6
 	for w := range workers {
 		g.Go(func() error {
 			for b := range todo {
-				b.parsed = make([]parsed, len(b.ends))
+				b.parsed = slices.Grow(b.parsed[:0], len(b.ends))[:len(b.ends)]
 				for i := range b.parsed {
 					if fw.skip != nil && fw.skip(b.line(i)) {
-						b.parsed[i].err = impression.ErrBlank
+						b.parsed[i] = parsed{err: impression.ErrBlank}
 						continue
 					}
 					b.parsed[i].imp, b.parsed[i].err = impression.Parse(b.line(i))
@@ -179,6 +191,10 @@ func parseFile(ctx context.Context, sp span, fw fileWork, handle func(line uint6
 		}
 		if b.then != nil {
 			b.then()
+		}
+		select { // handle copied what it keeps
+		case free <- b:
+		default:
 		}
 	}
 	g.Wait()
