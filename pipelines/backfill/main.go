@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -69,6 +70,12 @@ func run() int {
 	beam.Init()
 	if code, served := job.ServeWorkers("backfill"); served {
 		return code
+	}
+	if os.Getenv("GOGC") == "" {
+		// The embedded runner holds a job's shuffle in memory several times over:
+		// collecting at 75% growth rather than 100% took a million impressions from
+		// about 590 to 530 MiB of peak RSS for about 4% more CPU (bench -mode s3).
+		debug.SetGCPercent(75)
 	}
 	log := job.Logger()
 
