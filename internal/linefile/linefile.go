@@ -207,7 +207,18 @@ func Lines(ctx context.Context, path string, o Options, fn func([]byte) error) e
 		return err
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 256<<10)
+	var fnErr error
+	err = Scan(f, o, func(line []byte) error { fnErr = fn(line); return fnErr })
+	if err != nil && err != fnErr && f.raw.err == nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// Scan calls fn for each line read from r, as Lines does for a file, with o's Skip
+// and MaxLine, until fn returns an error; a read error is returned as it is.
+func Scan(r io.Reader, o Options, fn func([]byte) error) error {
+	br := bufio.NewReaderSize(r, 256<<10)
 	var long []byte // a line longer than the buffer, being gathered
 	gather := func(chunk []byte) {
 		switch {
@@ -224,9 +235,6 @@ func Lines(ctx context.Context, path string, o Options, fn func([]byte) error) e
 			gather(chunk)
 			continue
 		case err != nil && err != io.EOF: // not errors.Is: a CorruptError may wrap io.EOF
-			if f.raw.err == nil && ctx.Err() != nil {
-				return ctx.Err()
-			}
 			return err
 		}
 		line := chunk

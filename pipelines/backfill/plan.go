@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"fmt"
@@ -343,19 +342,19 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 	counts := map[string]map[int64]float64{}
 	hours := map[int64]bool{}
 	var lines, valid, validBytes float64
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, impression.MaxLineBytes+1)
-	for sc.Scan() {
+	// A line over the parser's limit is passed cut, and refused by it, as the job
+	// reading the file will: an invalid line, not the end of the sample.
+	err = linefile.Scan(r, linefile.Options{MaxLine: impression.MaxLineBytes}, func(line []byte) error {
 		lines++
-		imp, err := impression.Parse(sc.Bytes())
+		imp, err := impression.Parse(line)
 		if err != nil {
-			continue
+			return nil
 		}
 		valid++
-		validBytes += float64(len(sc.Bytes()))
+		validBytes += float64(len(line))
 		t := time.UnixMilli(imp.Time)
 		if (!o.From.IsZero() && t.Before(o.From)) || (!o.Until.IsZero() && !t.Before(o.Until)) {
-			continue
+			return nil
 		}
 		hours[t.Unix()/3600] = true
 		for i := range targets {
@@ -366,8 +365,9 @@ func (e *estimate) sample(ctx context.Context, path string, size int64, targets 
 				counts[targets[i].ID][t.Unix()/3600]++
 			}
 		}
-	}
-	if sc.Err() != nil {
+		return nil
+	})
+	if err != nil {
 		return nil // not gzip, damaged or unreadable: the job reading the file says why
 	}
 	scale := 1.0

@@ -1,13 +1,20 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/configkit"
+	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/transforms/encode"
+	"github.com/outflow/outflow/transforms/route"
 )
 
 func TestTimeSlices(t *testing.T) {
@@ -151,5 +158,30 @@ func TestSizeShards(t *testing.T) {
 		if got := cfg.Integrations[i].Shards; got != want {
 			t.Errorf("%s: %d shards, want %d", cfg.Integrations[i].ID, got, want)
 		}
+	}
+}
+
+// A line over the parser's limit in a sample is one invalid line: the lines after it
+// are counted, and the whole file scaled from them.
+func TestSampleLongLine(t *testing.T) {
+	var b strings.Builder
+	for i := range 100 {
+		if i == 10 {
+			b.WriteString(strings.Repeat("x", impression.MaxLineBytes+10) + "\n")
+		}
+		fmt.Fprintf(&b, `{"tenant":"acme","environmentName":"production","key":"u%d","split":"s","treatment":"on","time":%d}`+"\n",
+			i, time.Date(2026, 1, 1, 5, 0, 0, 0, time.UTC).UnixMilli())
+	}
+	path := filepath.Join(t.TempDir(), "in.ndjson")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	est := newEstimate()
+	targets := []route.Target{{ID: "acme-s3", Tenant: "acme"}}
+	if err := est.sample(context.Background(), path, int64(b.Len()), targets, planOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := est.count("acme-s3", time.Time{}, time.Time{}); est.lines != 101 || got != 100 {
+		t.Errorf("sampled %v lines, %d impressions for acme-s3; want 101 and 100", est.lines, got)
 	}
 }
