@@ -170,10 +170,10 @@ func (fn *fileReader) mine(p *parsed) bool {
 }
 
 // read reads the span sp of a file, counts its lines, and dead-letters its invalid
-// lines and, if it is damaged, the file. Each impression of this job (mine) is given its origin
-// and reception time in the parsing worker; then fw.work, when set, runs there after
-// each batch, and valid, when set, is called on the bundle's goroutine, in file
-// order, with each impression of this job.
+// lines and, if it is damaged, the file. Each impression of this job (mine) is given
+// its origin and reception time in the parsing worker; then fw.work, when set, runs
+// there after each batch, and valid, when set, is called on the bundle's goroutine,
+// in file order, with each impression of this job.
 func (fn *fileReader) read(ctx context.Context, sp span, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
 	origin := fileOrigin(sp.Path)
 	received := time.Now().UnixMilli()
