@@ -293,17 +293,22 @@ type Span struct {
 	First      uint64
 }
 
-// Spans cuts the uncompressed file at path, of size bytes, into spans of about
-// target bytes, each but the last ending just after a line end, and calls fn with
-// each, in order. It reads the file once, counting line ends to number each span's
-// first line: several times faster than parsing it, and what lets the spans be read
-// apart with every line numbered as reading the whole file would.
+// Spans cuts the file at path, of size bytes, into spans of about target bytes,
+// each but the last ending just after a line end, and calls fn with each, in order.
+// It reads the file once, counting line ends to number each span's first line:
+// several times faster than parsing it, and what lets the spans be read apart with
+// every line numbered as reading the whole file would. A file smaller than twice
+// target (or of unknown size, or target 0) is one span, passed without reading it, as
+// is a gzip file, which cannot be entered mid-stream.
 //
 // The spans passed cover the file whatever happens: when reading fails, the span
 // being scanned is passed as going to the file's end, and the error is returned.
 func Spans(ctx context.Context, path string, size, target int64, fn func(Span)) error {
 	sp := Span{First: 1}
 	defer func() { fn(sp) }() // the last, to the file's end
+	if target <= 0 || size < 2*target || strings.HasSuffix(path, ".gz") {
+		return nil
+	}
 	f, err := Open(ctx, path, size)
 	if err != nil {
 		return err

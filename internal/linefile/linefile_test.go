@@ -282,7 +282,7 @@ func TestSpans(t *testing.T) {
 	}
 }
 
-// A span whose body ends before its end is a read failure; a gzip file has no spans.
+// A span whose body ends before its end is a read failure; a gzip file is one span.
 func TestSpanReadFailure(t *testing.T) {
 	content, _ := numbered(1000)
 	path := write(t, "f.ndjson", []byte(content[:len(content)/2]))
@@ -300,8 +300,14 @@ func TestSpanReadFailure(t *testing.T) {
 	if err == nil || len(spans) < 2 || spans[len(spans)-1].End != 0 {
 		t.Errorf("spans of a short body: %v, %v; want the error, and spans to the end, the last of which reads on (and fails there)", spans, err)
 	}
-	if _, err := lines(write(t, "f.ndjson.gz", gz(content)), Options{Start: 100}); err == nil {
+	gzPath := write(t, "f.ndjson.gz", gz(content))
+	if _, err := lines(gzPath, Options{Start: 100}); err == nil {
 		t.Error("a span of a gzip file was read")
+	}
+	spans = nil
+	err = Spans(context.Background(), gzPath, 100*size, 10, func(s Span) { spans = append(spans, s) })
+	if err != nil || !slices.Equal(spans, []Span{{First: 1}}) {
+		t.Errorf("spans of a gzip file: %v, %v; want the whole file as one", spans, err)
 	}
 }
 

@@ -3,7 +3,6 @@ package impressionio
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/fileio"
@@ -53,19 +52,14 @@ func spans(s beam.Scope, glob string, target int64) beam.PCollection {
 	return beam.Reshuffle(s, beam.ParDo(s, &splitFn{Bytes: target}, files))
 }
 
-// splitFn cuts an uncompressed file of at least twice Bytes into spans of about Bytes
-// (linefile.Spans): one pass that counts line ends, a small part of what parsing the
-// file costs. Other files are one span each.
+// splitFn cuts each file into spans of about Bytes (linefile.Spans): a large
+// uncompressed one in one pass that counts line ends, a small part of what parsing
+// the file costs; any other is one span.
 type splitFn struct {
 	Bytes int64 `json:"bytes"`
 }
 
 func (fn *splitFn) ProcessElement(ctx context.Context, f fileio.FileMetadata, emit func(span)) {
-	whole := span{Path: f.Path, Size: f.Size, First: 1}
-	if fn.Bytes <= 0 || f.Size < 2*fn.Bytes || strings.HasSuffix(f.Path, ".gz") {
-		emit(whole)
-		return
-	}
 	err := linefile.Spans(ctx, f.Path, f.Size, fn.Bytes, func(s linefile.Span) {
 		emit(span{Path: f.Path, Size: f.Size, Start: s.Start, End: s.End, First: s.First})
 	})
