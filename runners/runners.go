@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -50,8 +52,35 @@ func ServeWorkerPool(ctx context.Context) (served bool, err error) {
 // returns its result, whose metrics are the committed values.
 func Run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
 	defaultLoopback()
+	defaultWorkerBinary()
 	noPrismSplits()
 	return beamx.RunWithMetrics(ctx, p)
+}
+
+// defaultWorkerBinary stages this very binary as the SDK workers' program when a job
+// goes to a job server whose workers do not run in this process. Left to itself,
+// Beam's universal runner `go build`s the program again from its source at every
+// submission (with -trimpath and cgo off, so nothing of this binary's build is
+// reused): minutes with a cold build cache, per job, and a worker built from whatever
+// the source is by then rather than from what the launcher runs. Workers are
+// linux/amd64, so only a launcher of that platform can lend itself.
+func defaultWorkerBinary() {
+	runner, env, bin := flag.Lookup("runner"), flag.Lookup("environment_type"), flag.Lookup("worker_binary")
+	if runner == nil || env == nil || bin == nil || bin.Value.String() != "" ||
+		runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		return
+	}
+	switch strings.ToLower(runner.Value.String()) {
+	case "universal", "flink", "portable":
+	default:
+		return
+	}
+	if strings.EqualFold(env.Value.String(), "LOOPBACK") {
+		return // the workers are this process; Beam stages no program
+	}
+	if self, err := os.Executable(); err == nil {
+		bin.Value.Set(self)
+	}
 }
 
 // noPrismSplits turns off prism's dynamic splitting unless on Dataflow. Prism splits a
@@ -104,6 +133,7 @@ const FlagsHelp = `runner flags (Beam's):
   --endpoint HOST:PORT    job server for --runner=universal (Flink's, or prism's own)
   --environment_type T    LOOPBACK runs workers in this process (local job servers); DOCKER;
                           EXTERNAL with --environment_config HOST:PORT: a worker pool
+  --worker_binary PATH    the program remote workers run (default: this binary, linux/amd64)
   --worker-pool PORT      host SDK workers for EXTERNAL jobs on PORT and run no job
   --project, --region, --staging_location, --temp_location …   Dataflow`
 
