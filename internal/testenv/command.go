@@ -3,12 +3,14 @@ package testenv
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +83,19 @@ func Run(t testing.TB, bin string, args ...string) Result {
 		t.Errorf("%s panicked:\n%s", path.Base(bin), r.Stderr)
 	}
 	return r
+}
+
+// Parallel sets how many parallel tests (t.Parallel) of the package run at once, as
+// -test.parallel does, unless the command line gives it. Go's default is one per CPU;
+// tests that mostly wait on real time (windows, timers, rate limits) can run more.
+// Call it from TestMain, before Main.
+func Parallel(n int) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		flag.Set("test.parallel", strconv.Itoa(n))
+	}
 }
 
 // Main runs the tests of a package that uses Build, and removes the binaries after.

@@ -32,9 +32,14 @@ type S3 struct {
 // the test starts, in process or as a subprocess, reach it too.
 func NewS3(t testing.TB) *S3 {
 	t.Helper()
-	setenvDefault(t, "AWS_ACCESS_KEY_ID", "outflow-test")
-	setenvDefault(t, "AWS_SECRET_ACCESS_KEY", "outflow-test-secret")
-	setenvDefault(t, "AWS_EC2_METADATA_DISABLED", "true")
+	// Set for the whole test process, not with t.Setenv, which parallel tests may not
+	// use. A serial test may still t.Setenv its own: they are unset after it.
+	for _, kv := range [][2]string{{"AWS_ACCESS_KEY_ID", "outflow-test"},
+		{"AWS_SECRET_ACCESS_KEY", "outflow-test-secret"}, {"AWS_EC2_METADATA_DISABLED", "true"}} {
+		if os.Getenv(kv[0]) == "" {
+			os.Setenv(kv[0], kv[1])
+		}
+	}
 	endpoint := os.Getenv(S3EndpointEnv)
 	if endpoint == "" {
 		srv, err := s3server.Start("")
@@ -49,12 +54,6 @@ func NewS3(t testing.TB) *S3 {
 		t.Fatal(err)
 	}
 	return &S3{Endpoint: endpoint, Client: client}
-}
-
-func setenvDefault(t testing.TB, key, value string) {
-	if os.Getenv(key) == "" {
-		t.Setenv(key, value)
-	}
 }
 
 // Bucket creates a bucket with a fresh name, so tests sharing a server never meet.

@@ -2,14 +2,17 @@ package testenv
 
 import (
 	"context"
-	"net"
+	"errors"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	fnpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/fnexecution_v1"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Workers is a prism job server in the test's process and SDK workers in a process
@@ -42,18 +45,46 @@ func ExternalWorkers(t testing.TB, bin string) *Workers {
 		w.Kill()
 		t.Logf("worker pool %d:\n%s", poolPort, w.out.String())
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", "localhost:"+strconv.Itoa(poolPort)); err == nil {
-			c.Close()
+	// Ready when the pool answers a request to start a worker: one with no endpoints,
+	// which it refuses with a reason. Listening alone is not enough.
+	const patience = 90 * time.Second // a loaded machine is slow to start a large binary
+	var last error
+	for deadline := time.Now().Add(patience); ; time.Sleep(100 * time.Millisecond) {
+		if last = probePool(poolPort); last == nil {
 			break
 		}
+		select {
+		case <-w.ended:
+			t.Fatalf("the worker pool on port %d exited before it accepted work (%v):\n%s", poolPort, w.pool.ProcessState, w.out.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the worker pool does not listen on port %d:\n%s", poolPort, w.out.String())
+			t.Fatalf("the worker pool on port %d did not accept work within %v: %v", poolPort, patience, last) // its output: see Cleanup
 		}
 	}
 	w.Flags = []string{"--runner", "universal", "--endpoint", "localhost:" + strconv.Itoa(jobPort),
 		"--environment_type", "EXTERNAL", "--environment_config", "localhost:" + strconv.Itoa(poolPort)}
 	return w
+}
+
+// probePool asks the worker pool on port to start a worker without endpoints: a
+// pool that serves answers with the reason it cannot.
+func probePool(port int) error {
+	conn, err := grpc.NewClient("localhost:"+strconv.Itoa(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := fnpb.NewBeamFnExternalWorkerPoolClient(conn).StartWorker(ctx, &fnpb.StartWorkerRequest{WorkerId: "testenv-probe"})
+	if err != nil {
+		return err
+	}
+	if resp.GetError() == "" {
+		return errors.New("the pool started a worker without endpoints")
+	}
+	return nil
 }
 
 // Kill kills the worker pool's process (SIGKILL) and waits for it to end.
