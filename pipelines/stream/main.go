@@ -1,7 +1,7 @@
 // Command stream delivers impressions from a Kafka topic as they arrive (CONTRACT §3):
 //
 //	stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-//	       [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [--metrics-addr HOST:PORT]
+//	       [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D] [--metrics-addr HOST:PORT]
 //
 // plus Beam's runner flags. It runs until stopped.
 //
@@ -59,12 +59,14 @@ var (
 	group       = flag.String("group", "outflow", "consumer group whose committed offsets say where to start")
 	start       = flag.String("start", "earliest", "where a partition with no committed offset starts: earliest or latest")
 	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
+	startWait   = flag.Duration("start-timeout", 30*time.Second, "how long to keep trying to reach the brokers and buckets at startup before failing")
 	shutdown    = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
 	metricsAddr = job.MetricsAddr()
 )
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-              [--group NAME] [--start earliest|latest] [--shutdown-timeout D] [--metrics-addr HOST:PORT] [runner flags]`
+              [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D]
+              [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
 
@@ -98,6 +100,8 @@ func run() int {
 		problems = append(problems, "--group must not be empty")
 	case src.Start != "earliest" && src.Start != "latest":
 		problems = append(problems, fmt.Sprintf("--start: %q is neither earliest nor latest", src.Start))
+	case *startWait <= 0:
+		problems = append(problems, fmt.Sprintf("--start-timeout must be positive, not %v", *startWait))
 	case *shutdown <= 0:
 		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
 	}
@@ -125,7 +129,7 @@ func run() int {
 	// Every partition the group has no offset for is committed where this run starts
 	// it, so a restart resumes there even if nothing was read from it; and the
 	// pipeline reads a partition still without one as one added since (earliest).
-	starting, cancelStart := context.WithTimeout(context.Background(), startTimeout)
+	starting, cancelStart := context.WithTimeout(context.Background(), *startWait)
 	started, err := commitStarts(starting, committer, src.Start, srv)
 	if err == nil {
 		srv.NotReady("reaching the object stores")
@@ -183,8 +187,6 @@ func run() int {
 const (
 	// reportEvery is how often --report is rewritten while the job runs.
 	reportEvery = 10 * time.Second
-	// startTimeout bounds reaching the brokers at startup.
-	startTimeout = 30 * time.Second
 )
 
 // commitStarts commits the starting offsets, trying again every second until ctx
@@ -198,7 +200,7 @@ func commitStarts(ctx context.Context, c *kafkaio.Committer, start string, srv *
 		srv.NotReady("reaching the Kafka brokers: " + err.Error())
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("starting offsets: %w", err)
+			return nil, fmt.Errorf("starting offsets: %w (gave up after --start-timeout %v)", err, *startWait)
 		case <-time.After(time.Second):
 		}
 	}
