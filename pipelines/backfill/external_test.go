@@ -18,6 +18,7 @@ import (
 // reaches S3 and a webhook exactly once, the report's counts come from the runner,
 // and invalid lines are dead-lettered.
 func TestBackfillWithWorkersOutOfProcess(t *testing.T) {
+	t.Parallel()
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
 	deadLetter := t.TempDir()

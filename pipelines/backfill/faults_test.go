@@ -20,6 +20,7 @@ import (
 // Faults at an HTTP destination: each time, nothing is lost, each impression is held
 // once by id, and the report's counts match what the destination holds.
 func TestHTTPFaults(t *testing.T) {
+	t.Parallel()
 	in := readInput(t, sampleGlob)
 	for _, c := range []struct {
 		name     string
@@ -41,6 +42,7 @@ func TestHTTPFaults(t *testing.T) {
 			delivery: "max_batch_events: 20"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			o := c.opts
 			o.Kind, o.Secret, o.Tenant, o.RetryAfterGrace = destsim.Webhook, hookSecret, "acme", 100*time.Millisecond
 			sim := testenv.Destination(t, o)
@@ -95,6 +97,7 @@ integrations:
 // The S3 server goes away in the middle of the uploads and comes back: the uploads are
 // retried and every impression ends in exactly one object.
 func TestS3RestartMidUpload(t *testing.T) {
+	t.Parallel()
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
 	target, _ := url.Parse(s3.Endpoint)

@@ -17,6 +17,7 @@ import (
 // rate, and a Retry-After one of them meets pauses all, so no request arrives inside
 // an announced Retry-After (the grace forgives one request per announcement).
 func TestJobsShareADestinationsLimit(t *testing.T) {
+	t.Parallel()
 	hooks := map[string]*destsim.Server{}
 	var lines []string
 	for _, tenant := range []string{"acme", "globex"} {

@@ -35,7 +35,13 @@ import (
 	"github.com/outflow/outflow/transforms/route"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// Tests that only wait (on rate limits, retries, a slow destination) and assert no
+// timing run in parallel, more of them than cores; those that compare when things
+// happened run alone, first.
+func TestMain(m *testing.M) {
+	testenv.Parallel(6)
+	testenv.Main(m)
+}
 
 type result struct {
 	code           int

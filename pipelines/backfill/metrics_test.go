@@ -13,6 +13,7 @@ import (
 // finished job's integrations at their final values, equal to the report's at the
 // end, and the jobs by status.
 func TestBackfillMetrics(t *testing.T) {
+	t.Parallel()
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
 	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "globex",

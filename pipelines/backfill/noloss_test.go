@@ -26,6 +26,7 @@ import (
 // first run would have; it never reports zeros for work it skipped. Once complete,
 // running it again does it all again.
 func TestResumeCarriesEarlierRun(t *testing.T) {
+	t.Parallel()
 	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "acme", Status: 400})
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
@@ -107,6 +108,7 @@ integrations:
 // failing fails the run, naming the file and the cause (exit 1), in every job that
 // reads it.
 func TestInputReadErrors(t *testing.T) {
+	t.Parallel()
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
 	uploadSample(t, s3, bucket)
@@ -138,6 +140,7 @@ func TestInputReadErrors(t *testing.T) {
 		}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			endpoint := testenv.FaultyS3(t, s3.Endpoint, c.fault)
 			prefix := strings.ReplaceAll(c.name, " ", "-")
 			cfgPath := writeConfig(t, fmt.Sprintf(`

@@ -84,6 +84,7 @@ func TestPlanLargestFirstSlowJobHoldsNobody(t *testing.T) {
 // Killed mid-run and run again, the backfill skips the jobs it finished and redoes
 // the rest: every impression ends in exactly one object.
 func TestKilledBackfillResumes(t *testing.T) {
+	t.Parallel()
 	cfgPath, s3, _, slow := slowFastConfig(t)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {

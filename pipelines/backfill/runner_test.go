@@ -32,13 +32,13 @@ func TestUniversalRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Process.Kill(); server.Wait() })
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("prism job server did not start")
+			t.Fatalf("the prism job server did not listen on port %d within 90 s:\n%s", port, serverLog.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -25,6 +25,7 @@ func metricsOf(t *testing.T, addr string) map[string]map[string]float64 {
 // move, and a throttled destination's oldest pending impression ages while a
 // healthy one's stays young.
 func TestStreamMetrics(t *testing.T) {
+	t.Parallel()
 	tp := newTopic(t)
 	healthy, healthyCfg := webhook(t, "globex", destsim.Options{}, "")
 	_, slowCfg := webhook(t, "acme", destsim.Options{RateLimit: 0.2, Burst: 1}, ", delivery: {max_batch_events: 5}")
@@ -78,23 +79,26 @@ func TestStreamMetrics(t *testing.T) {
 // A broker that cannot be reached at start: /readyz answers 503 with the reason while
 // the job tries, and the job then exits 1.
 func TestStreamNotReadyWithoutBroker(t *testing.T) {
+	t.Parallel()
 	tp := &kafkaTopic{t: t, brokers: testenv.FreeAddr(t)} // nothing listens there
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
 	_ = hook
 	addr := testenv.FreeAddr(t)
-	j := startConfig(t, tp, writeConfig(t, hookCfg), "--metrics-addr", addr)
+	j := startConfig(t, tp, writeConfig(t, hookCfg), "--metrics-addr", addr, "--start-timeout", "15s")
 	var code int
 	var body string
-	for deadline := time.Now().Add(20 * time.Second); code == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); code == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		code, body = testenv.Get(addr, "/readyz")
 	}
-	if code != 503 || !strings.Contains(body, "Kafka") {
+	if code == 0 {
+		t.Errorf("/readyz did not answer within 15 s, while the job tried to reach the broker\n%s", j.stderr.String())
+	} else if code != 503 || !strings.Contains(body, "Kafka") {
 		t.Errorf("/readyz: %d %q; want 503 naming Kafka", code, body)
 	}
 	select {
 	case <-j.exited:
 	case <-time.After(60 * time.Second):
-		t.Fatal("the job did not give up within 60 s")
+		t.Fatalf("the job did not give up within 60 s, with --start-timeout 15s\n%s", j.stderr.String())
 	}
 	if c := j.cmd.ProcessState.ExitCode(); c != 1 {
 		t.Errorf("exit code %d, want 1\n%s", c, j.stderr.String())

@@ -17,6 +17,7 @@ import (
 // memory: what arrives beyond is dead-lettered with the reason and counted as
 // overflowed in the report, and a healthy destination beside it gets everything.
 func TestStreamOverflowToDeadLetters(t *testing.T) {
+	t.Parallel()
 	tp := newTopic(t)
 	down, downCfg := webhook(t, "acme", destsim.Options{Status: 503}, ", delivery: {max_pending_impressions: 30}")
 	healthy, healthyCfg := webhook(t, "globex", destsim.Options{}, "")
@@ -28,12 +29,12 @@ func TestStreamOverflowToDeadLetters(t *testing.T) {
 	// The overflow is dead-lettered as soon as it arrives; the files are written every 5 s.
 	dead := filepath.Join(filepath.Dir(j.config), "dead")
 	var recs []deadletterio.Record
-	for deadline := time.Now().Add(30 * time.Second); len(recs) < 70 && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); len(recs) < 70 && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		recs = readDeadLetters(t, dead)
 	}
 	j.stop()
 	if len(recs) != 70 {
-		t.Fatalf("%d dead-letter records, want the 70 impressions beyond the 30 held\n%s", len(recs), j.stderr.String())
+		t.Fatalf("%d dead-letter records within 60 s, want the 70 impressions beyond the 30 held\n%s", len(recs), j.stderr.String())
 	}
 	for _, r := range recs {
 		if r.Integration != "acme-hook" || r.Impression == nil || !strings.Contains(r.Reason, "max_pending_impressions") {
