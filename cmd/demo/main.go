@@ -98,7 +98,7 @@ func run(out string) error {
 		return runErr
 	}
 
-	fmt.Println("\nObjects written (each a gzip file; zcat one to read it):")
+	fmt.Println("\nObjects in the buckets (each a gzip file; zcat one to read it):")
 	if err := listObjects(storeDir, cfg); err != nil {
 		return err
 	}

@@ -82,9 +82,6 @@ type Integration struct {
 	// (0) has it sized by data in a backfill (the plan's estimate of its largest
 	// window over object_bytes) and DefaultShards elsewhere: see ShardsOf.
 	Shards int `yaml:"shards" json:"shards"`
-	// SizedShards, set by the backfill and never by a config file, says it sized
-	// Shards by its input.
-	SizedShards bool `yaml:"-" json:"-"`
 	// AlertDelay is the delivery delay (delivery time minus impression time) above which
 	// the stream job raises an alert; default twice the window.
 	AlertDelay configkit.Duration `yaml:"alert_delay" json:"alert_delay"`
@@ -166,8 +163,13 @@ func (in *Integration) validate(p *configkit.Problems, path string, allowPrivate
 			in.Window = configkit.Duration(DefaultObjectWindow)
 		}
 	}
-	if w := in.Window.D(); w < time.Second || w%time.Millisecond != 0 {
+	switch w := in.Window.D(); {
+	case w < time.Second || w%time.Millisecond != 0:
 		p.Addf(path+": window", "%v must be at least 1s, in whole milliseconds", w)
+	case in.Type.IsObjectStore() && w%time.Second != 0:
+		// Object names carry whole seconds: two windows within one second would
+		// share a name.
+		p.Addf(path+": window", "%v must be a whole number of seconds for an object store", w)
 	}
 	if in.AlertDelay == 0 {
 		in.AlertDelay = 2 * in.Window

@@ -112,6 +112,16 @@ integrations:
     tenant: acme
     type: segment
     segment: {write_key: "${SET_BUT_EMPTY}"}
+  - id: half-second
+    tenant: acme
+    type: gcs
+    window: 1500ms
+    gcs: {bucket: ok-bucket, prefix: half}
+  - id: hook-ms
+    tenant: acme
+    type: webhook
+    window: 1500ms
+    webhook: {url: "https://example.com/ms", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
 `
 	_, err := Parse([]byte(text))
 	var ce *Error
@@ -138,6 +148,7 @@ integrations:
 		`integration "hook": webhook.secret: must be whsec_`,
 		`integration "hook": s3: section given, but the type is "webhook"`,
 		`integration "seg": segment.write_key: is required`,
+		`integration "half-second": window: 1.5s must be a whole number of seconds for an object store`,
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q", want)
@@ -145,6 +156,9 @@ integrations:
 	}
 	if strings.Contains(all, "plain") {
 		t.Errorf("a secret value leaked into the problems:\n%s", all)
+	}
+	if strings.Contains(all, `"hook-ms"`) {
+		t.Errorf("an HTTP integration's window of whole milliseconds is refused: it names no object")
 	}
 	if t.Failed() {
 		t.Logf("problems:\n%s", all)

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
 
@@ -52,6 +51,7 @@ func normalizeURL(raw string) string {
 // checkShared refuses two integrations of different tenants that deliver to the same
 // place (a bucket with one prefix inside the other, a webhook URL, an Amplitude or
 // Segment key): one tenant would receive, or be able to read, the other's impressions.
+// Object store integrations of one tenant may not share a prefix either.
 func (c *Config) checkShared(p *configkit.Problems) {
 	for i := range c.Integrations {
 		a := &c.Integrations[i]
@@ -62,15 +62,23 @@ func (c *Config) checkShared(p *configkit.Problems) {
 		for j := range i {
 			b := &c.Integrations[j]
 			db, ok := b.destination()
-			if !ok || a.Tenant == b.Tenant || da.kind != db.kind || da.place != db.place || !overlaps(da.prefix, db.prefix) {
+			objects := da.kind == "s3" || da.kind == "gcs"
+			if !ok || (a.Tenant == b.Tenant && !objects) || da.kind != db.kind || da.place != db.place || !overlaps(da.prefix, db.prefix) {
 				continue
 			}
-			what := "is the destination"
-			if da.kind == "s3" || da.kind == "gcs" {
-				what = fmt.Sprintf("%q overlaps the prefix %q in the same bucket", da.prefix, db.prefix)
+			switch {
+			case a.Tenant != b.Tenant && objects:
+				p.Addf(integrationPath(i, a.ID)+": "+da.field, "%q overlaps the prefix %q in the same bucket of integration %q of tenant %q; "+
+					"tenants must not share a destination", da.prefix, db.prefix, b.ID, b.Tenant)
+			case a.Tenant != b.Tenant:
+				p.Addf(integrationPath(i, a.ID)+": "+da.field, "is the destination of integration %q of tenant %q; "+
+					"tenants must not share a destination", b.ID, b.Tenant)
+			default:
+				// A prefix holds each impression once, whatever wrote it (CONTRACT §4):
+				// two integrations in one would each leave out what the other stored.
+				p.Addf(integrationPath(i, a.ID)+": "+da.field, "%q overlaps the prefix %q in the same bucket of integration %q; "+
+					"each object store integration needs a prefix of its own", da.prefix, db.prefix, b.ID)
 			}
-			p.Addf(integrationPath(i, a.ID)+": "+da.field, "%s of integration %q of tenant %q; tenants must not share a destination",
-				what, b.ID, b.Tenant)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"unsafe"
 
 	"github.com/google/uuid"
 )
@@ -40,6 +41,10 @@ type Impression struct {
 }
 
 // namespace is the UUIDv5 namespace of impression ids (CONTRACT §1).
+// MaxTime is the latest impression time, in Unix ms: 9999-12-31T23:59:59.999Z. Object
+// names carry times as four-digit years; an impression after that could not be named.
+const MaxTime = 253402300799999
+
 var namespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("urn:outflow:impression"))
 
 // sep joins the canonical fields of the id.
@@ -68,8 +73,9 @@ func appendIDName(b []byte, imp *Impression) []byte {
 // of FNV-64a. Batch, object and pane names use it to stay apart and deterministic.
 func Digest(ids []uuid.UUID) string {
 	h := fnv.New64a()
-	for i := range ids {
-		h.Write(ids[i][:])
+	if len(ids) > 0 {
+		// The ids lie end to end: one Write of all their bytes, not a call per id.
+		h.Write(unsafe.Slice(&ids[0][0], len(ids)*len(ids[0])))
 	}
 	return fmt.Sprintf("%016x", h.Sum64())
 }

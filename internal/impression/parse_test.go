@@ -3,6 +3,9 @@ package impression
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -92,6 +95,8 @@ func TestParseInvalid(t *testing.T) {
 		"missing time":      {strings.Replace(sample, `"time":1767225600123,`, "", 1), `"time"`},
 		"null time":         {set("time", "null"), `"time"`},
 		"negative time":     {set("time", "-5"), `"time" must be >= 0`},
+		"year 10000":        {set("time", "253402300800000"), `"time" must be before the year 10000`},
+		"int64 max":         {set("time", "9223372036854775807"), `"time" must be before the year 10000`},
 		"fraction":          {set("time", "1767225600123.5"), `"time" must be an integer`},
 		"exponent":          {set("time", "1e12"), `"time" must be an integer`},
 		"quoted integer":    {set("splitVersionNumber", `"7"`), `"splitVersionNumber" must be an integer`},
@@ -233,6 +238,27 @@ func TestValue(t *testing.T) {
 		s, n, isInt := imp.Value(f)
 		if got := any(s); isInt && float64(n) != want[name] || !isInt && got != want[name] {
 			t.Errorf("Value(%d) = %q, %d, %v; the line's %s is %v", f, s, n, isInt, name, want[name])
+		}
+	}
+}
+
+// Digest is FNV-64a over the ids end to end, as batch names written earlier were made
+// (one Write an id).
+func TestDigest(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := range 40 {
+		ids := make([]uuid.UUID, n)
+		for i := range ids {
+			for j := range ids[i] {
+				ids[i][j] = byte(r.IntN(256))
+			}
+		}
+		h := fnv.New64a()
+		for _, id := range ids {
+			h.Write(id[:])
+		}
+		if got, want := Digest(ids), fmt.Sprintf("%016x", h.Sum64()); got != want {
+			t.Errorf("Digest of %d ids = %s, want %s", n, got, want)
 		}
 	}
 }

@@ -60,6 +60,9 @@ func referenceParse(line []byte) (Impression, error) {
 	if imp.Time < 0 {
 		return Impression{}, invalid("field %q must be >= 0; got %d", "time", imp.Time)
 	}
+	if imp.Time > MaxTime {
+		return Impression{}, invalid("field %q must be before the year 10000 (at most %d); got %d", "time", int64(MaxTime), imp.Time)
+	}
 	imp.ID = imp.ComputeID()
 	return imp, nil
 }

@@ -33,9 +33,10 @@ const (
 	Duplicates   = "outflow.duplicates"  // copies of an impression dropped
 	Delivered    = "outflow.delivered"   // impressions written or accepted by the destination
 	DeadLettered = "outflow.dead_lettered"
-	Overflowed   = "outflow.overflowed" // of those, dead-lettered past max_pending_impressions (stream)
-	Objects      = "outflow.objects"    // data objects written
-	Bytes        = "outflow.bytes"      // bytes written or sent
+	Overflowed   = "outflow.overflowed"    // of those, dead-lettered past max_pending_impressions (stream)
+	Objects      = "outflow.objects"       // data objects written
+	StoredBefore = "outflow.stored_before" // of the delivered, impressions objects of earlier runs held already
+	Bytes        = "outflow.bytes"         // bytes written or sent
 	Requests     = "outflow.requests"
 	Throttled    = "outflow.throttled"
 	Retries      = "outflow.retries"

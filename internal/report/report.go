@@ -57,9 +57,12 @@ type Integration struct {
 	Throttled    int64 `json:"throttled"`
 	Retries      int64 `json:"retries"`
 
-	Duplicates int64 `json:"duplicates"` // copies of an impression dropped
-	Objects    int64 `json:"objects,omitempty"`
-	Bytes      int64 `json:"bytes"`
+	Duplicates int64 `json:"duplicates"`        // copies of an impression dropped
+	Objects    int64 `json:"objects,omitempty"` // data objects written
+	// StoredBefore counts, of the delivered, impressions that data objects already in
+	// the prefix held (an earlier run's), so they were not stored again.
+	StoredBefore int64 `json:"stored_before,omitempty"`
+	Bytes        int64 `json:"bytes"`
 	// Location is where an object store integration writes: s3://bucket/prefix, gs://….
 	Location string `json:"location,omitempty"`
 	// RateLimit is the HTTP request rate the destination was last allowed, per second.
@@ -259,6 +262,7 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 		in.Retries += get(metricname.Retries)
 		in.Duplicates += get(metricname.Duplicates)
 		in.Objects += get(metricname.Objects)
+		in.StoredBefore += get(metricname.StoredBefore)
 		in.Bytes += get(metricname.Bytes)
 		in.DelayAlerts += get(metricname.DelayAlerts)
 		in.Pending += get(metricname.Pending)
@@ -290,7 +294,7 @@ func (r *Report) SetCounts(live map[[2]string]int64) {
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
 		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0
-		in.Duplicates, in.Objects, in.Bytes, in.DelayAlerts, in.Pending, in.Overflowed = 0, 0, 0, 0, 0, 0
+		in.Duplicates, in.Objects, in.StoredBefore, in.Bytes, in.DelayAlerts, in.Pending, in.Overflowed = 0, 0, 0, 0, 0, 0, 0
 		in.DeadLetteredBy, in.RequestsByCode, in.DelayHistogram, in.DelaySumMs = nil, nil, nil, 0
 	}
 	r.addCounts(live)
@@ -401,6 +405,9 @@ func (r *Report) Print(w io.Writer) {
 			in.Impressions, in.Delivered, in.DeadLettered, in.Duplicates)
 		if in.Objects > 0 || in.Location != "" {
 			fmt.Fprintf(w, ", objects %d (%d bytes) %s", in.Objects, in.Bytes, in.Location)
+			if in.StoredBefore > 0 {
+				fmt.Fprintf(w, ", %d already held by earlier objects", in.StoredBefore)
+			}
 		}
 		if in.Requests > 0 {
 			fmt.Fprintf(w, ", requests %d, throttled %d, retries %d", in.Requests, in.Throttled, in.Retries)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -191,6 +192,14 @@ func TestWrite(t *testing.T) {
 	all := slices.Concat(impressions("small"), impressions("big"))
 	wantNDJSON, wantCSV := want(ndjson, all), want(csv, all)
 	objects := srv.Objects(t, bucket, "")
+	named := map[string]string{} // key without the digest -> key
+	for key := range objects {
+		base := digestPart.ReplaceAllString(key, "$1")
+		if base == key {
+			t.Errorf("object %s: no digest of its impressions in its name", key)
+		}
+		named[base] = key
+	}
 	if len(objects) != len(wantNDJSON)+len(wantCSV) {
 		t.Errorf("%d objects, want %d: %v", len(objects), len(wantNDJSON)+len(wantCSV), names(objects))
 	}
@@ -198,7 +207,8 @@ func TestWrite(t *testing.T) {
 		format encode.Format
 		byKey  map[string][]encode.Record
 	}{{encode.NDJSON, wantNDJSON}, {encode.CSV, wantCSV}} {
-		for key, wantRecs := range w.byKey {
+		for base, wantRecs := range w.byKey {
+			key := named[base]
 			body, ok := objects[key]
 			if !ok {
 				t.Errorf("no object %s; have %v", key, names(objects))
@@ -224,13 +234,16 @@ func TestWrite(t *testing.T) {
 		}
 	}
 	const big = "big/dt=2026-01-01/hour=00/bigco-big_20260101T000000Z_20260101T010000Z_000.ndjson.gz"
-	if n := len(objects[big]); n < 9<<20 {
+	if n := len(objects[named[big]]); n < 9<<20 {
 		t.Errorf("%s is %d bytes; the test needs one larger than a chunk (8 MiB)", big, n)
 	}
 	if len(wantNDJSON) != 3*2+1 || len(wantCSV) != 3 {
 		t.Errorf("test data: want 7 NDJSON and 3 CSV objects, have %d and %d", len(wantNDJSON), len(wantCSV))
 	}
 }
+
+// digestPart is the digest of its impressions that ends an object's name.
+var digestPart = regexp.MustCompile(`_[0-9a-f]{16}(\.[a-z.]+)$`)
 
 func names(m map[string][]byte) []string {
 	var ks []string

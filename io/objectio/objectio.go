@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,23 +69,16 @@ type Target struct {
 	// Tenant is the integration's: the ids of what its objects hold are computed
 	// with it (encode.Record.Impression).
 	Tenant string `json:"tenant"`
-	// Live is a stream's: it writes a window again for its late data, so each
-	// object is named by its impressions too (ObjectSpec.Key); an impression that
-	// another object of the window holds already, written by an earlier run of the
-	// job, is not written again (stored.go); and the copies an object took are
-	// reported finished (package ack) once it is stored.
+	// Live is a stream's: its panes are stored one at a time, and the copies an
+	// object took are reported finished (package ack) once it is stored.
 	Live bool `json:"live,omitempty"`
 	// Since and Until (Unix ms, 0: open) are a backfill's --since/--until. A window
 	// they cut is named by the part of it the run covers, so the runs on either side
 	// of a cut write different objects rather than one replacing the other.
 	Since int64 `json:"since,omitempty"`
 	Until int64 `json:"until,omitempty"`
-	// Window and Shards are the integration's: which objects a run writes.
+	// Window is the integration's: the objects of its prefix each lie within one.
 	Window time.Duration `json:"window"`
-	Shards int           `json:"shards"`
-	// SizedShards says the backfill sized Shards by its input (the integration
-	// left them out), so an earlier run's input may have sized them otherwise.
-	SizedShards bool `json:"sized_shards,omitempty"`
 }
 
 // Covered is the part of the window [start, end) that t's run writes.
@@ -98,10 +92,12 @@ func (t *Target) Covered(start, end time.Time) (time.Time, time.Time) {
 	return start, end
 }
 
-// Write stores each chunk as the data object of its integration, window and shard
-// (CONTRACT §4). Uploads run concurrently, at most Spec.MaxConcurrentUploads per
-// integration, and all finish before the bundle does. A Live target's chunks are
-// stored one at a time, and marks (package ack) report their copies finished.
+// Write stores each chunk as a data object of its integration, window and shard
+// (CONTRACT §4), without what objects already in the prefix hold (stored.go), and
+// named by the digest of what it holds. Uploads run concurrently, at most
+// Spec.MaxConcurrentUploads per integration, and all finish before the bundle does.
+// A Live target's chunks are stored one at a time, and marks (package ack) report
+// their copies finished.
 //
 // In: PCollection<KV<string, encode.Chunk>> keyed by route.Key, from encode.Objects.
 // Out: marks, PCollection<KV<int32, []byte>>.
@@ -121,7 +117,7 @@ type writeFn struct {
 	mu     sync.Mutex
 	stored []stored // uploads done in this bundle, counted in FinishBundle
 
-	earlier earlierObjects // what objects of earlier runs hold, for Live targets
+	held *held // what the objects already in the prefixes hold
 }
 
 // dest is one integration's store, upload slots and metrics.
@@ -131,17 +127,23 @@ type dest struct {
 	reader Reader // nil: the store cannot be read back (Live targets then warn once)
 	slots  chan struct{}
 
-	impressions, duplicates, delivered, objects, bytes metricname.Counter
+	impressions, duplicates, delivered, before, objects, bytes metricname.Counter
 }
 
-// stored is a finished upload. Beam metrics are only touched on the bundle's goroutine.
+// stored is what storing one chunk did. Beam metrics are only touched on the
+// bundle's goroutine.
 type stored struct {
-	d   *dest
-	obj *encode.Object
+	d *dest
+	// unique impressions in the chunk, and copies of them dropped
+	impressions, duplicates int
+	// of the impressions, those that objects already in the prefix held
+	before int
+	obj    *encode.Object // the object written, or nil
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
 	fn.dests = map[string]*dest{}
+	fn.held = &held{keep: true}
 	for _, t := range fn.Targets {
 		store, err := NewStore(ctx, t.Kind, t.Settings)
 		if err != nil {
@@ -156,8 +158,12 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 			impressions: metricname.NewCounter(t.ID, metricname.Impressions),
 			duplicates:  metricname.NewCounter(t.ID, metricname.Duplicates),
 			delivered:   metricname.NewCounter(t.ID, metricname.Delivered),
+			before:      metricname.NewCounter(t.ID, metricname.StoredBefore),
 			objects:     metricname.NewCounter(t.ID, metricname.Objects),
 			bytes:       metricname.NewCounter(t.ID, metricname.Bytes),
+		}
+		if t.Live {
+			fn.held.keep = false
 		}
 	}
 	return nil
@@ -177,68 +183,86 @@ func (fn *writeFn) ProcessElement(ctx context.Context, w beam.Window, key string
 		return fmt.Errorf("objectio: no target for integration %q", id)
 	}
 	iw := w.(beamwindow.IntervalWindow)
-	start, end := d.Covered(iw.Start.ToTime(), iw.End.ToTime())
+	win := window{iw.Start.ToTime(), iw.End.ToTime()}
+	start, end := d.Covered(win.start, win.end)
 	if d.Live {
-		return fn.writeLive(ctx, d, start, end, shard, c, marks)
+		// A stream's panes are small and seldom, so it waits for the upload: its
+		// marks must be the output of the element that stored it.
+		var t ack.Tally
+		t.Done(c.Origins()...)
+		st, err := fn.store(ctx, d, win, start, end, shard, c)
+		if err != nil {
+			return err
+		}
+		st.count(ctx)
+		t.Emit(marks)
+		return nil
 	}
-	objKey := d.Spec.Key(id, start, end, shard, "")
-	obj, err := encode.FinishObject(c, d.Spec.Format)
-	if err != nil {
-		return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
-	}
-	d.impressions.Inc(ctx, int64(obj.Records))
-	d.duplicates.Inc(ctx, int64(obj.Duplicates))
 	// Never wait here for uploads: a bundle that makes no progress for a moment is
 	// split by prism, again and again, copying what is left of it each time.
 	fn.uploads.Go(func() error {
-		if err := fn.put(fn.ctx, d, objKey, obj); err != nil {
+		st, err := fn.store(fn.ctx, d, win, start, end, shard, c)
+		if err != nil {
 			return err
 		}
 		fn.mu.Lock()
-		fn.stored = append(fn.stored, stored{d, obj})
+		fn.stored = append(fn.stored, st)
 		fn.mu.Unlock()
 		return nil
 	})
 	return nil
 }
 
-// writeLive stores a stream's pane as an object of its own, without what objects
-// of earlier runs hold already, and reports its copies finished. A stream's panes
-// are small and seldom, so it waits for the upload: its marks must be the output of
-// the element that stored it.
-func (fn *writeFn) writeLive(ctx context.Context, d *dest, start, end time.Time, shard int, c encode.Chunk, marks func(int32, []byte)) error {
-	var t ack.Tally
-	t.Done(c.Origins()...)
-	c, dropped, err := fn.earlier.drop(ctx, d, start, end, shard, c)
-	if err != nil {
-		return err
-	}
-	d.duplicates.Inc(ctx, int64(dropped))
-	if c.N > 0 {
-		objKey := d.Spec.Key(d.ID, start, end, shard, c.Digest())
-		obj, err := encode.FinishObject(c, d.Spec.Format)
-		if err != nil {
-			return fmt.Errorf("objectio: %s: %w", d.store.Where(objKey), err)
-		}
-		if err := fn.put(ctx, d, objKey, obj); err != nil {
-			return err
-		}
-		d.impressions.Inc(ctx, int64(obj.Records))
-		d.duplicates.Inc(ctx, int64(obj.Duplicates))
-		d.count(ctx, obj)
-	}
-	t.Emit(marks)
-	return nil
-}
-
-// put uploads obj as key, in one of d's upload slots.
-func (fn *writeFn) put(ctx context.Context, d *dest, key string, obj *encode.Object) error {
+// store stores chunk c of window w's part [start, end) and shard, without the
+// impressions that objects already in d's prefix hold, in one of d's upload slots:
+// listing and reading back count as uploads.
+func (fn *writeFn) store(ctx context.Context, d *dest, w window, start, end time.Time, shard int, c encode.Chunk) (stored, error) {
 	select {
 	case d.slots <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return stored{}, ctx.Err()
 	}
 	defer func() { <-d.slots }()
+	obj, err := encode.FinishObject(c, d.Spec.Format)
+	if err != nil {
+		return stored{}, fmt.Errorf("objectio: %s: %w", d.ID, err)
+	}
+	st := stored{d: d, impressions: obj.Records, duplicates: obj.Duplicates}
+	earlier, err := fn.held.overlapping(ctx, d, w, start, end)
+	if err != nil {
+		return st, err
+	}
+	if slices.Contains(earlier, d.Spec.Key(d.ID, start, end, shard, obj.Digest)) {
+		st.before = obj.Records // stored by an earlier run of the same input
+		return st, nil
+	}
+	if len(earlier) > 0 {
+		had, err := fn.held.holding(ctx, d, earlier, obj.IDs)
+		if err != nil {
+			return st, err
+		}
+		if st.before = len(had); st.before == obj.Records {
+			return st, nil
+		}
+		if st.before > 0 {
+			if c, _, err = c.Without(had); err == nil {
+				obj, err = encode.FinishObject(c, d.Spec.Format)
+			}
+			if err != nil {
+				return st, fmt.Errorf("objectio: %s: %w", d.ID, err)
+			}
+		}
+	}
+	key := d.Spec.Key(d.ID, start, end, shard, obj.Digest)
+	if err := fn.put(ctx, d, key, obj); err != nil {
+		return st, err
+	}
+	st.obj = obj
+	return st, nil
+}
+
+// put uploads obj as key.
+func (fn *writeFn) put(ctx context.Context, d *dest, key string, obj *encode.Object) error {
 	body := obj.Open()
 	defer body.Close()
 	if err := d.store.Put(ctx, key, d.Spec.Format.ContentType(), body); err != nil {
@@ -247,12 +271,19 @@ func (fn *writeFn) put(ctx context.Context, d *dest, key string, obj *encode.Obj
 	return nil
 }
 
-// count counts a stored object.
-func (d *dest) count(ctx context.Context, obj *encode.Object) {
-	d.delivered.Inc(ctx, int64(obj.Records))
-	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(obj.Records))
-	d.objects.Inc(ctx, 1)
-	d.bytes.Inc(ctx, obj.Bytes())
+// count counts what storing a chunk did: its impressions are delivered, whether
+// this object or an earlier one holds them.
+func (st stored) count(ctx context.Context) {
+	d := st.d
+	d.impressions.Inc(ctx, int64(st.impressions))
+	d.duplicates.Inc(ctx, int64(st.duplicates))
+	d.delivered.Inc(ctx, int64(st.impressions))
+	d.before.Inc(ctx, int64(st.before))
+	progress.Add(progress.DoneKey(d.Progress, d.ID), int64(st.impressions))
+	if st.obj != nil {
+		d.objects.Inc(ctx, 1)
+		d.bytes.Inc(ctx, st.obj.Bytes())
+	}
 }
 
 // FinishBundle waits for the bundle's uploads: a bundle is done only when its
@@ -261,7 +292,7 @@ func (fn *writeFn) FinishBundle(ctx context.Context, _ func(int32, []byte)) erro
 	defer fn.cancel()
 	err := fn.uploads.Wait()
 	for _, st := range fn.stored {
-		st.d.count(ctx, st.obj)
+		st.count(ctx)
 	}
 	fn.stored = nil
 	return err

@@ -52,7 +52,9 @@ func TestHostileInput(t *testing.T) {
 			strings.Replace(goodLine("big", 0), `"time":0`, `"time":99999999999999999999`, 1),
 			goodLine("negative", -5),
 			strings.Replace(goodLine("svn", base), `}`, `,"splitVersionNumber":-99999999999999999999}`, 1),
-		}, "\n"), 0, 4, 0},
+			goodLine("year-10000", 253402300800000), // its object could not be named
+			goodLine("int64-max", 9223372036854775807),
+		}, "\n"), 0, 6, 0},
 		{"e-future.ndjson", goodLine("far-future", 253402300799000) + "\n" + goodLine("early", base-86400000), 2, 0, 0},
 		{"f-empty.ndjson", "", 0, 0, 0},
 		{"g-truncated.ndjson.gz", gz(goodLine("t1", base) + "\n" + goodLine("t2", base+1) + "\n")[:40], 0, 0, 1},

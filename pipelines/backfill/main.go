@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -29,12 +27,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outflow/outflow/internal/config"
-	"github.com/outflow/outflow/internal/oplog"
 	"github.com/outflow/outflow/internal/ops"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/impressionio"
-	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/pipelines/internal/job"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/runners"
@@ -124,7 +120,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 		return job.ExitFailed, err
 	}
 	if !*planOnly {
-		if code, err := checkObjects(ctx, cfg); err != nil {
+		if code, err := job.CheckObjects(ctx, cfg); err != nil {
 			return code, err
 		}
 	}
@@ -302,49 +298,6 @@ func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 		})
 	}
 	return files, g.Wait()
-}
-
-// checkObjects refuses a run that would put impressions in two objects (exit 2): when
-// an earlier run (another window, range, format or shard count) left objects in a
-// window this run writes under other names. Credentials that may write but not list
-// are not refused: the check is skipped for them, with a warning.
-func checkObjects(ctx context.Context, cfg *config.Config) (int, error) {
-	targets := sinks.ObjectTargets(cfg, cfg.Integrations)
-	found := make([][]objectio.Conflict, len(targets))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8) // one listing a prefix, several at once
-	for i, t := range targets {
-		g.Go(func() error {
-			var err error
-			found[i], err = objectio.Conflicts(gctx, t)
-			if errors.Is(err, objectio.ErrDenied) {
-				oplog.L().Warn("cannot list the integration's objects: not checked for objects an earlier run wrote differently",
-					"integration", t.ID, "error", err)
-				return nil
-			}
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return job.ExitFailed, err
-	}
-	var lines []string
-	for ti, t := range targets {
-		conflicts := found[ti]
-		for i, c := range conflicts {
-			if i == 5 {
-				lines = append(lines, fmt.Sprintf("  integration %q: and %d more objects", t.ID, len(conflicts)-i))
-				break
-			}
-			lines = append(lines, fmt.Sprintf("  integration %q: %s %s", t.ID, c.Object, c.Why))
-		}
-	}
-	if lines == nil {
-		return job.ExitOK, nil
-	}
-	return job.ExitUsage, fmt.Errorf("refusing to write objects beside ones an earlier run wrote differently: some impressions "+
-		"would be in two objects.\n%s\nRun with the configuration and the --since/--until (on window boundaries) "+
-		"of the earlier run, or remove those objects first", strings.Join(lines, "\n"))
 }
 
 // printUsage lists backfill's own flags; Beam registers dozens more, of which

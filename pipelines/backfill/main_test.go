@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -133,11 +134,11 @@ func (in sampleInput) want(cfg config.Integration, since, until time.Time) map[[
 	return out
 }
 
-var objectName = regexp.MustCompile(`^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3})\.(ndjson|csv|parquet)(\.gz)?$`)
+var objectName = regexp.MustCompile(`^dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3})_([0-9a-f]{16})\.(ndjson|csv|parquet)(\.gz)?$`)
 
 // delivered reads every data object of an integration and checks its name against
 // its contents: the right integration, each record inside the object's window and
-// shard. It returns id -> records found with that id.
+// shard, the digest of its impressions. It returns id -> records found with that id.
 func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]byte][]encode.Record, map[string][]byte) {
 	t.Helper()
 	prefix := cfg.S3.Prefix
@@ -154,11 +155,11 @@ func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]by
 		name := strings.TrimPrefix(key, prefix)
 		m := objectName.FindStringSubmatch(name)
 		if m == nil {
-			t.Errorf("object %q: name does not follow {prefix}/dt=…/hour=…/{id}_{start}_{end}_{shard}.{ext}", key)
+			t.Errorf("object %q: name does not follow {prefix}/dt=…/hour=…/{id}_{start}_{end}_{shard}_{digest}.{ext}", key)
 			continue
 		}
-		if m[3] != cfg.ID || m[7] != string(cfg.S3.Format) {
-			t.Errorf("object %q holds integration %s format %s, want %s %s", key, m[3], m[7], cfg.ID, cfg.S3.Format)
+		if m[3] != cfg.ID || m[8] != string(cfg.S3.Format) {
+			t.Errorf("object %q holds integration %s format %s, want %s %s", key, m[3], m[8], cfg.ID, cfg.S3.Format)
 		}
 		start, _ := time.Parse("20060102T150405Z", m[4])
 		end, _ := time.Parse("20060102T150405Z", m[5])
@@ -175,6 +176,7 @@ func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]by
 		if len(recs) == 0 {
 			t.Errorf("object %q is empty", key)
 		}
+		var ids []uuid.UUID
 		for _, rec := range recs {
 			imp := impression.Impression{Tenant: cfg.Tenant, EnvironmentID: rec.EnvironmentID,
 				EnvironmentName: rec.EnvironmentName, Key: rec.Key, BucketingKey: rec.BucketingKey,
@@ -188,6 +190,11 @@ func delivered(t *testing.T, s3 *testenv.S3, cfg config.Integration) (map[[16]by
 				t.Errorf("object %q: impression of shard %s", key, shard)
 			}
 			got[imp.ID] = append(got[imp.ID], rec)
+			ids = append(ids, imp.ID)
+		}
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		if d := encode.SetDigest(slices.Compact(ids)); d != m[7] {
+			t.Errorf("object %q: its impressions' digest is %s", key, d)
 		}
 	}
 	return got, objects
@@ -280,9 +287,10 @@ integrations:
 	}
 	checkDeadLetter(t, deadLetter, in.invalid)
 
-	// A second run of the same backfill delivers it all again: it writes the same
-	// objects again (one lost in between comes back), adds none, and reports what it
-	// did, not zeros.
+	// A second run of the same backfill finds everything stored but an object lost in
+	// between: it writes that one again, under its name, adds none, and reports what
+	// it did, not zeros: every impression delivered, all but the lost object's held
+	// before.
 	_, objects := delivered(t, s3, cfg.Integrations[0])
 	lost := keysOf(objects)[0]
 	if _, err := s3.Client.DeleteObject(context.Background(), &awss3.DeleteObjectInput{Bucket: &bucketA, Key: &lost}); err != nil {
@@ -303,8 +311,14 @@ integrations:
 				t.Errorf("%s: object %s not the same after the rerun", ic.ID, key)
 			}
 		}
-		if a, b := r2.report.Integrations[i], r.report.Integrations[i]; a.Impressions != b.Impressions || a.Delivered != b.Delivered || a.Objects != b.Objects {
-			t.Errorf("rerun report for %s = %+v; want the first run's counts %+v", ic.ID, a, b)
+		wantObjects, wantBefore := int64(0), r.report.Integrations[i].Delivered
+		if i == 0 {
+			wantObjects, wantBefore = 1, wantBefore-int64(len(firstObjects[ic.ID][lost]))
+		}
+		if a, b := r2.report.Integrations[i], r.report.Integrations[i]; a.Impressions != b.Impressions || a.Delivered != b.Delivered ||
+			a.Objects != wantObjects || a.StoredBefore != wantBefore {
+			t.Errorf("rerun report for %s = %+v; want the first run's impressions and delivered %+v, %d objects, %d held before",
+				ic.ID, a, b, wantObjects, wantBefore)
 		}
 	}
 	if r2.report.Lines != r.report.Lines || r2.report.InvalidLines != r.report.InvalidLines {

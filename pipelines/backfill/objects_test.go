@@ -1,18 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/gen"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 // run is one backfill invocation of a case: its flags beyond --config and --input.
@@ -112,48 +119,204 @@ integrations:
 	}
 }
 
-// A run that would put impressions in two objects beside an earlier run's (here:
-// the earlier run's --since cut a window this run writes whole) is refused with exit 2,
-// naming the object, before anything is written; with the earlier range it runs.
-func TestEarlierObjectsConflict(t *testing.T) {
+// Sequences of backfills into one prefix: runs over subsets of the files (one of
+// them repeats part of another, as a repaired file does), over ranges that cut
+// windows, with other shard counts, windows and formats, under a renamed id, and
+// reruns. After each run the prefix holds every impression any successful run read
+// exactly once, in objects of valid names; or the run was refused (exit 2) before
+// writing anything, and only when the prefix held an object of another format or one
+// across its windows. A rerun of the same input writes no object.
+func TestRunSequencesHoldEachImpressionOnce(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var files []string
+	for i := range 4 {
+		sub := filepath.Join(t.TempDir(), "gen")
+		if err := gen.WriteFiles(sub, 1, i%2 == 0, gen.Options{N: 300, Tenants: 1, Seed: uint64(20 + i), Start: start, Span: 3 * time.Hour, Dups: 0.05}); err != nil {
+			t.Fatal(err)
+		}
+		src, _ := filepath.Glob(filepath.Join(sub, "part-*"))
+		name := fmt.Sprintf("f%d%s", i, strings.TrimPrefix(filepath.Base(src[0]), "part-000"))
+		if err := os.Rename(src[0], filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, filepath.Join(dir, name))
+	}
+	// f4 repeats the first 100 lines of f1 (uncompressed) beside lines of its own.
+	f1, _ := os.ReadFile(files[1])
+	head := strings.Join(strings.SplitN(string(f1), "\n", 101)[:100], "\n") + "\n"
+	extra := filepath.Join(t.TempDir(), "gen")
+	if err := gen.WriteFiles(extra, 1, false, gen.Options{N: 100, Tenants: 1, Seed: 30, Start: start, Span: 3 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	own, _ := os.ReadFile(filepath.Join(extra, "part-000.ndjson"))
+	files = append(files, filepath.Join(dir, "f4.ndjson"))
+	if err := os.WriteFile(files[4], []byte(head+string(own)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
-	cfgPath := writeConfig(t, fmt.Sprintf(`
+	windows := []string{"5m", "10m", "30m", "1h", "2h"}
+	minute := func(r *rand.Rand) time.Time { return start.Add(time.Duration(r.IntN(3*60)) * time.Minute) }
+	for c := range 6 {
+		r := rand.New(rand.NewPCG(uint64(c), 25))
+		prefix := fmt.Sprintf("seq%d", c)
+		held := map[[16]byte]bool{} // what the successful runs read, in their ranges
+		type run struct {
+			args          []string
+			cfgPath, glob string
+			rng           invocation
+		}
+		var last *run // the previous successful run, for a rerun
+		for step := range 5 {
+			id, window, format, shards := "acme-s3", windows[r.IntN(len(windows))], "ndjson", r.IntN(4)
+			if r.IntN(4) == 0 {
+				id = "acme-renamed"
+			}
+			if r.IntN(8) == 0 {
+				format = "csv"
+			}
+			var input []string
+			for _, f := range files {
+				if r.IntN(2) == 0 {
+					input = append(input, f)
+				}
+			}
+			if len(input) == 0 {
+				input = files[:1]
+			}
+			var rng invocation
+			if r.IntN(3) == 0 {
+				a, b := minute(r), minute(r)
+				if b.Before(a) {
+					a, b = b, a
+				}
+				rng = invocation{since: a, until: b.Add(time.Minute)}
+			}
+			inDir := t.TempDir()
+			for _, f := range input {
+				b, _ := os.ReadFile(f)
+				os.WriteFile(filepath.Join(inDir, filepath.Base(f)), b, 0o644)
+			}
+			cfgPath := writeConfig(t, fmt.Sprintf(`
 dead_letter: %s
 integrations:
-  - {id: acme-s3, tenant: acme, type: s3, window: 1h, s3: {bucket: %s, prefix: p, endpoint: %s}}
-`, t.TempDir(), bucket, s3.Endpoint))
-	cfg, _ := config.Load(cfgPath)
-	args := []string{"--config", cfgPath, "--input", sampleGlob}
-	if r := runBackfill(t, append(args, "--since", "2026-01-01T00:30:00Z")...); r.code != 0 {
-		t.Fatalf("first run: exit %d\n%s", r.code, r.stderr)
-	}
-	before := s3.Objects(t, bucket, "p/")
-
-	r := runBackfill(t, args...)
-	if r.code != 2 || !strings.Contains(r.stderr, "acme-s3_20260101T003000Z_20260101T010000Z_") ||
-		!strings.Contains(r.stderr, "--since/--until") {
-		t.Fatalf("a whole run over a window an earlier run cut: exit %d, want 2 naming the object\n%s", r.code, r.stderr)
-	}
-	if after := s3.Objects(t, bucket, "p/"); len(after) != len(before) {
-		t.Errorf("the refused run wrote objects: %d before, %d after", len(before), len(after))
-	}
-	// The rest of that window, and again the same range, are fine.
-	for _, extra := range [][]string{{"--until", "2026-01-01T00:30:00Z"}, {"--since", "2026-01-01T00:30:00Z"}} {
-		if r := runBackfill(t, append(args, extra...)...); r.code != 0 {
-			t.Fatalf("%v: exit %d\n%s", extra, r.code, r.stderr)
+  - {id: %s, tenant: acme, type: s3, window: %s, shards: %d, s3: {bucket: %s, prefix: %s, endpoint: %s, format: %s}}
+`, t.TempDir(), id, window, shards, bucket, prefix, s3.Endpoint, format))
+			this := &run{append([]string{"--config", cfgPath, "--input", filepath.Join(inDir, "*")}, rng.args()...),
+				cfgPath, filepath.Join(inDir, "*"), rng}
+			rerun := last != nil && r.IntN(4) == 0
+			if rerun {
+				this = last
+			}
+			before := s3.Objects(t, bucket, prefix+"/")
+			refuse := cannotWriteBeside(before, window, format, rng)
+			desc := fmt.Sprintf("case %d step %d: %s window %s shards %d format %s, %d files, %s", c, step+1, id, window, shards, format, len(input), strings.Join(rng.args(), " "))
+			if rerun {
+				desc = fmt.Sprintf("case %d step %d: the previous run again", c, step+1)
+				refuse = ""
+			}
+			res := runBackfill(t, this.args...)
+			t.Logf("%s: exit %d", desc, res.code)
+			switch {
+			case refuse != "" && res.code != 2:
+				t.Fatalf("%s: exit %d, want 2: the prefix holds %s\n%s", desc, res.code, refuse, res.stderr)
+			case refuse == "" && res.code != 0:
+				t.Fatalf("%s: exit %d\n%s", desc, res.code, res.stderr)
+			case res.code == 2:
+				if after := s3.Objects(t, bucket, prefix+"/"); len(after) != len(before) {
+					t.Fatalf("%s: refused, yet it wrote: %d objects before, %d after", desc, len(before), len(after))
+				}
+				continue
+			}
+			cfg, err := config.Load(this.cfgPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for wid := range readInput(t, this.glob).want(cfg.Integrations[0], this.rng.since, this.rng.until) {
+				held[wid] = true
+			}
+			after := prefixHolds(t, s3, bucket, prefix, "acme")
+			for wid := range held {
+				if after[wid] != 1 {
+					t.Errorf("%s: impression %x is in %d objects, want 1", desc, wid, after[wid])
+				}
+			}
+			for gid := range after {
+				if !held[gid] {
+					t.Errorf("%s: the prefix holds impression %x that no run read", desc, gid)
+				}
+			}
+			if rerun {
+				if rep := res.report.Integrations[0]; rep.Objects != 0 || rep.StoredBefore != rep.Delivered {
+					t.Errorf("%s: a rerun wrote %d objects; %d of %d delivered were held before, want all", desc, rep.Objects, rep.StoredBefore, rep.Delivered)
+				}
+			}
+			last = this
 		}
 	}
-	got, _ := delivered(t, s3, cfg.Integrations[0])
-	checkExactlyOnce(t, "acme-s3", readInput(t, sampleGlob).want(cfg.Integrations[0], time.Time{}, time.Time{}), got)
+}
+
+// cannotWriteBeside says why a run of window and format over rng cannot write beside
+// the objects: one of another format, or one across its windows; or "".
+func cannotWriteBeside(objects map[string][]byte, window, format string, rng invocation) string {
+	w, _ := time.ParseDuration(window)
+	for key := range objects {
+		n, ok := encode.ParseKey(key)
+		if !ok || (!rng.until.IsZero() && !n.Start.Before(rng.until)) || (!rng.since.IsZero() && !n.End.After(rng.since)) {
+			continue
+		}
+		if n.Ext != encode.Format(format).Ext() || !encode.WindowStart(n.Start, w).Equal(encode.WindowStart(n.End.Add(-time.Millisecond), w)) {
+			return key
+		}
+	}
+	return ""
+}
+
+// prefixHolds reads every data object under prefix, of any integration id and
+// format, checks that each record lies in its object's time range and that the
+// name's digest is its impressions', and counts the objects that hold each id.
+func prefixHolds(t *testing.T, s3 *testenv.S3, bucket, prefix, tenant string) map[[16]byte]int {
+	t.Helper()
+	out := map[[16]byte]int{}
+	for key, body := range s3.Objects(t, bucket, prefix+"/") {
+		n, ok := encode.ParseKey(key)
+		if !ok || n.Pane == "" {
+			t.Errorf("object %s: not a data object named with its digest", key)
+			continue
+		}
+		f, _ := encode.FormatOf(n.Ext)
+		recs, err := encode.ReadObject(bytes.NewReader(body), f)
+		if err != nil {
+			t.Errorf("%s: %v", key, err)
+			continue
+		}
+		var ids []uuid.UUID
+		for _, rec := range recs {
+			imp := rec.Impression(tenant)
+			id := imp.ComputeID()
+			if tm := time.UnixMilli(rec.Time); tm.Before(n.Start) || !tm.Before(n.End) {
+				t.Errorf("object %s holds an impression at %v", key, tm)
+			}
+			if !slices.Contains(ids, id) {
+				out[id]++
+			}
+			ids = append(ids, id)
+		}
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		if d := encode.SetDigest(slices.Compact(ids)); d != n.Pane {
+			t.Errorf("object %s: its impressions' digest is %s", key, d)
+		}
+	}
+	return out
 }
 
 // Objects sized by data: an integration that leaves out shards gets one object a
 // window while its windows are below object_bytes, and as many as they need above;
-// every impression is in exactly one object either way. A later run whose input sizes
-// the windows to more objects than an earlier run wrote into the same prefix is
-// refused (its impressions would move to other objects, and an earlier object of a
-// sparse window would stay beside them) until shards keeps the earlier layout.
+// every impression is in exactly one object either way. A later run into the same
+// prefix that sizes its windows otherwise, or sets shards, writes beside the earlier
+// objects and stores nothing they hold.
 func TestObjectsSizedByData(t *testing.T) {
 	dir := t.TempDir()
 	// About 3 MB in each of two 1h windows.
@@ -213,25 +376,66 @@ integrations:
 	}
 	run(split, ic, n)
 
-	// Into the prefix that holds one object a window: refused, nothing written.
-	grown, _ := writeCfg("whole", "", ", object_bytes: 1048576")
-	before := s3.Objects(t, bucket, "whole/")
-	r := runBackfill(t, "--config", grown, "--input", glob)
-	if r.code != 2 || !strings.Contains(r.stderr, "set shards: 1") {
-		t.Fatalf("a run sizing more objects into an earlier run's prefix: exit %d, want 2 saying to set shards\n%s", r.code, r.stderr)
+	// Into the prefix of one object a window, runs that write more, or fewer: every
+	// impression is held already, so they store nothing, and say so.
+	want := int64(len(in.want(ic, time.Time{}, time.Time{})))
+	for _, c := range []struct{ fields, s3Fields string }{{"", ", object_bytes: 1048576"}, {"shards: 4,", ""}} {
+		path, _ := writeCfg("whole", c.fields, c.s3Fields)
+		before := s3.Objects(t, bucket, "whole/")
+		r := runBackfill(t, "--config", path, "--input", glob)
+		if r.code != 0 {
+			t.Fatalf("%s%s: exit %d\n%s", c.fields, c.s3Fields, r.code, r.stderr)
+		}
+		if after := s3.Objects(t, bucket, "whole/"); len(after) != len(before) {
+			t.Errorf("%s%s: %d objects after, %d before: it stored impressions held already", c.fields, c.s3Fields, len(after), len(before))
+		}
+		if rep := r.report.Integrations[0]; rep.Delivered != want || rep.StoredBefore != want || rep.Objects != 0 {
+			t.Errorf("%s%s: report %+v; want %d delivered, all held before, no object", c.fields, c.s3Fields, rep, want)
+		}
 	}
-	if after := s3.Objects(t, bucket, "whole/"); len(after) != len(before) {
-		t.Errorf("the refused run wrote objects: %d before, %d after", len(before), len(after))
-	}
-	fixed, ic := writeCfg("whole", "shards: 1,", "")
-	run(fixed, ic, 1)
+}
 
-	// An upgrade: objects of the fixed 4 a window that shards used to default to,
-	// then a run that leaves shards out.
-	four, ic := writeCfg("four", "shards: 4,", "")
-	run(four, ic, 4)
-	sized, _ := writeCfg("four", "", "")
-	if r := runBackfill(t, "--config", sized, "--input", glob); r.code != 2 || !strings.Contains(r.stderr, "set shards") {
-		t.Fatalf("a run sizing fewer objects into the prefix of a fixed 4 a window: exit %d, want 2 saying to set shards\n%s", r.code, r.stderr)
+// A run cannot write beside objects it could not leave out, or of another format:
+// refused with exit 2 naming the object and the field to change, before anything is
+// written. Objects of a smaller window, of a range an earlier --since cut, or of
+// another shard count are no bar: it leaves out what they hold.
+func TestEarlierObjectsConflict(t *testing.T) {
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	cfg := func(window, format string) string {
+		return writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, window: %s, s3: {bucket: %s, prefix: p, endpoint: %s, format: %s}}
+`, t.TempDir(), window, bucket, s3.Endpoint, format))
+	}
+	run := func(path string, extra ...string) result {
+		return runBackfill(t, append([]string{"--config", path, "--input", sampleGlob}, extra...)...)
+	}
+	if r := run(cfg("30m", "ndjson"), "--since", "2026-01-01T00:40:00Z"); r.code != 0 {
+		t.Fatalf("first run: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := run(cfg("1h", "ndjson")); r.code != 0 {
+		t.Fatalf("a larger window over a smaller one, cut by --since: exit %d\n%s", r.code, r.stderr)
+	}
+	before := s3.Objects(t, bucket, "p/")
+	for _, c := range []struct{ window, format, want string }{
+		{"30m", "ndjson", "set window to the earlier run's"},
+		{"1h", "csv", "set format back"},
+	} {
+		r := run(cfg(c.window, c.format))
+		if r.code != 2 || !strings.Contains(r.stderr, "acme-s3_20260101T000000Z_20260101T010000Z_") || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("window %s, format %s beside 1h objects: exit %d, want 2 naming an object and %q\n%s", c.window, c.format, r.code, c.want, r.stderr)
+		}
+	}
+	if after := s3.Objects(t, bucket, "p/"); len(after) != len(before) {
+		t.Errorf("the refused runs wrote objects: %d before, %d after", len(before), len(after))
+	}
+	holds := prefixHolds(t, s3, bucket, "p", "acme")
+	for id := range readInput(t, sampleGlob).want(config.Integration{ID: "acme-s3", Tenant: "acme", Type: config.S3,
+		S3: &s3io.Config{ObjectSpec: encode.ObjectSpec{Format: encode.NDJSON}}}, time.Time{}, time.Time{}) {
+		if holds[id] != 1 {
+			t.Errorf("impression %x is in %d objects, want 1", id, holds[id])
+		}
 	}
 }

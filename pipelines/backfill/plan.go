@@ -103,8 +103,8 @@ func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o plan
 // sizeShards gives each object store integration that leaves its shards to the data
 // as many shards (objects a window) as its largest estimated window needs at its
 // object_bytes: one for most, more for a tenant whose windows are large, so that
-// objects are neither tiny nor too large for a worker to hold. The same input gives
-// the same sample and so the same objects: a rerun overwrites them.
+// objects are neither tiny nor too large for a worker to hold. Other input may size
+// them otherwise: the objects of a prefix need not agree on their shards.
 func sizeShards(cfg *config.Config, est *estimate) {
 	for i := range cfg.Integrations {
 		in := &cfg.Integrations[i]
@@ -120,7 +120,6 @@ func sizeShards(cfg *config.Config, est *estimate) {
 		}
 		bytes := est.largestWindow(in.ID, in.Window.D()) * est.bytesPerImpression()
 		in.Shards = int(min(max(1, math.Ceil(bytes/float64(max(1, spec.ObjectBytes)))), config.MaxShards))
-		in.SizedShards = true
 	}
 }
 

@@ -131,14 +131,18 @@ func run() int {
 	// pipeline reads a partition still without one as one added since (earliest).
 	starting, cancelStart := context.WithTimeout(context.Background(), *startWait)
 	started, err := commitStarts(starting, committer, src.Start, srv)
+	code := job.ExitFailed
 	if err == nil {
 		srv.NotReady("reaching the object stores")
 		err = job.CheckStores(starting, cfg)
 	}
+	if err == nil {
+		code, err = job.CheckObjects(starting, cfg) // exit 2: objects it cannot write beside
+	}
 	cancelStart()
 	if err != nil {
 		srv.Close() // before the report is completed
-		return job.End("stream", rep, job.ExitFailed, err, *reportPath)
+		return job.End("stream", rep, code, err, *reportPath)
 	}
 	src.StartsCommitted = true
 	for _, p := range started {
@@ -174,7 +178,7 @@ func run() int {
 		// cancel.
 		rep.SetCounts(live)
 	}
-	code := job.ExitOK
+	code = job.ExitOK
 	switch {
 	case err != nil:
 		code, err = job.ExitFailed, job.Failure(ctx, err)

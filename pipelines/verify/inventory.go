@@ -53,11 +53,12 @@ type object struct {
 	name encode.ObjectName
 }
 
-// inventory reads the data objects of integration in (stored as t) that hold times in
-// r, and sums up what each window holds. An object belongs to the window that holds
-// its start: a backfill whose --since or --until cut a window names its objects by
-// the part covered, so one window may have several objects of different ranges, and
-// a stream writes a window once per pane.
+// inventory reads every data object under the prefix of integration in (stored as
+// t) that holds times in r, whatever integration id, format, shard or pane its name
+// says (an earlier id, an earlier run's format), and sums up what each window holds.
+// An object belongs to the window that holds its start: runs whose --since or
+// --until cut a window name their objects by the part covered, later runs add
+// objects of what earlier ones lacked, and a stream writes a window once per pane.
 func inventory(ctx context.Context, log *slog.Logger, in config.Integration, t objectio.Target, r timeRange) (map[window]*stored, error) {
 	store, err := objectio.NewStore(ctx, t.Kind, t.Settings)
 	if err != nil {
@@ -78,9 +79,9 @@ func inventory(ctx context.Context, log *slog.Logger, in config.Integration, t o
 	// Windows are read one at a time, so only one window's ids are in memory.
 	byWindow := map[window][]object{}
 	for _, key := range keys {
-		name, ok := t.Spec.ParseKey(strings.TrimPrefix(key, prefix))
-		if !ok || name.Integration != t.ID {
-			continue // not one of this integration's data objects
+		name, ok := encode.ParseKey(strings.TrimPrefix(key, prefix))
+		if !ok {
+			continue // not a data object
 		}
 		if !r.meets(name.Start, name.End) {
 			continue
@@ -93,7 +94,8 @@ func inventory(ctx context.Context, log *slog.Logger, in config.Integration, t o
 		st := &stored{objects: len(objs)}
 		seen := map[uuid.UUID]bool{}
 		for _, o := range objs {
-			recs, err := readObject(ctx, reader, o.key, t.Spec.Format)
+			f, _ := encode.FormatOf(o.name.Ext)
+			recs, err := readObject(ctx, reader, o.key, f)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", store.Where(o.key), err)
 			}

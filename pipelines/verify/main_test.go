@@ -99,6 +99,19 @@ func TestVerify(t *testing.T) {
 		wantExit3(t, r)
 	})
 
+	// verify takes every data object under the prefix: another integration id's (one
+	// renamed), a stream's panes, another format's.
+	for _, c := range []struct{ name, id, pane string }{{"DUPLICATED_renamed", "acme-old", ""}, {"DUPLICATED_pane", "acme-s3", "9f86d081884c7d65"}} {
+		t.Run(c.name, func(t *testing.T) {
+			bucket, args := f.bucket(t)
+			key := (&encode.ObjectSpec{Prefix: "acme", Format: encode.NDJSON}).Key(c.id, name.Start, name.End, 0, c.pane)
+			f.put(t, bucket, key, recs[:1])
+			r, rows := f.verify(t, args...)
+			wantOnly(t, rows, "acme-s3", windowStart, statusDuplicated)
+			wantExit3(t, r)
+		})
+	}
+
 	t.Run("UNEXPECTED", func(t *testing.T) { // an impression of another tenant, same window
 		bucket, args := f.bucket(t)
 		var intruder *encode.Record

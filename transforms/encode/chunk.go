@@ -170,18 +170,6 @@ func (c Chunk) Origins() []uint64 {
 	return out
 }
 
-// Digest names the chunk's impressions, whatever their order and copies: 16 hex
-// digits of a hash over their sorted unique ids.
-func (c Chunk) Digest() string {
-	es, _ := c.entries() // corrupt: Each says so
-	ids := make([]uuid.UUID, len(es))
-	for i := range es {
-		ids[i] = es[i].id
-	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	return impression.Digest(slices.Compact(ids))
-}
-
 // flush compresses the pending raw records into a new member.
 func (c *Chunk) flush() {
 	if len(c.raw) == 0 {
@@ -212,6 +200,10 @@ type Data struct {
 	Records    int // unique impressions in the object
 	Duplicates int // copies dropped
 	Bytes      int64
+	// IDs are the object's impressions' ids, each once, in no order; Digest names
+	// them (SetDigest).
+	IDs    []uuid.UUID
+	Digest string
 }
 
 // Reader returns the object's bytes as one stream.
@@ -278,8 +270,9 @@ func (c Chunk) Finish(header []byte) (Data, error) {
 	if err != nil {
 		return Data{}, err
 	}
-	keep := firstSeen(es)
-	d := Data{Records: c.N, Duplicates: 0}
+	seen := firstSeen(es)
+	keep := seen.keep
+	d := Data{Records: c.N, Duplicates: 0, IDs: seen.ids, Digest: seen.digest()}
 	if header != nil {
 		d.Members = append(d.Members, compress(header))
 	}
@@ -302,31 +295,54 @@ func (c Chunk) Finish(header []byte) (Data, error) {
 	return d, nil
 }
 
-// firstSeen returns nil when every record is a distinct impression, else which
-// records to keep.
-func firstSeen(es []entry) []bool {
+// copies says, of a chunk's records, which to keep: of several copies of one
+// impression, the first seen (lowest origin).
+type copies struct {
+	keep []bool      // nil when every record is a distinct impression
+	ids  []uuid.UUID // the distinct impressions' ids, in the order first met
+	sum  uint64      // SetDigest's sum over ids
+}
+
+// firstSeen finds the chunk's copies of impressions.
+func firstSeen(es []entry) copies {
 	best := make(map[uuid.UUID]int, len(es)) // id -> index of the copy to keep
-	var keep []bool
+	c := copies{ids: make([]uuid.UUID, 0, len(es))}
 	for i := range es {
 		id, origin := es[i].id, es[i].origin
 		j, dup := best[id]
 		if !dup {
 			best[id] = i
+			c.ids = append(c.ids, id)
+			c.sum += binary.BigEndian.Uint64(id[:8])
 			continue
 		}
-		if keep == nil {
-			keep = make([]bool, len(es))
-			for k := range keep {
-				keep[k] = true
+		if c.keep == nil {
+			c.keep = make([]bool, len(es))
+			for k := range c.keep {
+				c.keep[k] = true
 			}
 		}
 		if origin < es[j].origin {
-			best[id], keep[j] = i, false
+			best[id], c.keep[j] = i, false
 		} else {
-			keep[i] = false
+			c.keep[i] = false
 		}
 	}
-	return keep
+	return c
+}
+
+func (c copies) digest() string { return fmt.Sprintf("%016x", c.sum) }
+
+// SetDigest names a set of distinct impressions by their ids, whatever their order:
+// 16 hex digits of the sum of each id's first 8 bytes, modulo 2^64. The ids are
+// SHA-1 digests (UUIDv5), evenly spread, so the sum tells sets apart as well as a
+// hash of them would, and needs no sort. Object and pane names carry it.
+func SetDigest(ids []uuid.UUID) string {
+	var sum uint64
+	for i := range ids {
+		sum += binary.BigEndian.Uint64(ids[i][:8])
+	}
+	return fmt.Sprintf("%016x", sum)
 }
 
 // rewrite appends new members holding only the kept records.
@@ -356,7 +372,7 @@ func (c Chunk) Each(fn func(rec []byte) error) (duplicates int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	keep := firstSeen(es)
+	keep := firstSeen(es).keep
 	for _, k := range keep {
 		if !k {
 			duplicates++

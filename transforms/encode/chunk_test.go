@@ -238,16 +238,42 @@ func TestParquetColumns(t *testing.T) {
 	}
 }
 
-// A chunk's digest depends on which impressions it holds, not on their order, their
-// bundles or their copies.
+// A finished object's digest depends on which impressions it holds, not on their
+// order, their bundles or their copies.
 func TestDigest(t *testing.T) {
 	x, y, z := imp("x", 1, 0, "m"), imp("y", 2, 0, "m"), imp("z", 3, 0, "m")
-	d := build(t, NDJSON, []impression.Impression{x, y}, []impression.Impression{z}).Digest()
-	if again := build(t, NDJSON, []impression.Impression{z, y, x, y}).Digest(); again != d {
+	digest := func(bundles ...[]impression.Impression) string {
+		d, err := build(t, NDJSON, bundles...).Finish(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Digest
+	}
+	d := digest([]impression.Impression{x, y}, []impression.Impression{z})
+	if again := digest([]impression.Impression{z, y, x, y}); again != d {
 		t.Errorf("the same impressions: digest %s, then %s", d, again)
 	}
-	if other := build(t, NDJSON, []impression.Impression{x, y}).Digest(); other == d {
+	if other := digest([]impression.Impression{x, y}); other == d {
 		t.Errorf("different impressions share the digest %s", d)
+	}
+}
+
+// A finished object says which impressions it holds, each once, and names them as
+// SetDigest does.
+func TestFinishSaysWhatItHolds(t *testing.T) {
+	x, y, z := imp("x", 1, 900, "m"), imp("y", 2, 20, "m"), imp("z", 3, 1<<40, "m")
+	c := build(t, NDJSON, []impression.Impression{z, y, x}, []impression.Impression{y, x})
+	d, err := c.Finish(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := slices.SortedFunc(slices.Values(d.IDs), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	want := slices.SortedFunc(slices.Values([]uuid.UUID{x.ID, y.ID, z.ID}), func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	if !slices.Equal(got, want) || d.Records != 3 || d.Duplicates != 2 {
+		t.Errorf("Finish: ids %v, %d records, %d copies; want %v, 3, 2", got, d.Records, d.Duplicates, want)
+	}
+	if d.Digest != SetDigest(want) {
+		t.Errorf("digest %s, want %s", d.Digest, SetDigest(want))
 	}
 }
 

@@ -31,6 +31,16 @@ func (f Format) Ext() string {
 	panic(fmt.Sprintf("encode: unknown format %q", string(f)))
 }
 
+// FormatOf is the format of a data object by its extension (ObjectName.Ext).
+func FormatOf(ext string) (Format, bool) {
+	for _, f := range []Format{NDJSON, CSV, Parquet} {
+		if f.Ext() == ext {
+			return f, true
+		}
+	}
+	return "", false
+}
+
 // ContentType is the media type of a data object in format f.
 func (f Format) ContentType() string {
 	if f == Parquet {

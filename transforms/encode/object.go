@@ -94,6 +94,28 @@ func (o *ObjectSpec) Key(integration string, start, end time.Time, shard int, pa
 	return o.Prefix + "/" + name
 }
 
+// Partitions are the listing prefixes under which the data objects that start in
+// [start, end) are found: each hour partition the range meets, or each day's when
+// byDay or for a range longer than a day.
+func (o *ObjectSpec) Partitions(start, end time.Time, byDay bool) []string {
+	start, end = start.UTC(), end.UTC()
+	base := ""
+	if o.Prefix != "" {
+		base = o.Prefix + "/"
+	}
+	var out []string
+	if byDay || end.Sub(start) > 24*time.Hour {
+		for d := start.Truncate(24 * time.Hour); d.Before(end); d = d.Add(24 * time.Hour) {
+			out = append(out, base+"dt="+d.Format("2006-01-02")+"/")
+		}
+		return out
+	}
+	for h := start.Truncate(time.Hour); h.Before(end); h = h.Add(time.Hour) {
+		out = append(out, fmt.Sprintf("%sdt=%s/hour=%02d/", base, h.Format("2006-01-02"), h.Hour()))
+	}
+	return out
+}
+
 // WindowStart is the start of the fixed window of size d that holds t, as Beam's
 // fixed windows (no offset) assign it: a multiple of d since the Unix epoch.
 func WindowStart(t time.Time, d time.Duration) time.Time {
@@ -114,7 +136,9 @@ type ObjectName struct {
 	Ext         string // the format's extension: .ndjson.gz, .csv.gz or .parquet
 }
 
-var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_(\d{3,})(?:_([0-9a-f]{16}))?(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
+// The end may be in the year 10000: the end of the window of the last impressions
+// (impression.MaxTime).
+var objectName = regexp.MustCompile(`(?:^|/)dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/([a-z0-9-]+)_(\d{8}T\d{6}Z)_(\d{8,9}T\d{6}Z)_(\d{3,})(?:_([0-9a-f]{16}))?(\.ndjson\.gz|\.csv\.gz|\.parquet)$`)
 
 // ParseKey reads a data object's key; ok is false for anything else under the prefix
 // (manifests, markers) or a key of another format.
@@ -133,12 +157,28 @@ func ParseKey(key string) (n ObjectName, ok bool) {
 	if m == nil {
 		return n, false
 	}
-	const stamp = "20060102T150405Z"
-	start, err1 := time.Parse(stamp, m[2])
-	end, err2 := time.Parse(stamp, m[3])
+	start, err1 := parseStamp(m[2])
+	end, err2 := parseStamp(m[3])
 	shard, err3 := strconv.Atoi(m[4])
 	if err1 != nil || err2 != nil || err3 != nil {
 		return n, false
 	}
 	return ObjectName{Integration: m[1], Start: start, End: end, Shard: shard, Pane: m[5], Ext: m[6]}, true
+}
+
+// parseStamp reads a time as Key writes it: 20060102T150405Z, or with a year of five
+// digits (time.Format writes the year 10000 so; time.Parse reads four).
+func parseStamp(v string) (time.Time, error) {
+	if len(v) != len("20060102T150405Z")+1 {
+		return time.Parse("20060102T150405Z", v)
+	}
+	year, err := strconv.Atoi(v[:5])
+	if err != nil {
+		return time.Time{}, err
+	}
+	t, err := time.Parse("20060102T150405Z", "2000"+v[5:]) // a leap year, for February 29
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Date(year, t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), 0, time.UTC), nil
 }

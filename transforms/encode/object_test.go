@@ -26,6 +26,23 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// The window of the last impressions there can be (impression.MaxTime) ends in the
+// year 10000; its name reads back.
+func TestKeyOfTheLastWindow(t *testing.T) {
+	o := ObjectSpec{Prefix: "p", Format: NDJSON}
+	for _, d := range []time.Duration{5 * time.Minute, 48 * time.Hour} {
+		start := WindowStart(time.UnixMilli(253402300799999), d)
+		key := o.Key("acme-s3", start, start.Add(d), 0, "9f86d081884c7d65")
+		n, ok := o.ParseKey(key)
+		if !ok || !n.Start.Equal(start) || !n.End.Equal(start.Add(d)) || n.End.Year() != 10000 {
+			t.Errorf("ParseKey(%q) = %+v, %v; want %v to %v", key, n, ok, start, start.Add(d))
+		}
+	}
+	if n, ok := ParseKey("dt=2026-01-01/hour=00/a_20260101T000000Z_2026013T000000Z_000.ndjson.gz"); ok {
+		t.Errorf("a malformed end stamp parsed: %+v", n)
+	}
+}
+
 // A stream's object names carry the pane's digest, and read back.
 func TestKeyWithPane(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/outflow/outflow/internal/impression"
@@ -197,8 +198,12 @@ func writeParquet(c *Chunk, es []entry, keep []bool, w io.Writer) error {
 type Object struct {
 	Records    int // unique impressions in the object
 	Duplicates int // copies dropped
-	open       func() io.ReadCloser
-	size       atomic.Int64
+	// IDs are the object's impressions' ids, each once, in no order; Digest names
+	// them (SetDigest).
+	IDs    []uuid.UUID
+	Digest string
+	open   func() io.ReadCloser
+	size   atomic.Int64
 }
 
 // Open returns the object's bytes. Close it when done, read or not.
@@ -216,7 +221,7 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := &Object{Records: d.Records, Duplicates: d.Duplicates,
+		o := &Object{Records: d.Records, Duplicates: d.Duplicates, IDs: d.IDs, Digest: d.Digest,
 			open: func() io.ReadCloser { return io.NopCloser(d.Reader()) }}
 		if d.Bytes <= smallObject {
 			// A stream that stores can send with its length known, without
@@ -231,8 +236,9 @@ func FinishObject(c Chunk, f Format) (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	keep := firstSeen(es)
-	o := &Object{Records: c.N}
+	seen := firstSeen(es)
+	keep := seen.keep
+	o := &Object{Records: c.N, IDs: seen.ids, Digest: seen.digest()}
 	for _, k := range keep {
 		if !k {
 			o.Records--

@@ -106,7 +106,7 @@ func parquetChunk(t *testing.T, seed uint64, n int) (*Chunk, []entry, []bool, []
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &c, es, firstSeen(es), imps
+	return &c, es, firstSeen(es).keep, imps
 }
 
 // TestParquetBytesUnchanged: objects written from the column table are byte for byte

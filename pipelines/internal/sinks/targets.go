@@ -119,7 +119,7 @@ func ObjectTargets(cfg *config.Config, ints []config.Integration) []objectio.Tar
 		raw, _ := json.Marshal(settings) // sections are plain structs of strings and numbers
 		// A stream writes a window again for its late data: names tell the panes apart.
 		ts = append(ts, objectio.Target{ID: in.ID, Kind: string(in.Type), Spec: spec, Settings: raw, Progress: in.Progress,
-			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D(), Shards: config.ShardsOf(in), SizedShards: in.SizedShards})
+			Tenant: in.Tenant, Live: cfg.Live, Since: unixMilli(cfg.Since), Until: unixMilli(cfg.Until), Window: in.Window.D()})
 	}
 	return ts
 }

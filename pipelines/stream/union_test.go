@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/transforms/encode"
+)
+
+// A stream, then a backfill over a file that holds what the stream stored and more,
+// then the stream again with copies of the backfill's impressions: the prefix holds
+// each impression once, whichever job wrote it, and no object was replaced.
+func TestStreamAndBackfillShareAPrefix(t *testing.T) {
+	t.Parallel()
+	tp := newTopic(t)
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	cfgPath := writeConfig(t, fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
+		bucket, s3.Endpoint))
+	stored := func() (map[string]int, map[string][]byte) { // impression key -> objects holding it
+		held := map[string]int{}
+		objects := s3.Objects(t, bucket, "acme/")
+		for key, body := range objects {
+			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
+			if err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			for _, r := range recs {
+				held[r.Key]++
+			}
+		}
+		return held, objects
+	}
+	waitStored := func(j *streamJob, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if held, _ := stored(); len(held) >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				held, _ := stored()
+				t.Fatalf("after 90 s, %d of %d impressions stored\n%s", len(held), want, j.stderr.String())
+			}
+		}
+	}
+	at := time.Now().Add(-time.Minute)
+	j := startConfig(t, tp, cfgPath)
+	tp.produceAt(at, "acme", keys("a", 0, 30)...)
+	waitStored(j, 30)
+	if code := j.stop(); code != 0 {
+		t.Fatalf("stream: exit %d\n%s", code, j.stderr.String())
+	}
+	_, afterStream := stored()
+
+	// The backfill reads the stream's 30 and 20 more, of the same windows.
+	var lines []string
+	for _, k := range keys("a", 0, 50) {
+		lines = append(lines, fmt.Sprintf(`{"tenant":"acme","environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`, k, at.UnixMilli()))
+	}
+	input := filepath.Join(t.TempDir(), "in.ndjson")
+	if err := os.WriteFile(input, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backfill := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), "--config", cfgPath, "--input", input)
+	if backfill.Code != 0 {
+		t.Fatalf("backfill: exit %d\n%s", backfill.Code, backfill.Stderr)
+	}
+	held, afterBackfill := stored()
+	for key, body := range afterStream {
+		if !bytes.Equal(afterBackfill[key], body) {
+			t.Errorf("the backfill replaced the stream's object %s", key)
+		}
+	}
+
+	// The stream again: copies of what the backfill stored, and new ones.
+	j = startConfig(t, tp, cfgPath)
+	tp.produceAt(at, "acme", keys("a", 20, 50)...)
+	tp.produce("acme", keys("b", 0, 10)...)
+	waitStored(j, 60)
+	time.Sleep(3 * time.Second) // time for a copy to be stored, if one were
+	if code := j.stop(); code != 0 {
+		t.Errorf("stream: exit %d\n%s", code, j.stderr.String())
+	}
+	held, _ = stored()
+	for _, k := range append(keys("a", 0, 50), keys("b", 0, 10)...) {
+		if held[k] != 1 {
+			t.Errorf("impression %s is in %d objects, want 1", k, held[k])
+		}
+	}
+	if len(held) != 60 {
+		t.Errorf("the prefix holds %d impressions, want 60", len(held))
+	}
+}
