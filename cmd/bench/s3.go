@@ -98,25 +98,35 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 		}
 	}
 	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	cfg := filepath.Join(dir, "bench.yaml")
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "dead_letter: %s\nintegrations:\n", filepath.Join(dir, "dead-letter"))
-	for _, in := range integrations {
-		fmt.Fprintf(&sb, "  - {id: %s, tenant: %s, type: s3, s3: {bucket: bench, prefix: %s, format: %s, endpoint: %q}}\n",
-			in.id, in.tenant, in.id, in.format, endpoint)
-	}
-	if err := os.WriteFile(cfg, []byte(sb.String()), 0o644); err != nil {
-		return err
+	// Each round writes into prefixes of its own: a prefix that holds the impressions
+	// already is only checked, not written (see the rerun below).
+	config := func(round int) (string, error) {
+		cfg := filepath.Join(dir, fmt.Sprintf("bench-%d.yaml", round))
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "dead_letter: %s\nintegrations:\n", filepath.Join(dir, "dead-letter"))
+		for _, in := range integrations {
+			fmt.Fprintf(&sb, "  - {id: %s, tenant: %s, type: s3, s3: {bucket: bench, prefix: r%d/%s, format: %s, endpoint: %q}}\n",
+				in.id, in.tenant, round, in.id, in.format, endpoint)
+		}
+		return cfg, os.WriteFile(cfg, []byte(sb.String()), 0o644)
 	}
 
 	var loop, beam []s3Round
-	for r := range rounds {
-		fmt.Printf("round %d of %d…\n", r+1, rounds)
+	var rerun s3Round // the last round's backfill again, into the prefixes it filled
+	for r := range rounds + 1 {
+		cfg, err := config(min(r, rounds-1))
+		if err != nil {
+			return err
+		}
+		if r < rounds {
+			fmt.Printf("round %d of %d…\n", r+1, rounds)
+		} else {
+			fmt.Printf("the last round's backfill again, into the prefixes it filled…\n")
+		}
 		lr, counts, err := plainLoop(glob, integrations)
 		if err != nil {
 			return err
 		}
-		loop = append(loop, lr)
 		report := filepath.Join(dir, fmt.Sprintf("report-%d.json", r))
 		var args []string
 		if addr := os.Getenv("OUTFLOW_BENCH_METRICS_ADDR"); addr != "" {
@@ -130,7 +140,8 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 		if res.err != nil || res.code != 0 {
 			return fmt.Errorf("backfill: exit %s: %v\n%s", res.exitString(), res.err, p.out.Bytes())
 		}
-		if err := checkDelivered(report, counts); err != nil {
+		objects, before, err := checkStored(report, counts)
+		if err != nil {
 			return err
 		}
 		total := 0
@@ -138,10 +149,18 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 			total += c
 		}
 		total -= counts[integrations[len(integrations)-1].id] // the CSV copy is not another impression
-		beam = append(beam, s3Round{rate: float64(total) / res.elapsed.Seconds(),
-			cpuSec: res.cpu.Seconds() * 1e6 / float64(total), rssMiB: float64(res.rssKiB) / 1024})
-		fmt.Printf("  plain loop %.0f/s, backfill %.0f/s (%.1fs, %.0f MiB peak RSS); each integration delivered what the loop counted\n",
-			lr.rate, beam[r].rate, res.elapsed.Seconds(), beam[r].rssMiB)
+		br := s3Round{rate: float64(total) / res.elapsed.Seconds(),
+			cpuSec: res.cpu.Seconds() * 1e6 / float64(total), rssMiB: float64(res.rssKiB) / 1024}
+		fmt.Printf("  plain loop %.0f/s, backfill %.0f/s (%.1fs, %.1f CPU-s per million, %.0f MiB peak RSS); each integration delivered what the loop counted\n",
+			lr.rate, br.rate, res.elapsed.Seconds(), br.cpuSec, br.rssMiB)
+		if r == rounds {
+			if objects != 0 || before != total+counts[integrations[len(integrations)-1].id] {
+				return fmt.Errorf("the same backfill again wrote %d objects, and found %d impressions stored before of %d", objects, before, total)
+			}
+			rerun = br
+			break
+		}
+		loop, beam = append(loop, lr), append(beam, br)
 	}
 
 	fmt.Printf("\n%d impressions, %d integrations (%d NDJSON, 1 CSV), %d files, %d rounds, %d cores\n",
@@ -159,6 +178,7 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 	}
 	show(fmt.Sprintf("plain loop, %d goroutines: parse, encode, gzip", runtime.GOMAXPROCS(0)), loop, false)
 	show("backfill, embedded prism, S3 API server on loopback", beam, true)
+	show("the same backfill again: every impression stored already", []s3Round{rerun}, true)
 
 	var ratios []float64
 	for i := range beam {
@@ -236,32 +256,36 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// checkDelivered compares the backfill's report with the impressions the loop counted
-// per integration.
-func checkDelivered(path string, want map[string]int) error {
+// checkStored compares the backfill's report with the impressions the loop counted
+// per integration, and returns how many objects the run wrote and how many of the
+// delivered impressions were stored before it.
+func checkStored(path string, want map[string]int) (objects, before int, err error) {
 	var r struct {
 		Integrations []struct {
-			ID        string `json:"id"`
-			Delivered int    `json:"delivered"`
+			ID           string `json:"id"`
+			Delivered    int    `json:"delivered"`
+			Objects      int    `json:"objects"`
+			StoredBefore int    `json:"stored_before"`
 		} `json:"integrations"`
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return 0, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	got := map[string]int{}
 	for _, in := range r.Integrations {
 		got[in.ID] = in.Delivered
+		objects, before = objects+in.Objects, before+in.StoredBefore
 	}
 	for id, n := range want {
 		if got[id] != n {
-			return fmt.Errorf("integration %s: the backfill delivered %d impressions, the loop found %d", id, got[id], n)
+			return 0, 0, fmt.Errorf("integration %s: the backfill delivered %d impressions, the loop found %d", id, got[id], n)
 		}
 	}
-	return nil
+	return objects, before, nil
 }
 
 // plainLoop is the ceiling: the files read, parsed, validated, encoded per
