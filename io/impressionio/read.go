@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,7 @@ type readOption struct {
 	shared       sharing
 	progress     string
 	spanBytes    int64
+	files        []File // nil: what the glob matches when the job runs
 }
 
 // sharing says which of several jobs reading the same input count what, so a
@@ -81,6 +83,14 @@ func Shared(ownLines, ownRest bool) ReadOptionFn {
 // shows how far a job has come.
 func Progress(key string) ReadOptionFn { return func(o *readOption) { o.progress = key } }
 
+// Exactly reads these files, as a plan listed them, rather than what the glob matches
+// when the job runs. A file whose size or modification time is not what the list
+// says, before its lines are read or after, or that is gone, fails the job, naming
+// the file: a job never reports done having read less than was planned, or more.
+func Exactly(files []File) ReadOptionFn {
+	return func(o *readOption) { o.files = slices.Clip(files) }
+}
+
 // SpanBytes sets how much of a large uncompressed file one element reads: files of
 // at least twice n bytes are read in spans of about n (default 64 MiB); 0 reads every
 // file whole.
@@ -95,7 +105,7 @@ func SpanBytes(n int64) ReadOptionFn { return func(o *readOption) { o.spanBytes 
 func Read(s beam.Scope, glob string, opts ...ReadOptionFn) (imps, invalid beam.PCollection) {
 	s = s.Scope("impressionio.Read")
 	o := readOptions(opts)
-	return beam.ParDo2(s, &readFn{fileReader: o.fileReader()}, spans(s, glob, o.spanBytes))
+	return beam.ParDo2(s, &readFn{fileReader: o.fileReader()}, spans(s, glob, o.files, o.spanBytes))
 }
 
 // ObjectTarget is an object store integration, for ReadObjects.
@@ -118,7 +128,7 @@ func ReadObjects(s beam.Scope, glob string, targets []ObjectTarget, opts ...Read
 	s = s.Scope("impressionio.ReadObjects")
 	o := readOptions(opts)
 	fn := &readObjectsFn{fileReader: o.fileReader(), Targets: targets}
-	return beam.ParDo2(s, fn, spans(s, glob, o.spanBytes))
+	return beam.ParDo2(s, fn, spans(s, glob, o.files, o.spanBytes))
 }
 
 func readOptions(opts []ReadOptionFn) readOption {
@@ -175,6 +185,9 @@ func (fn *fileReader) mine(p *parsed) bool {
 // there after each batch, and valid, when set, is called on the bundle's goroutine,
 // in file order, with each impression of this job.
 func (fn *fileReader) read(ctx context.Context, sp span, dead func(deadletterio.Record), fw fileWork, valid func(*impression.Impression)) error {
+	if err := sp.check(ctx); err != nil {
+		return err
+	}
 	origin := fileOrigin(sp.Path)
 	received := time.Now().UnixMilli()
 	work := fw.work
@@ -245,7 +258,7 @@ func (fn *fileReader) read(ctx context.Context, sp span, dead func(deadletterio.
 	var corrupt *CorruptError
 	switch {
 	case err == nil:
-		return nil
+		return sp.check(ctx) // not rewritten while it was read
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case !errors.As(err, &corrupt):

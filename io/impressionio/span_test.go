@@ -81,7 +81,7 @@ func TestReadSpansMatchWholeFiles(t *testing.T) {
 	}
 	glob := filepath.Join(dir, "*")
 	p, s := beam.NewPipelineWithRoot()
-	passert.Count(s, spans(s, glob, span), "spans", nspans)
+	passert.Count(s, spans(s, glob, nil, span), "spans", nspans)
 	imps, invalid := Read(s, glob, SpanBytes(span))
 	wholeImps, wholeInvalid := Read(s, glob, SpanBytes(0))
 	passert.Equals(s, beam.ParDo(s, impOrigin, imps), beam.ParDo(s, impOrigin, wholeImps))

@@ -147,7 +147,7 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 	srv.Ready()
 	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
 		"parallel_http_jobs", *parallelHTTP, "estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
-	return runPlan(ctx, log, cfg, *input, jobs, o, parallelism(), st, rep, lines)
+	return runPlan(ctx, log, cfg, *input, files, jobs, o, parallelism(), st, rep, lines)
 }
 
 // parallelism is how many jobs of each pool run at once.
@@ -255,16 +255,9 @@ func readFlags() (planOptions, []string) {
 	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration", MaxJobImpressions: *maxJob}, problems
 }
 
-// inputFile is a matched input file, as a rerun recognises it.
-type inputFile struct {
-	Path     string    `json:"path"`
-	Size     int64     `json:"size"`
-	Modified time.Time `json:"modified,omitzero"` // where the file system tells
-}
-
 // matchInput lists the input files; it fails when the glob matches none: a typo
 // should not look like an empty, successful backfill.
-func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
+func matchInput(ctx context.Context, glob string) ([]impressionio.File, error) {
 	fs, err := filesystem.New(ctx, glob)
 	if err != nil {
 		return nil, fmt.Errorf("--input %s: %w", glob, err)
@@ -278,7 +271,7 @@ func matchInput(ctx context.Context, glob string) ([]inputFile, error) {
 		return nil, fmt.Errorf("--input %s: no files match", glob)
 	}
 	slices.Sort(paths)
-	files := make([]inputFile, len(paths))
+	files := make([]impressionio.File, len(paths))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for i, p := range paths {

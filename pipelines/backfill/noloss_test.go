@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -199,5 +200,90 @@ func TestOutcomeWithoutMetrics(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(store, "_receipts", "*", "*")); len(left) != 0 {
 		t.Errorf("receipts left after counting: %v", left)
+	}
+}
+
+// Jobs read the files their plan matched, as they were then. Here a file is rewritten,
+// or removed, while the first of several jobs stores its objects (it read its input
+// before): the jobs after it fail naming the file (exit 1), none reports done having
+// read less. Run again, the backfill reads the files as they are now, and the prefix
+// holds each impression of them once.
+func TestInputChangedSincePlan(t *testing.T) {
+	t.Parallel()
+	for _, change := range []string{"rewritten", "removed"} {
+		t.Run(change, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			files, _ := filepath.Glob(sampleGlob)
+			for _, f := range files {
+				b, _ := os.ReadFile(f)
+				os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
+			}
+			victim := filepath.Join(dir, "part-002.ndjson")
+			s3 := testenv.NewS3(t)
+			bucket := s3.Bucket(t)
+			var changed atomic.Bool
+			endpoint := testenv.FaultyS3(t, s3.Endpoint, func(method, _ string, _ int) testenv.Fault {
+				if method == http.MethodPut && !changed.Swap(true) {
+					var err error
+					if change == "removed" {
+						err = os.Remove(victim)
+					} else {
+						err = os.WriteFile(victim, []byte(goodLine("rewritten", 1767225600000)+"\n"), 0o644)
+					}
+					if err != nil {
+						t.Error(err)
+					}
+				}
+				return testenv.Pass
+			})
+			cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, window: 1h, s3: {bucket: %s, prefix: acme, endpoint: %s}}
+`, t.TempDir(), bucket, endpoint))
+			args := []string{"--config", cfgPath, "--input", filepath.Join(dir, "*"), "--slice", "1h", "--parallel-jobs", "1"}
+			r := runBackfill(t, args...)
+			if !changed.Load() {
+				t.Fatal("no object was stored: the test changed nothing")
+			}
+			if len(r.report.Jobs) < 2 {
+				t.Fatalf("%d jobs; the test needs a job after the first", len(r.report.Jobs))
+			}
+			if r.code != 1 || !strings.Contains(r.stderr, victim) || !strings.Contains(r.stderr, "since the backfill was planned") {
+				t.Fatalf("exit %d, want 1 naming %s as changed since the plan\n%s", r.code, victim, r.stderr)
+			}
+			for _, line := range strings.Split(r.stderr, "\n") {
+				if strings.Contains(line, "since the backfill was planned") {
+					t.Logf("%s", line)
+					break
+				}
+			}
+			failed := 0
+			for i, j := range r.report.Jobs {
+				switch {
+				case j.Status == "failed":
+					failed++
+				case j.Status == "done" && i > 0:
+					t.Errorf("job %s done, though it ran after its input changed", j.ID)
+				}
+			}
+			if failed == 0 {
+				t.Errorf("no job failed: %+v", r.report.Jobs)
+			}
+
+			again := runBackfill(t, args...)
+			if again.code != 0 {
+				t.Fatalf("run again: exit %d\n%s", again.code, again.stderr)
+			}
+			cfg, _ := config.Load(cfgPath)
+			held := prefixHolds(t, s3, bucket, "acme", "acme")
+			want := readInput(t, filepath.Join(dir, "*")).want(cfg.Integrations[0], time.Time{}, time.Time{})
+			for id := range want {
+				if held[id] != 1 {
+					t.Errorf("impression %x is in %d objects, want 1", id, held[id])
+				}
+			}
+		})
 	}
 }

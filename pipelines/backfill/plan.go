@@ -17,6 +17,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/linefile"
+	"github.com/outflow/outflow/io/impressionio"
 	"github.com/outflow/outflow/pipelines/internal/sinks"
 	"github.com/outflow/outflow/transforms/encode"
 	"github.com/outflow/outflow/transforms/route"
@@ -63,7 +64,7 @@ const defaultSampleBytes = 4 << 20
 // makePlan estimates how many impressions each job will deliver and orders the jobs
 // largest first.
 // It also returns the estimated lines of the whole input.
-func makePlan(ctx context.Context, cfg *config.Config, files []inputFile, o planOptions) ([]planJob, int64, error) {
+func makePlan(ctx context.Context, cfg *config.Config, files []impressionio.File, o planOptions) ([]planJob, int64, error) {
 	targets := sinks.Targets(cfg.Integrations)
 	est := newEstimate()
 	g, gctx := errgroup.WithContext(ctx)

@@ -33,7 +33,7 @@ import (
 // pool's slots (parallel[pool] at a time; see poolOf), and records each in the report
 // and the state. It returns the exit code: 1 if a job failed, else 3 if one
 // dead-lettered, else 0.
-func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, jobs []planJob, o planOptions,
+func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob string, files []impressionio.File, jobs []planJob, o planOptions,
 	parallel [numPools]int, st *state, rep *report.Report, totalLines int64) (int, error) {
 	mu := &reportMu // guards rep and the variables below
 	var (
@@ -81,7 +81,8 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			for i := range sub.Integrations {
 				sub.Integrations[i].Progress = j.ID
 			}
-			opts := []impressionio.ReadOptionFn{impressionio.Progress(j.ID), impressionio.Since(o.From),
+			// Every job reads the files the plan matched, as they were then.
+			opts := []impressionio.ReadOptionFn{impressionio.Exactly(files), impressionio.Progress(j.ID), impressionio.Since(o.From),
 				impressionio.Until(o.Until), impressionio.Within(j.From, j.Until), impressionio.Shared(j.OwnLines, j.OwnRest)}
 			run := receiptRun(j.ID)
 			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts, run))
