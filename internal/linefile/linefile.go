@@ -38,8 +38,9 @@ type Reader struct {
 	// start and end are the bytes read: [start, end), end 0 when the size is unknown.
 	start, end int64
 	gz         *gzip.Reader
-	r          io.Reader // the content; nil until a .gz file's header is read
-	err        error     // the error Read returned, returned again
+	zb         *bufio.Reader // what gz reads from: its members are read one at a time
+	r          io.Reader     // the content; nil until a .gz file's header is read
+	err        error         // the error Read returned, returned again
 }
 
 // Open opens the file at path. size is its size when known, so that a body that
@@ -93,6 +94,33 @@ func open(ctx context.Context, path string, size, start, end int64) (*Reader, er
 	return f, nil
 }
 
+// nextMember starts the gzip member that follows the one just read, if any. Zero bytes
+// after the last member are padding, which gzip -d ignores too; anything else after
+// them is damage.
+func (f *Reader) nextMember() (more bool, err error) {
+	padded := false
+	for {
+		c, err := f.zb.ReadByte()
+		switch {
+		case errors.Is(err, io.EOF):
+			return false, nil
+		case err != nil:
+			return false, err
+		case c == 0:
+			padded = true
+			continue
+		case padded:
+			return false, errors.New("gzip: bytes other than zeros after the padding that follows the last member")
+		}
+		f.zb.UnreadByte()
+		if err := f.gz.Reset(f.zb); err != nil {
+			return false, err
+		}
+		f.gz.Multistream(false)
+		return true, nil
+	}
+}
+
 // skipTo moves rc, just opened, to byte start of its file.
 func skipTo(rc io.ReadCloser, start int64) error {
 	if sk, ok := rc.(io.Seeker); ok {
@@ -118,16 +146,30 @@ func (f *Reader) Read(b []byte) (int, error) {
 
 func (f *Reader) read(b []byte) (int, error) {
 	if f.r == nil {
-		zr, err := gzip.NewReader(&f.raw)
+		f.zb = bufio.NewReaderSize(&f.raw, 64<<10)
+		zr, err := gzip.NewReader(f.zb)
 		if err != nil {
 			if f.raw.err == nil && f.short() == nil {
 				return 0, &CorruptError{fmt.Errorf("not a gzip file: %w", err)}
 			}
 			return 0, f.classify(err)
 		}
+		zr.Multistream(false)
 		f.gz, f.r = zr, zr
 	}
 	n, err := f.r.Read(b)
+	if f.gz != nil && errors.Is(err, io.EOF) {
+		// The end of a gzip member: another may follow.
+		more, merr := f.nextMember()
+		switch {
+		case merr != nil:
+			return n, f.classify(merr)
+		case more && n > 0:
+			return n, nil
+		case more:
+			return f.read(b)
+		}
+	}
 	switch {
 	case err == nil:
 		return n, nil

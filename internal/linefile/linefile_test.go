@@ -127,6 +127,38 @@ func TestLinesCorrupt(t *testing.T) {
 	}
 }
 
+// A gzip file of several members reads as one stream, and zero bytes padding its end
+// are ignored, as zcat reads it; other bytes after the padding are damage.
+func TestLinesGzipMembersAndPadding(t *testing.T) {
+	content, want := numbered(3000)
+	half := strings.Index(content[len(content)/2:], "\n") + len(content)/2 + 1
+	members := append(gz(content[:half]), gz(content[half:])...)
+	for _, c := range []struct {
+		name string
+		data []byte
+		says string // "" for no error
+	}{
+		{"members.ndjson.gz", members, ""},
+		{"padded.ndjson.gz", append(slices.Clone(members), make([]byte, 4096)...), ""},
+		{"one-zero.ndjson.gz", append(gz(content), 0), ""},
+		{"padded-garbage.ndjson.gz", append(append(slices.Clone(members), make([]byte, 100)...), "junk"...), "other than zeros"},
+		{"garbage.ndjson.gz", append(slices.Clone(members), "junk!junk!junk"...), "gzip"},
+	} {
+		path := write(t, c.name, c.data)
+		got, err := lines(path, Options{Size: int64(len(c.data))})
+		if c.says == "" {
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("%s: %d lines, %v; want the %d lines", c.name, len(got), err, len(want))
+			}
+			continue
+		}
+		var corrupt *CorruptError
+		if !errors.As(err, &corrupt) || !strings.Contains(err.Error(), c.says) || !slices.Equal(got, want) {
+			t.Errorf("%s: %d lines, then %v; want all %d lines, then a *CorruptError saying %q", c.name, len(got), err, len(want), c.says)
+		}
+	}
+}
+
 // A body that ends before the file's size, or a file that is not there, is a failure
 // to read, which reading again may cure: not a *CorruptError. The line the body cut is
 // not passed.
