@@ -21,6 +21,9 @@ const (
 	Reset
 	// Unavailable answers 503 Slow Down, as S3 does under load.
 	Unavailable
+	// Denied answers 403 Access Denied, as S3 does to credentials without the
+	// permission (or the KMS key) for the request.
+	Denied
 )
 
 // FaultyS3 serves the S3 API of endpoint through a proxy on loopback whose requests
@@ -61,6 +64,10 @@ func FaultyS3(t testing.TB, endpoint string, fault func(method, path string, n i
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+		case Denied:
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusForbidden)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`)
 		default:
 			proxy.ServeHTTP(w, r)
 		}

@@ -133,10 +133,7 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 			return keys, nil
 		}
 		if err != nil {
-			if apiErr := (*googleapi.Error)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusForbidden {
-				err = fmt.Errorf("%w: %w", objectio.ErrDenied, err)
-			}
-			return nil, fmt.Errorf("gcsio: list %s: %w", s.Where(prefix), err)
+			return nil, fmt.Errorf("gcsio: list %s: %w", s.Where(prefix), denied(err))
 		}
 		keys = append(keys, attrs.Name)
 	}
@@ -145,9 +142,18 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	r, err := s.handle.Object(key).NewReader(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("gcsio: get %s: %w", s.Where(key), err)
+		return nil, fmt.Errorf("gcsio: get %s: %w", s.Where(key), denied(err))
 	}
 	return r, nil
+}
+
+// denied marks an answer of 403 as objectio.ErrDenied: credentials without the
+// permission, or without the KMS key the object is encrypted with.
+func denied(err error) error {
+	if apiErr := (*googleapi.Error)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusForbidden {
+		return fmt.Errorf("%w: %w", objectio.ErrDenied, err)
+	}
+	return err
 }
 
 // Check verifies, before a job starts, that the integration's bucket is reachable, so

@@ -57,14 +57,14 @@ type held struct {
 // none.
 func (h *held) overlapping(ctx context.Context, d *dest, w window, start, end time.Time) ([]string, error) {
 	if d.reader == nil {
-		h.warn(ctx, d, d.Spec.Prefix)
+		h.warn(ctx, d, cannotList, d.Spec.Prefix)
 		return nil, nil
 	}
 	var out []string
 	for _, part := range d.Spec.Partitions(w.start, w.end, h.keep) {
 		objects, err := h.list(ctx, d, part)
 		if errors.Is(err, ErrDenied) {
-			h.warn(ctx, d, part)
+			h.warn(ctx, d, cannotList, part)
 			return nil, nil
 		}
 		if err != nil {
@@ -110,20 +110,26 @@ func (h *held) list(ctx context.Context, d *dest, part string) ([]object, error)
 	return h.listed.get(part, list)
 }
 
-// warn says once per integration that its store cannot be listed.
-func (h *held) warn(ctx context.Context, d *dest, where string) {
+// warn says once per integration that its store refuses what, at where.
+func (h *held) warn(ctx context.Context, d *dest, what, where string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.warned[d.ID] {
+	if h.warned[d.ID+what] {
 		return
 	}
 	if h.warned == nil {
 		h.warned = map[string]bool{}
 	}
-	h.warned[d.ID] = true
-	oplog.L().WarnContext(ctx, "objectio: the store cannot be listed: impressions that objects of earlier runs "+
+	h.warned[d.ID+what] = true
+	oplog.L().WarnContext(ctx, "objectio: "+what+": impressions that objects of earlier runs "+
 		"hold may be stored again in a second object", "integration", d.ID, "where", d.store.Where(where))
 }
+
+// What warn says a store refuses.
+const (
+	cannotList = "the store cannot be listed"
+	cannotRead = "objects already stored cannot be read back (no permission, or no key to decrypt them)"
+)
 
 // holding returns the ids that the objects at keys hold, among want.
 func (h *held) holding(ctx context.Context, d *dest, keys []string, want []uuid.UUID) (map[uuid.UUID]bool, error) {
@@ -150,6 +156,12 @@ func (h *held) holding(ctx context.Context, d *dest, keys []string, want []uuid.
 func (h *held) read(ctx context.Context, d *dest, key string) ([]uuid.UUID, error) {
 	return h.ids.get(key, func() ([]uuid.UUID, error) {
 		body, err := d.reader.Get(ctx, key)
+		if errors.Is(err, ErrDenied) {
+			// Credentials that may list but not read would otherwise fail every run
+			// (and a stream every restart) on the first object they find.
+			h.warn(ctx, d, cannotRead, key)
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("objectio: read %s back: %w", d.store.Where(key), err)
 		}

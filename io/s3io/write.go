@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
@@ -64,10 +66,7 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			if apiErr := smithy.APIError(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied" {
-				err = fmt.Errorf("%w: %w", objectio.ErrDenied, err)
-			}
-			return nil, fmt.Errorf("s3io: list %s: %w", s.Where(prefix), err)
+			return nil, fmt.Errorf("s3io: list %s: %w", s.Where(prefix), denied(err))
 		}
 		for _, o := range page.Contents {
 			keys = append(keys, aws.ToString(o.Key))
@@ -79,7 +78,18 @@ func (s *store) List(ctx context.Context, prefix string) ([]string, error) {
 func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
 	if err != nil {
-		return nil, fmt.Errorf("s3io: get %s: %w", s.Where(key), err)
+		return nil, fmt.Errorf("s3io: get %s: %w", s.Where(key), denied(err))
 	}
 	return out.Body, nil
+}
+
+// denied marks an answer of 403 as objectio.ErrDenied: credentials without the
+// permission, or without the KMS key the object is encrypted with.
+func denied(err error) error {
+	var re *awshttp.ResponseError
+	if apiErr := smithy.APIError(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied" ||
+		errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
+		return fmt.Errorf("%w: %w", objectio.ErrDenied, err)
+	}
+	return err
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -436,6 +438,61 @@ integrations:
 		S3: &s3io.Config{ObjectSpec: encode.ObjectSpec{Format: encode.NDJSON}}}, time.Time{}, time.Time{}) {
 		if holds[id] != 1 {
 			t.Errorf("impression %x is in %d objects, want 1", id, holds[id])
+		}
+	}
+}
+
+// Credentials that may list and write but not read the objects back (no permission,
+// or no key to decrypt them) do not fail the run: the objects already stored are
+// taken as holding nothing, with one WARN saying what that risks, and nothing read
+// is lost.
+func TestObjectsThatCannotBeReadBack(t *testing.T) {
+	t.Parallel()
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	endpoint := testenv.FaultyS3(t, s3.Endpoint, func(method, path string, _ int) testenv.Fault {
+		if method == http.MethodGet && strings.Contains(path, "/acme/dt=") {
+			return testenv.Denied
+		}
+		return testenv.Pass
+	})
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, window: 1h, s3: {bucket: %s, prefix: acme, endpoint: %s}}
+`, t.TempDir(), bucket, endpoint))
+	// The first run reads every other impression, so that every window of the second
+	// holds some that the objects do, and some they do not.
+	var half []string
+	i := 0
+	for _, imp := range readInput(t, sampleGlob).first["acme"] {
+		if i++; i%2 == 0 {
+			continue
+		}
+		b, _ := json.Marshal(map[string]any{"tenant": imp.Tenant, "environmentId": imp.EnvironmentID,
+			"environmentName": imp.EnvironmentName, "key": imp.Key, "bucketingKey": imp.BucketingKey, "split": imp.Split,
+			"treatment": imp.Treatment, "label": imp.Label, "time": imp.Time, "splitVersionNumber": imp.SplitVersionNumber})
+		half = append(half, string(b))
+	}
+	first := t.TempDir()
+	if err := os.WriteFile(filepath.Join(first, "half.ndjson"), []byte(strings.Join(half, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, glob := range []string{filepath.Join(first, "*"), sampleGlob} {
+		r := runBackfill(t, "--config", cfgPath, "--input", glob)
+		if r.code != 0 {
+			t.Fatalf("run %d: exit %d\n%s", i+1, r.code, r.stderr)
+		}
+		warnings := strings.Count(r.stderr, "cannot be read back")
+		if want := i; warnings != want {
+			t.Errorf("run %d: %d warnings that objects cannot be read back, want %d\n%s", i+1, warnings, want, r.stderr)
+		}
+	}
+	cfg, _ := config.Load(cfgPath)
+	held := prefixHolds(t, s3, bucket, "acme", "acme")
+	for id := range readInput(t, sampleGlob).want(cfg.Integrations[0], time.Time{}, time.Time{}) {
+		if held[id] == 0 {
+			t.Errorf("impression %x is in no object", id)
 		}
 	}
 }
