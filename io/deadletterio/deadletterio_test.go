@@ -260,6 +260,42 @@ func TestInvalidLinesInBlocks(t *testing.T) {
 	}
 }
 
+// A stream's invalid records go to one file a Kafka partition and block of offsets,
+// not one file each; every record is written once.
+func TestKafkaRecordsInBlocks(t *testing.T) {
+	var records []Record
+	for p := range int32(2) {
+		for off := range int64(10000) {
+			records = append(records, Invalid([]byte("not json"), "line is not a JSON object", fmt.Sprintf(KafkaSource, p, off), uint64(off)))
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "dead-letter")
+	writeStore(t, dir, records)
+	files, _ := filepath.Glob(filepath.Join(dir, "invalid", "*.ndjson"))
+	var names []string
+	seen := map[string]int{}
+	for _, f := range files {
+		names = append(names, filepath.Base(f))
+		for _, r := range readFile(t, f) {
+			seen[r.Source]++
+		}
+	}
+	slices.Sort(names)
+	want := []string{"kafka-partition-0-0-8191.ndjson", "kafka-partition-0-8192-16383.ndjson",
+		"kafka-partition-1-0-8191.ndjson", "kafka-partition-1-8192-16383.ndjson"}
+	if !slices.Equal(names, want) {
+		t.Errorf("files %q, want %q", names, want)
+	}
+	if len(seen) != len(records) {
+		t.Errorf("%d distinct records stored, want %d", len(seen), len(records))
+	}
+	for src, c := range seen {
+		if c != 1 {
+			t.Errorf("%s stored %d times", src, c)
+		}
+	}
+}
+
 func TestBlock(t *testing.T) {
 	for _, c := range []struct{ line, size, first, last int }{
 		{1, 100, 1, 8192},

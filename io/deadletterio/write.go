@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,6 +83,9 @@ func write(s beam.Scope, fn *writeFn, records beam.PCollection) (marks beam.PCol
 	return beam.ParDo(s, fn, beam.GroupByKey(s, keyed))
 }
 
+// KafkaSource is the Source of a Kafka record's invalid line: its partition and offset.
+const KafkaSource = "kafka partition %d offset %d"
+
 // Invalid input lines are written in blocks, so that writing one holds at most about
 // blockBytes of its lines, however large the input file (10 GB given by mistake is
 // 10 GB of invalid lines). A block is a range of line numbers of one input file,
@@ -107,11 +112,20 @@ func block(n, size int) (first, last int) {
 // FileName returns the store-relative file of r. Undeliverable impressions go under
 // their integration, named after their batch: "<integration>/<batch>.ndjson". Invalid
 // input goes under invalid/, named after its source file and its block of lines:
-// "invalid/<base>-<hash>-<first>-<last>.ndjson"; a record without a line (a file
-// error, a Kafka record) gets "invalid/<base>-<hash>.ndjson" of its own.
+// "invalid/<base>-<hash>-<first>-<last>.ndjson", or its Kafka partition and block of
+// offsets: "invalid/kafka-partition-<p>-<first>-<last>.ndjson"; a file error gets
+// "invalid/<base>-<hash>.ndjson" of its own.
 func FileName(r *Record) string {
 	if r.Integration != "" {
 		return fmt.Sprintf("%s/%s.ndjson", r.Integration, sanitize(r.Source))
+	}
+	var partition int32
+	var offset int64
+	if n, _ := fmt.Sscanf(r.Source, KafkaSource, &partition, &offset); n == 2 && offset >= 0 {
+		// A stream's invalid records: many a second from a producer gone wrong, so one
+		// file a block, not a file each.
+		first, last := block(int(offset)+1, len(r.Raw)+len(r.RawBase64))
+		return fmt.Sprintf("invalid/kafka-partition-%d-%d-%d.ndjson", partition, first-1, last-1)
 	}
 	src, line, ok := splitSource(r.Source)
 	h := fnv.New32a()
@@ -223,10 +237,33 @@ func writeFile(ctx context.Context, fs filesystem.Interface, full string, parts 
 		wc.Close()
 		return fmt.Errorf("deadletterio: write %s: %w", full, err)
 	}
+	// A local file is on disk, and named in its directory, before the stream reports
+	// its records finished and commits past them: a crash then must not lose it.
+	if f, ok := wc.(interface{ Sync() error }); ok {
+		if err := f.Sync(); err != nil {
+			wc.Close()
+			return fmt.Errorf("deadletterio: sync %s: %w", full, err)
+		}
+	}
 	if err := wc.Close(); err != nil {
 		return fmt.Errorf("deadletterio: close %s: %w", full, err)
 	}
+	if !strings.Contains(full, "://") {
+		if err := syncDir(filepath.Dir(full)); err != nil {
+			return fmt.Errorf("deadletterio: sync %s: %w", filepath.Dir(full), err)
+		}
+	}
 	return nil
+}
+
+// syncDir makes a local directory's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // compareSource orders "file:line" sources by file, then by line number.

@@ -83,7 +83,7 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 			if ie := (*impression.InvalidError)(nil); errors.As(err, &ie) {
 				reason = ie.Reason
 			}
-			invalid = append(invalid, deadletterio.Invalid(line, reason, fmt.Sprintf("kafka partition %d offset %d", r.Partition, r.Offset), origin))
+			invalid = append(invalid, deadletterio.Invalid(line, reason, fmt.Sprintf(deadletterio.KafkaSource, r.Partition, r.Offset), origin))
 			continue
 		}
 		imp.Origin = origin
