@@ -23,7 +23,8 @@ const (
 	FileErrors   = "outflow.file_errors"   // input files that could not be read to the end
 	Replayed     = "outflow.replayed"      // dead-letter records sent to delivery again
 	Kept         = "outflow.kept"          // dead-letter records replay cannot deliver, written back
-	VeryLate     = "outflow.very_late"     // stream: impressions older than the allowed lateness, windowed later
+	VeryLate     = "outflow.very_late"     // stream: impressions far older than their record, windowed later
+	FarAhead     = "outflow.far_ahead"     // stream: impressions far newer than their record, windowed earlier
 )
 
 // Per-integration counters.
@@ -55,7 +56,7 @@ const (
 
 // DeadLetterReasons are the reasons impressions are dead-lettered for, as the
 // DeadLetteredBy label: a small fixed set, for bounded cardinality.
-var DeadLetterReasons = []string{"rejected", "gone", "retries_exhausted", "too_large", "overflow"}
+var DeadLetterReasons = []string{"rejected", "gone", "retries_exhausted", "too_large", "overflow", "late", "ahead"}
 
 // DelayBounds are the upper bounds, in seconds, of the delivery delay histogram.
 var DelayBounds = []float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600}

@@ -26,10 +26,13 @@ func init() {
 
 // FromRecords parses the impressions in Kafka record values (CONTRACT §3: one line,
 // or several NDJSON lines, per record) and timestamps each with its impression time,
-// but never more than maxLate before its record's: the watermark follows record
-// times, and an impression older than the windows' allowed lateness would be dropped
-// by the runner. Such an impression is delivered with a later window instead.
-// Invalid lines become dead-letter records naming the partition and offset.
+// kept within `within` of its record's time. The watermark follows record times: an
+// impression older than the windows' allowed lateness would be dropped by the runner,
+// and one far ahead would hold a window, and the state of its copies, open until the
+// watermark reaches it (a producer's clock hours ahead). Such an impression keeps its
+// own time, but is windowed at the bound; the object store sinks dead-letter it rather
+// than store it in a window not its own (sinks.Deliver), and replay stores it in its
+// window. Invalid lines become dead-letter records naming the partition and offset.
 //
 // Each record's Read mark (package ack) says how many copies of it are to be
 // finished: one per invalid line, and one per target each valid impression is
@@ -37,24 +40,25 @@ func init() {
 //
 // In: PCollection<kafkaio.Record>. Out: PCollection<impression.Impression>,
 // PCollection<deadletterio.Record>, marks PCollection<KV<int32, []byte>>.
-func FromRecords(s beam.Scope, recs beam.PCollection, maxLate time.Duration, targets []route.Target) (imps, invalid, marks beam.PCollection) {
+func FromRecords(s beam.Scope, recs beam.PCollection, within time.Duration, targets []route.Target) (imps, invalid, marks beam.PCollection) {
 	s = s.Scope("impressionio.FromRecords")
-	return beam.ParDo3(s, &recordsFn{MaxLateMs: maxLate.Milliseconds(), Targets: targets}, recs)
+	return beam.ParDo3(s, &recordsFn{WithinMs: within.Milliseconds(), Targets: targets}, recs)
 }
 
 type recordsFn struct {
-	MaxLateMs int64          `json:"max_late_ms"`
-	Targets   []route.Target `json:"targets"`
+	WithinMs int64          `json:"within_ms"`
+	Targets  []route.Target `json:"targets"`
 
-	lines, invalid, valid, clamped metricname.Counter
-	read                           ack.Tally // the bundle's Read marks
+	lines, invalid, valid, late, ahead metricname.Counter
+	read                               ack.Tally // the bundle's Read marks
 }
 
 func (fn *recordsFn) Setup() {
 	fn.lines = metricname.NewCounter(metricname.Job, metricname.Lines)
 	fn.invalid = metricname.NewCounter(metricname.Job, metricname.InvalidLines)
 	fn.valid = metricname.NewCounter(metricname.Job, metricname.Valid)
-	fn.clamped = metricname.NewCounter(metricname.Job, metricname.VeryLate)
+	fn.late = metricname.NewCounter(metricname.Job, metricname.VeryLate)
+	fn.ahead = metricname.NewCounter(metricname.Job, metricname.FarAhead)
 }
 
 // FinishBundle emits the bundle's Read marks together: one element per partition,
@@ -106,9 +110,12 @@ func (fn *recordsFn) ProcessElement(ctx context.Context, recordTime beam.EventTi
 	fn.valid.Inc(ctx, int64(len(imps)))
 	for _, imp := range imps {
 		ts := imp.Time
-		if earliest := recordTime.Milliseconds() - fn.MaxLateMs; ts < earliest {
+		if earliest := recordTime.Milliseconds() - fn.WithinMs; ts < earliest {
 			ts = earliest
-			fn.clamped.Inc(ctx, 1)
+			fn.late.Inc(ctx, 1)
+		} else if latest := recordTime.Milliseconds() + fn.WithinMs; ts > latest {
+			ts = latest
+			fn.ahead.Inc(ctx, 1)
 		}
 		emit(mtime.FromMilliseconds(ts), imp)
 	}

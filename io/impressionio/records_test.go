@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outflow/outflow/internal/ack"
+	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/io/kafkaio"
 	"github.com/outflow/outflow/transforms/route"
@@ -22,6 +23,11 @@ import (
 func init() {
 	register.Function1x1(deadReason)
 	register.Function3x1(markLines)
+	register.Function2x1(keyAt)
+}
+
+func keyAt(at beam.EventTime, imp impression.Impression) string {
+	return fmt.Sprintf("%s@%v", imp.Key, at.ToTime().UTC().Format(time.RFC3339))
 }
 
 func deadReason(r deadletterio.Record) string { return r.Source + " | " + r.Reason + " | " + r.Raw }
@@ -71,5 +77,36 @@ func TestFromRecords(t *testing.T) {
 		"0 {Kind:read Offset:2 From:2 N:1}", "0 {Kind:read Offset:3 From:3 N:2}"})
 	passert.EqualsList(s, beam.ParDo(s, impKey, imps), []string{"u1", "u2", "u3", "u4"})
 	passert.EqualsList(s, beam.ParDo(s, deadReason, invalid), []string{"kafka partition 0 offset 2 | line is not a JSON object | not json"})
+	ptest.RunAndValidate(t, p)
+}
+
+// Impressions are timestamped with their own time, but within the given bound of
+// their record's: one far older or far newer is windowed at the bound, not dropped
+// as late nor holding a window open for hours.
+func TestFromRecordsBoundsTimestamps(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "impressions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	stamp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for key, at := range map[string]time.Duration{"on-time": 0, "behind": -40 * time.Minute, "buffered": -3 * time.Hour,
+		"ahead": 50 * time.Minute, "skewed": 5 * time.Hour} {
+		v := line(key, stamp.Add(at).UnixMilli())
+		if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte(v), Timestamp: stamp}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p, s := beam.NewPipelineWithRoot()
+	recs := kafkaio.Read(s, kafkaio.Config{Brokers: c.ListenAddrs(), Topic: "impressions", Group: "g", Bounded: true})
+	imps, _, _ := FromRecords(s, recs, time.Hour, []route.Target{{ID: "all", Tenant: "acme"}})
+	passert.EqualsList(s, beam.ParDo(s, keyAt, imps), []string{"on-time@2026-01-01T12:00:00Z", "behind@2026-01-01T11:20:00Z",
+		"buffered@2026-01-01T11:00:00Z", "ahead@2026-01-01T12:50:00Z", "skewed@2026-01-01T13:00:00Z"})
 	ptest.RunAndValidate(t, p)
 }

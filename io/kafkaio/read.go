@@ -2,9 +2,10 @@
 // per partition, its restriction the partition's offsets, so no Java expansion
 // service is needed and any runner (prism, Flink, Dataflow) can run it.
 //
-// Each record is emitted at its Kafka timestamp. The watermark of a partition follows
-// the newest timestamp read; when the partition is idle (read to its end) it follows
-// the clock, so windows close on an idle topic instead of staying open.
+// Each record is emitted at its Kafka timestamp, kept between its partition's
+// watermark and a minute ahead of the clock (recordTime). The watermark of a partition
+// follows the newest time emitted; when the partition is idle (read to its end) it
+// follows the clock, so windows close on an idle topic instead of staying open.
 //
 // The partitions come from another splittable DoFn, whose restriction is the range of
 // partition numbers: unbounded, it lists the topic every second and emits each
@@ -447,8 +448,9 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 			}
 			from := c.next
 			c.next = r.Offset + 1
-			emit(mtime.FromTime(r.Timestamp), Record{Partition: r.Partition, Offset: r.Offset, From: from, Value: r.Value})
-			we.observe(r.Timestamp)
+			at := recordTime(r.Timestamp, we.ms, time.Now())
+			emit(mtime.FromTime(at), Record{Partition: r.Partition, Offset: r.Offset, From: from, Value: r.Value})
+			we.observe(at)
 			n++
 		}
 		if c.next >= rest.End { // bounded and done
@@ -546,6 +548,26 @@ func fetchError(ctx context.Context, f kgo.Fetches) error {
 		return e.Err
 	}
 	return nil
+}
+
+// maxAhead is how far ahead of the clock a record's timestamp is believed.
+const maxAhead = time.Minute
+
+// recordTime is the event time a record is emitted at: its Kafka timestamp, but not
+// before its partition's watermark (Unix ms), nor more than maxAhead after now. A
+// record stamped behind the watermark (producers' clocks apart, a record stamped by
+// hand) could be later than windows allow and be dropped by the runner, its offset
+// never finished and the partition's commits stuck behind it for good; one stamped far
+// ahead (microseconds taken for milliseconds) would carry the watermark years ahead
+// and close every window at once.
+func recordTime(ts time.Time, watermarkMs int64, now time.Time) time.Time {
+	if wm := time.UnixMilli(watermarkMs); ts.Before(wm) {
+		ts = wm
+	}
+	if latest := now.Add(maxAhead); ts.After(latest) {
+		ts = latest
+	}
+	return ts
 }
 
 // watermarkEstimator holds a partition's watermark, in Unix milliseconds; it never

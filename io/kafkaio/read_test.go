@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
@@ -246,4 +247,31 @@ func TestReadUnboundedAddedPartition(t *testing.T) {
 	wait(want)
 	time.Sleep(2 * time.Second) // time for a second reader of the partition to show up, if there were one
 	wait(want)
+}
+
+// A record's event time is its timestamp, kept between its partition's watermark and
+// a minute ahead of the clock.
+func TestRecordTime(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	wm := now.Add(-10 * time.Second).UnixMilli()
+	for _, c := range []struct {
+		name  string
+		ts    time.Time
+		want  time.Time
+		minWM bool // the partition has no watermark yet
+	}{
+		{name: "between", ts: now.Add(-5 * time.Second), want: now.Add(-5 * time.Second)},
+		{name: "behind the watermark", ts: now.Add(-3 * time.Hour), want: time.UnixMilli(wm)},
+		{name: "a backlog before any watermark", ts: now.Add(-3 * time.Hour), want: now.Add(-3 * time.Hour), minWM: true},
+		{name: "a little ahead", ts: now.Add(30 * time.Second), want: now.Add(30 * time.Second)},
+		{name: "microseconds", ts: time.UnixMilli(now.UnixMicro()), want: now.Add(maxAhead)},
+	} {
+		w := wm
+		if c.minWM {
+			w = mtime.MinTimestamp.Milliseconds()
+		}
+		if got := recordTime(c.ts, w, now); !got.Equal(c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
 }

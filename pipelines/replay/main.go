@@ -116,6 +116,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 		log.Info("nothing to replay", "dead_letter", root)
 		return job.ExitOK, nil
 	}
+	// Object stores: reachable, and holding nothing a replay cannot add to (another
+	// format, a larger window); it adds objects beside theirs, as a backfill does.
+	if err := job.CheckStores(ctx, cfg); err != nil {
+		return job.ExitFailed, err
+	}
+	if code, err := job.CheckObjects(ctx, cfg); err != nil {
+		return code, err
+	}
 	log.Info("replay starting", "files", files, "dead_letter", root)
 
 	run, err := newRun()
@@ -177,23 +185,12 @@ func pipeline(cfg *config.Config, root, run string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	records := deadletterio.Read(s, root+"/"+replaying+"/*/*.ndjson*")
-	imps, kept := beam.ParDo2(s, &splitFn{Targets: sinks.Targets(cfg.Integrations), Objects: objectStores(cfg)}, records)
+	imps, kept := beam.ParDo2(s, &splitFn{Targets: sinks.Targets(cfg.Integrations)}, records)
 	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Direct(s, targets, imps)
 	})
 	deadletterio.Write(s, root, beam.Flatten(s, append(out.Dead, kept)...), deadletterio.Receipts(run))
 	return p
-}
-
-// objectStores returns the ids of cfg's object store integrations.
-func objectStores(cfg *config.Config) map[string]bool {
-	ids := map[string]bool{}
-	for _, in := range cfg.Integrations {
-		if in.Type.IsObjectStore() {
-			ids[in.ID] = true
-		}
-	}
-	return ids
 }
 
 func init() {
@@ -207,10 +204,6 @@ func init() {
 // front of its own.
 type splitFn struct {
 	Targets []route.Target `json:"targets"`
-	// Objects are the object store integrations. Objects are named per window and
-	// shard: replaying a few impressions into one would replace the window's object
-	// with one holding only them. Their windows are rewritten by a backfill instead.
-	Objects map[string]bool `json:"objects"`
 
 	byID           map[string]*route.Target
 	replayed, kept metricname.Counter
@@ -239,12 +232,6 @@ func (fn *splitFn) ProcessElement(ctx context.Context, r deadletterio.Record, em
 	imp, err := impression.Parse(raw)
 	if err != nil {
 		r.Reason = because("cannot replay: "+err.Error(), r.Reason)
-		fn.kept.Inc(ctx, 1)
-		keep(r)
-		return nil
-	}
-	if fn.Objects[t.ID] {
-		r.Reason = because(fmt.Sprintf("not replayed: integration %s writes objects, which only a backfill rewrites whole", t.ID), r.Reason)
 		fn.kept.Inc(ctx, 1)
 		keep(r)
 		return nil

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/deadletterio"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -153,8 +157,8 @@ func toImpression(r deadletterio.Record) impression.Impression {
 // kept after it), counts them as kept and exits 3, since they are not delivered. The
 // record it does take is delivered. A second replay keeps them again, reasons unchanged.
 //
-// A record naming an object store integration (an id reused for one) is kept too:
-// replaying a few impressions into a window's object would replace the object.
+// The same holds for an object store's records: acme's impression is stored, in an
+// object of its window, and globex's is kept.
 func TestReplayNeverCrossesTenants(t *testing.T) {
 	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "acme"})
 	globex := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "globex"})
@@ -187,12 +191,19 @@ integrations:
 	}
 	os.MkdirAll(filepath.Join(store, "acme-hook"), 0o755)
 	os.WriteFile(filepath.Join(store, "acme-hook", "batch-1.ndjson"), body, 0o644)
-	toObjects, err := json.Marshal(deadletterio.Undeliverable("acme-s3", mk("acme", "production", "a-3"), 0, 1, "edited", "batch-2"))
-	if err != nil {
-		t.Fatal(err)
+	var toObjects []byte
+	for _, r := range []deadletterio.Record{
+		deadletterio.Undeliverable("acme-s3", mk("acme", "production", "a-3"), 0, 0, "late: …", "late"),
+		deadletterio.Undeliverable("acme-s3", mk("globex", "production", "g-2"), 0, 1, "edited", "batch-2"),
+	} {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toObjects = append(append(toObjects, b...), '\n')
 	}
 	os.MkdirAll(filepath.Join(store, "acme-s3"), 0o755)
-	os.WriteFile(filepath.Join(store, "acme-s3", "batch-2.ndjson"), append(toObjects, '\n'), 0o644)
+	os.WriteFile(filepath.Join(store, "acme-s3", "batch-2.ndjson"), toObjects, 0o644)
 
 	replay := testenv.Build(t, "./pipelines/replay")
 	dir := t.TempDir()
@@ -208,11 +219,30 @@ integrations:
 		t.Errorf("globex's webhook got %d requests; replay must not re-route", n)
 	}
 	rep := readReport(t, filepath.Join(dir, "replay.json"))
-	if objects := s3.Objects(t, bucket, ""); len(objects) != 0 {
-		t.Errorf("replay wrote %d objects; want none", len(objects))
+	objects := s3.Objects(t, bucket, "")
+	checkObjects := func() {
+		t.Helper()
+		var held []string
+		for key, body := range objects {
+			name, ok := encode.ParseKey(key)
+			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
+			if !ok || err != nil {
+				t.Fatalf("%s: not a data object (%v)", key, err)
+			}
+			for _, r := range recs {
+				held = append(held, r.Key)
+				if at := time.UnixMilli(r.Time); at.Before(name.Start) || !at.Before(name.End) {
+					t.Errorf("%s at %v is stored in %s, a window not its own", r.Key, at.UTC(), key)
+				}
+			}
+		}
+		if !slices.Equal(held, []string{"a-3"}) {
+			t.Errorf("the objects hold %v, want a-3 once", held)
+		}
 	}
-	if rep.Replayed != 1 || rep.Kept != 3 || rep.Integrations[0].Delivered != 1 || rep.ExitCode != 3 {
-		t.Errorf("report: replayed %d, kept %d, delivered %d, exit %d; want 1, 3, 1, 3",
+	checkObjects()
+	if rep.Replayed != 2 || rep.Kept != 3 || rep.Integrations[0].Delivered != 1 || rep.ExitCode != 3 {
+		t.Errorf("report: replayed %d, kept %d, delivered %d, exit %d; want 2, 3, 1, 3",
 			rep.Replayed, rep.Kept, rep.Integrations[0].Delivered, rep.ExitCode)
 	}
 
@@ -229,7 +259,7 @@ integrations:
 			byKey[r.Impression.Key] = r.Reason
 		}
 		for key, want := range map[string]string{
-			"a-3": `not replayed: integration acme-s3 writes objects, which only a backfill rewrites whole; was: edited`,
+			"g-2": `not replayed: integration acme-s3 does not take this impression of tenant "globex": tenant "globex" is not "acme"; was: edited`,
 			"g-1": `not replayed: integration acme-hook does not take this impression of tenant "globex": tenant "globex" is not "acme"; was: HTTP 400: refused`,
 			"a-1": `not replayed: integration acme-hook does not take this impression of tenant "acme": environment "staging" is not in ["production"]; was: HTTP 400: refused`,
 		} {
@@ -252,6 +282,8 @@ integrations:
 		t.Errorf("second replay sent %d requests to acme, %d to globex; want none", n, globex.Status().Requests)
 	}
 	check(readStore(t, store))
+	objects = s3.Objects(t, bucket, "")
+	checkObjects()
 }
 
 // Without the runner's metrics, the report's counts come from the run's receipts.

@@ -67,11 +67,17 @@ func (tp *kafkaTopic) produceAged(age time.Duration, tenant string, keys ...stri
 
 // produceAt writes one impression per key for tenant, timed at.
 func (tp *kafkaTopic) produceAt(at time.Time, tenant string, keys ...string) {
+	tp.produceStamped(time.Time{}, at, tenant, keys...)
+}
+
+// produceStamped writes one impression per key for tenant, timed at, in records with
+// the Kafka timestamp stamp (zero: the producer's clock).
+func (tp *kafkaTopic) produceStamped(stamp, at time.Time, tenant string, keys ...string) {
 	var recs []*kgo.Record
 	for _, k := range keys {
 		line := fmt.Sprintf(`{"tenant":%q,"environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`,
 			tenant, k, at.UnixMilli())
-		recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line)})
+		recs = append(recs, &kgo.Record{Topic: "impressions", Value: []byte(line), Timestamp: stamp})
 	}
 	if err := tp.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		tp.t.Fatal(err)

@@ -34,7 +34,7 @@ type Router func(s beam.Scope, targets []route.Target) beam.PCollection
 // Outputs are what the sinks leave to the rest of the pipeline.
 type Outputs struct {
 	// Dead holds the dead-letter records of what could not be delivered, one
-	// collection per HTTP branch.
+	// collection per HTTP branch, and a stream's strays (Strays) per object store one.
 	Dead []beam.PCollection
 	// Marks report, in a stream (cfg.Live), the copies of impressions finished
 	// (package ack).
@@ -57,7 +57,13 @@ func Deliver(s beam.Scope, cfg *config.Config, routeTo Router) Outputs {
 			// windows spare it a chunk per window and shard.
 			window = max(window, batchHTTPWindow)
 		}
-		windowed := windowing.Fixed(s, window, lateness, routeTo(s, Targets(g.Integrations)))
+		routed := routeTo(s, Targets(g.Integrations))
+		if cfg.Live && g.Type.IsObjectStore() {
+			var strays beam.PCollection
+			routed, strays = Strays(s, routed)
+			out.Dead = append(out.Dead, strays)
+		}
+		windowed := windowing.Fixed(s, window, lateness, routed)
 		format := g.Format // object stores; HTTP sinks take the binary coding
 		if format == "" {
 			format = encode.Binary
