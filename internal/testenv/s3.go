@@ -8,12 +8,14 @@ import (
 	"encoding/hex"
 	"io"
 	"os"
+	"path"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/outflow/outflow/internal/s3server"
+	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 )
 
@@ -90,6 +92,19 @@ func (s *S3) Objects(t testing.TB, bucket, prefix string) map[string][]byte {
 				t.Fatalf("read s3://%s/%s: %v", bucket, *o.Key, err)
 			}
 			out[*o.Key] = b
+		}
+	}
+	return out
+}
+
+// DataObjects is Objects without the prefixes' leases (objectio.LeaseName), which
+// live beside the data objects while a job runs.
+func (s *S3) DataObjects(t testing.TB, bucket, prefix string) map[string][]byte {
+	t.Helper()
+	out := s.Objects(t, bucket, prefix)
+	for key := range out {
+		if path.Base(key) == objectio.LeaseName {
+			delete(out, key)
 		}
 	}
 	return out

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -145,6 +147,62 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("gcsio: get %s: %w", s.Where(key), denied(err))
 	}
 	return r, nil
+}
+
+// Create, Replace, ReadVersion and Delete keep a lease object (objectio.Leaser), with
+// GCS's preconditions: ifGenerationMatch=0, then the generation read.
+
+func (s *store) Create(ctx context.Context, key string, body []byte) (string, error) {
+	return s.putIf(ctx, key, body, storage.Conditions{DoesNotExist: true})
+}
+
+func (s *store) Replace(ctx context.Context, key string, body []byte, version string) (string, error) {
+	gen, err := strconv.ParseInt(version, 10, 64)
+	if err != nil || gen <= 0 {
+		return "", fmt.Errorf("gcsio: replace %s: version %q is no generation", s.Where(key), version)
+	}
+	return s.putIf(ctx, key, body, storage.Conditions{GenerationMatch: gen})
+}
+
+func (s *store) putIf(ctx context.Context, key string, body []byte, cond storage.Conditions) (string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := s.handle.Object(key).If(cond).NewWriter(ctx)
+	w.ContentType = "application/json"
+	_, err := w.Write(body)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if apiErr := (*googleapi.Error)(nil); errors.As(err, &apiErr) && apiErr.Code == http.StatusPreconditionFailed {
+		return "", fmt.Errorf("gcsio: upload %s: %w: %w", s.Where(key), objectio.ErrChanged, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("gcsio: upload %s: %w", s.Where(key), denied(err))
+	}
+	return strconv.FormatInt(w.Attrs().Generation, 10), nil
+}
+
+func (s *store) ReadVersion(ctx context.Context, key string) ([]byte, string, error) {
+	r, err := s.handle.Object(key).NewReader(ctx)
+	if errors.Is(err, storage.ErrObjectNotExist) {
+		return nil, "", fmt.Errorf("gcsio: get %s: %w", s.Where(key), fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("gcsio: get %s: %w", s.Where(key), denied(err))
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("gcsio: get %s: %w", s.Where(key), err)
+	}
+	return b, strconv.FormatInt(r.Attrs.Generation, 10), nil
+}
+
+func (s *store) Delete(ctx context.Context, key string) error {
+	if err := s.handle.Object(key).Delete(ctx); err != nil && !errors.Is(err, storage.ErrObjectNotExist) {
+		return fmt.Errorf("gcsio: delete %s: %w", s.Where(key), denied(err))
+	}
+	return nil
 }
 
 // denied marks an answer of 403 as objectio.ErrDenied: credentials without the

@@ -1,11 +1,13 @@
 package s3io
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"net/http"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -86,10 +88,63 @@ func (s *store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // denied marks an answer of 403 as objectio.ErrDenied: credentials without the
 // permission, or without the KMS key the object is encrypted with.
 func denied(err error) error {
-	var re *awshttp.ResponseError
 	if apiErr := smithy.APIError(nil); errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied" ||
-		errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden {
+		status(err) == http.StatusForbidden {
 		return fmt.Errorf("%w: %w", objectio.ErrDenied, err)
 	}
 	return err
+}
+
+// Create, Replace, ReadVersion and Delete keep a lease object (objectio.Leaser), with
+// S3's conditional writes: If-None-Match: * and If-Match: ETag.
+
+func (s *store) Create(ctx context.Context, key string, body []byte) (string, error) {
+	return s.putIf(ctx, key, body, &s3.PutObjectInput{IfNoneMatch: aws.String("*")})
+}
+
+func (s *store) Replace(ctx context.Context, key string, body []byte, version string) (string, error) {
+	return s.putIf(ctx, key, body, &s3.PutObjectInput{IfMatch: aws.String(version)})
+}
+
+func (s *store) putIf(ctx context.Context, key string, body []byte, in *s3.PutObjectInput) (string, error) {
+	in.Bucket, in.Key, in.Body, in.ContentType = aws.String(s.bucket), aws.String(key), bytes.NewReader(body), aws.String("application/json")
+	out, err := s.client.PutObject(ctx, in)
+	if err != nil {
+		if status(err) == http.StatusPreconditionFailed || status(err) == http.StatusConflict { // 409: a concurrent conditional write
+			return "", fmt.Errorf("s3io: put %s: %w: %w", s.Where(key), objectio.ErrChanged, err)
+		}
+		return "", fmt.Errorf("s3io: put %s: %w", s.Where(key), denied(err))
+	}
+	return aws.ToString(out.ETag), nil
+}
+
+func (s *store) ReadVersion(ctx context.Context, key string) ([]byte, string, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		if status(err) == http.StatusNotFound {
+			return nil, "", fmt.Errorf("s3io: get %s: %w", s.Where(key), iofs.ErrNotExist)
+		}
+		return nil, "", fmt.Errorf("s3io: get %s: %w", s.Where(key), denied(err))
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("s3io: get %s: %w", s.Where(key), err)
+	}
+	return b, aws.ToString(out.ETag), nil
+}
+
+func (s *store) Delete(ctx context.Context, key string) error {
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}); err != nil {
+		return fmt.Errorf("s3io: delete %s: %w", s.Where(key), denied(err))
+	}
+	return nil
+}
+
+// status is the HTTP status of an S3 error, 0 if it has none.
+func status(err error) int {
+	if re := (*awshttp.ResponseError)(nil); errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
 }

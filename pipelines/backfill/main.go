@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -50,12 +51,13 @@ var (
 	parallelHTTP = flag.Int("parallel-http-jobs", 4, "HTTP destination (amplitude, segment, webhook) jobs to run at once, in slots of their own")
 	slice        = flag.Duration("slice", 24*time.Hour, "time slice of a job (UTC-aligned); 0: the whole range in one")
 	jobsBy       = flag.String("jobs-by", "group", "group: one job per group of integrations sharing a type, window and format; integration: one job per integration")
+	breakLease   = job.BreakLease()
 	restart      = flag.Bool("restart", false, "ignore what an earlier run of the same backfill finished, and do it all")
 	maxJob       = flag.Int64("max-job-impressions", 4_000_000, "cut slices so that no job is estimated above this many impressions (bounds a job's memory on the embedded runner); 0: no bound")
 )
 
 const usage = "usage: backfill --config CONFIG --input GLOB [--since RFC3339] [--until RFC3339] [--report FILE]\n" +
-	"                [--plan] [--parallel-jobs N] [--parallel-http-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart]\n" +
+	"                [--plan] [--parallel-jobs N] [--parallel-http-jobs N] [--slice DURATION] [--jobs-by group|integration] [--max-job-impressions N] [--restart] [--break-lease]\n" +
 	"                [--metrics-addr HOST:PORT] [runner flags]"
 
 func main() { os.Exit(run()) }
@@ -144,6 +146,14 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, o planOp
 			return job.ExitFailed, err
 		}
 	}
+	// One writer a prefix: a run of another backfill, or a stream, holding one is exit 2.
+	ctx, lose := context.WithCancelCause(ctx)
+	defer lose(nil)
+	leases, code, err := job.HoldLeases(ctx, cfg, "backfill", "backfill "+path.Base(st.path), *breakLease, lose)
+	if err != nil {
+		return code, err
+	}
+	defer leases.Release()
 	srv.Ready()
 	log.Info("backfill starting", "files", len(files), "jobs", len(jobs), "parallel_jobs", *parallelJobs,
 		"parallel_http_jobs", *parallelHTTP, "estimated_lines", lines, "dead_letter", cfg.DeadLetter, "state", st.path)
@@ -297,7 +307,7 @@ func matchInput(ctx context.Context, glob string) ([]impressionio.File, error) {
 // runners documents the ones that choose a runner.
 func printUsage() {
 	fmt.Fprintln(os.Stderr, usage)
-	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "parallel-http-jobs", "slice", "jobs-by", "max-job-impressions", "restart"} {
+	for _, name := range []string{"config", "input", "since", "until", "report", "plan", "parallel-jobs", "parallel-http-jobs", "slice", "jobs-by", "max-job-impressions", "restart", "break-lease"} {
 		f := flag.Lookup(name)
 		fmt.Fprintf(os.Stderr, "  --%-20s %s\n", f.Name, f.Usage)
 	}

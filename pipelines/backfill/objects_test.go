@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -12,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +24,7 @@ import (
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/gen"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/transforms/encode"
 )
@@ -124,10 +129,12 @@ integrations:
 // Sequences of backfills into one prefix: runs over subsets of the files (one of
 // them repeats part of another, as a repaired file does), over ranges that cut
 // windows, with other shard counts, windows and formats, under a renamed id, and
-// reruns. After each run the prefix holds every impression any successful run read
-// exactly once, in objects of valid names; or the run was refused (exit 2) before
-// writing anything, and only when the prefix held an object of another format or one
-// across its windows. A rerun of the same input writes no object.
+// reruns, and pairs of backfills over other files started at once. After each run the
+// prefix holds every impression any successful run read exactly once, in objects of
+// valid names; or the run was refused (exit 2) before writing anything, and only when
+// the prefix held an object of another format or one across its windows, or (one of a
+// pair) while the other held the prefix's lease. A rerun of the same input writes no
+// object.
 func TestRunSequencesHoldEachImpressionOnce(t *testing.T) {
 	dir := t.TempDir()
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -161,6 +168,8 @@ func TestRunSequencesHoldEachImpressionOnce(t *testing.T) {
 	bucket := s3.Bucket(t)
 	windows := []string{"5m", "10m", "30m", "1h", "2h"}
 	minute := func(r *rand.Rand) time.Time { return start.Add(time.Duration(r.IntN(3*60)) * time.Minute) }
+	var pairs struct{ refused, after int } // how the pairs went
+	defer func() { t.Logf("pairs: %d with one refused, %d one after the other", pairs.refused, pairs.after) }()
 	for c := range 6 {
 		r := rand.New(rand.NewPCG(uint64(c), 25))
 		prefix := fmt.Sprintf("seq%d", c)
@@ -212,14 +221,57 @@ integrations:
 			if rerun {
 				this = last
 			}
-			before := s3.Objects(t, bucket, prefix+"/")
+			// A pair: another backfill, over the files this one leaves out, at once.
+			var pair *run
+			if !rerun && r.IntN(3) == 0 {
+				pairDir := t.TempDir()
+				for _, f := range files {
+					if !slices.Contains(input, f) || len(input) == len(files) {
+						b, _ := os.ReadFile(f)
+						os.WriteFile(filepath.Join(pairDir, filepath.Base(f)), b, 0o644)
+					}
+				}
+				pair = &run{append([]string{"--config", cfgPath, "--input", filepath.Join(pairDir, "*")}, rng.args()...),
+					cfgPath, filepath.Join(pairDir, "*"), rng}
+			}
+			before := s3.DataObjects(t, bucket, prefix+"/")
 			refuse := cannotWriteBeside(before, window, format, rng)
 			desc := fmt.Sprintf("case %d step %d: %s window %s shards %d format %s, %d files, %s", c, step+1, id, window, shards, format, len(input), strings.Join(rng.args(), " "))
 			if rerun {
 				desc = fmt.Sprintf("case %d step %d: the previous run again", c, step+1)
 				refuse = ""
 			}
-			res := runBackfill(t, this.args...)
+			var res, pairRes result
+			if pair == nil {
+				res = runBackfill(t, this.args...)
+			} else {
+				desc += ", with another backfill at once"
+				var wg sync.WaitGroup
+				wg.Go(func() { pairRes = runBackfill(t, pair.args...) })
+				res = runBackfill(t, this.args...)
+				wg.Wait()
+				t.Logf("%s: exit %d and %d", desc, res.code, pairRes.code)
+				// One holds the prefix while the other runs; the other is refused, or
+				// comes after it: never both at once.
+				lease := "_outflow.lease: the prefix is held by backfill on "
+				refused := func(x result) bool { return x.code == 2 && strings.Contains(x.stderr, lease) }
+				switch {
+				case refuse != "":
+				case res.code == 0 && refused(pairRes):
+					pairs.refused++
+				case refused(res) && pairRes.code == 0:
+					pairs.refused++
+					res, this = pairRes, pair
+				case res.code == 0 && pairRes.code == 0:
+					pairs.after++
+					for wid := range readInput(t, pair.glob).want(cfgOf(t, pair.cfgPath).Integrations[0], rng.since, rng.until) {
+						held[wid] = true
+					}
+				default:
+					t.Fatalf("%s: exit %d and %d, want one 0 and the other 0 or 2 naming the lease\n%s\n%s",
+						desc, res.code, pairRes.code, res.stderr, pairRes.stderr)
+				}
+			}
 			t.Logf("%s: exit %d", desc, res.code)
 			switch {
 			case refuse != "" && res.code != 2:
@@ -227,16 +279,12 @@ integrations:
 			case refuse == "" && res.code != 0:
 				t.Fatalf("%s: exit %d\n%s", desc, res.code, res.stderr)
 			case res.code == 2:
-				if after := s3.Objects(t, bucket, prefix+"/"); len(after) != len(before) {
+				if after := s3.DataObjects(t, bucket, prefix+"/"); len(after) != len(before) {
 					t.Fatalf("%s: refused, yet it wrote: %d objects before, %d after", desc, len(before), len(after))
 				}
 				continue
 			}
-			cfg, err := config.Load(this.cfgPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for wid := range readInput(t, this.glob).want(cfg.Integrations[0], this.rng.since, this.rng.until) {
+			for wid := range readInput(t, this.glob).want(cfgOf(t, this.cfgPath).Integrations[0], this.rng.since, this.rng.until) {
 				held[wid] = true
 			}
 			after := prefixHolds(t, s3, bucket, prefix, "acme")
@@ -258,6 +306,16 @@ integrations:
 			last = this
 		}
 	}
+}
+
+// cfgOf loads the configuration at path.
+func cfgOf(t *testing.T, path string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // cannotWriteBeside says why a run of window and format over rng cannot write beside
@@ -494,5 +552,45 @@ integrations:
 		if held[id] == 0 {
 			t.Errorf("impression %x is in no object", id)
 		}
+	}
+}
+
+// A prefix whose lease a live run of another job holds is refused (exit 2) before
+// anything is written, naming the holder and --break-lease; with --break-lease the
+// backfill takes the lease, runs, and removes it at the end; the run it was taken
+// from can no longer renew it.
+func TestBackfillLease(t *testing.T) {
+	t.Parallel()
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+integrations:
+  - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, prefix: p, endpoint: %s}}
+`, t.TempDir(), bucket, s3.Endpoint))
+	settings, _ := json.Marshal(s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "p"},
+		Connection: s3io.Connection{Endpoint: s3.Endpoint, Region: "us-east-1"}})
+	other, _, err := objectio.Acquire(context.Background(), objectio.Target{ID: "acme-s3", Kind: s3io.Kind, Settings: settings,
+		Spec: encode.ObjectSpec{Prefix: "p"}}, objectio.LeaseInfo{Job: "stream of topic x", Run: "other", Holder: "stream on elsewhere (pid 7)"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	if r.code != 2 || !strings.Contains(r.stderr, "s3://"+bucket+"/p/_outflow.lease: the prefix is held by stream on elsewhere (pid 7) (stream of topic x)") ||
+		!strings.Contains(r.stderr, "--break-lease") {
+		t.Fatalf("a prefix held by another job: exit %d, want 2 naming the holder\n%s", r.code, r.stderr)
+	}
+	if objects := s3.DataObjects(t, bucket, "p/"); len(objects) != 0 {
+		t.Fatalf("the refused backfill wrote %d objects", len(objects))
+	}
+	r = runBackfill(t, "--config", cfgPath, "--input", sampleGlob, "--break-lease")
+	if r.code != 0 || !strings.Contains(r.stderr, "took over the lease of another run") {
+		t.Fatalf("--break-lease: exit %d, want 0 saying whose lease it took\n%s", r.code, r.stderr)
+	}
+	if err := other.Renew(context.Background()); !errors.Is(err, objectio.ErrChanged) {
+		t.Errorf("the run whose lease was broken renews it: %v", err)
+	}
+	if left := s3.Objects(t, bucket, "p/_outflow"); len(left) != 0 {
+		t.Errorf("the backfill left its lease behind: %v", slices.Collect(maps.Keys(left)))
 	}
 }

@@ -1,6 +1,6 @@
 // Command replay re-delivers the impressions of a dead-letter store (CONTRACT §3):
 //
-//	replay --config CONFIG --dead-letter URI [--report FILE] [--metrics-addr HOST:PORT]
+//	replay --config CONFIG --dead-letter URI [--report FILE] [--break-lease] [--metrics-addr HOST:PORT]
 //
 // plus Beam's runner flags. Each impression goes again to the integration that could
 // not take it, if that integration still takes it: same tenant, and inside its current
@@ -51,11 +51,12 @@ import (
 var (
 	configPath  = flag.String("config", "", "configuration file (YAML, CONTRACT §2); required")
 	store       = flag.String("dead-letter", "", "the dead-letter store to replay: a directory, s3://bucket/prefix or gs://bucket/prefix; required")
+	breakLease  = job.BreakLease()
 	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
 	metricsAddr = job.MetricsAddr()
 )
 
-const usage = "usage: replay --config CONFIG --dead-letter URI [--report FILE] [--metrics-addr HOST:PORT] [runner flags]"
+const usage = "usage: replay --config CONFIG --dead-letter URI [--report FILE] [--break-lease] [--metrics-addr HOST:PORT] [runner flags]"
 
 // Layout of the store while replaying.
 const (
@@ -124,6 +125,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 	if code, err := job.CheckObjects(ctx, cfg); err != nil {
 		return code, err
 	}
+	ctx, lose := context.WithCancelCause(ctx)
+	defer lose(nil)
+	leases, code, err := job.HoldLeases(ctx, cfg, "replay", "replay of "+root, *breakLease, lose)
+	if err != nil {
+		return code, err
+	}
+	defer leases.Release()
 	log.Info("replay starting", "files", files, "dead_letter", root)
 
 	run, err := newRun()

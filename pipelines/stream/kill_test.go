@@ -51,7 +51,7 @@ func testKilledMidFlight(t *testing.T, external bool) {
 	}
 	stored := func() map[string]int { // impression key -> objects holding it
 		held := map[string]int{}
-		for key, body := range s3.Objects(t, bucket, "acme/") {
+		for key, body := range s3.DataObjects(t, bucket, "acme/") {
 			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
 			if err != nil {
 				t.Fatalf("%s: %v", key, err)

@@ -82,7 +82,7 @@ func TestStreamImpressionsFarFromRecordTime(t *testing.T) {
 	// outside its object's window.
 	held := func() map[string]int {
 		n := map[string]int{}
-		for key, body := range s3.Objects(t, bucket, "acme/") {
+		for key, body := range s3.DataObjects(t, bucket, "acme/") {
 			name, ok := encode.ParseKey(key)
 			if !ok {
 				continue

@@ -60,12 +60,13 @@ var (
 	start       = flag.String("start", "earliest", "where a partition with no committed offset starts: earliest or latest")
 	reportPath  = flag.String("report", "", "write a JSON report of the run to this file")
 	startWait   = flag.Duration("start-timeout", 30*time.Second, "how long to keep trying to reach the brokers and buckets at startup before failing")
+	breakLease  = job.BreakLease()
 	shutdown    = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
 	metricsAddr = job.MetricsAddr()
 )
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
-              [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D]
+              [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D] [--break-lease]
               [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
@@ -129,6 +130,8 @@ func run() int {
 	// Every partition the group has no offset for is committed where this run starts
 	// it, so a restart resumes there even if nothing was read from it; and the
 	// pipeline reads a partition still without one as one added since (earliest).
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	starting, cancelStart := context.WithTimeout(context.Background(), *startWait)
 	started, err := commitStarts(starting, committer, src.Start, srv)
 	code := job.ExitFailed
@@ -138,6 +141,14 @@ func run() int {
 	}
 	if err == nil {
 		code, err = job.CheckObjects(starting, cfg) // exit 2: objects it cannot write beside
+	}
+	if err == nil { // exit 2: another job writes there
+		var leases *job.Leases
+		leases, code, err = job.HoldLeases(starting, cfg, "stream",
+			fmt.Sprintf("stream of topic %s for group %s", src.Topic, src.Group), *breakLease, cancel)
+		if err == nil {
+			defer leases.Release()
+		}
 	}
 	cancelStart()
 	if err != nil {
@@ -149,8 +160,6 @@ func run() int {
 		log.Info("starting offset committed: the group had none", "topic", src.Topic, "partition", p.Partition,
 			"offset", p.Start, "start", src.Start)
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
 	go drainOnSignal(ctx, cancel)
 	stopReports := func() {}
 	if *reportPath != "" {
@@ -164,7 +173,8 @@ func run() int {
 	srv.Ready()
 	res, err := runners.Run(ctx, pipeline(cfg, src))
 	srv.Close()
-	if ctx.Err() != nil && err != nil {
+	lostLease := errors.Is(context.Cause(ctx), job.ErrLeaseLost) // another run writes there now
+	if ctx.Err() != nil && err != nil && !lostLease {
 		log.Warn("stream stopped before all it read was delivered; what was not stays uncommitted, and a restart reads it again",
 			"cause", context.Cause(ctx))
 		err = nil // stopping is the way a stream job ends
@@ -180,6 +190,8 @@ func run() int {
 	}
 	code = job.ExitOK
 	switch {
+	case lostLease:
+		code, err = job.ExitFailed, context.Cause(ctx)
 	case err != nil:
 		code, err = job.ExitFailed, job.Failure(ctx, err)
 	case rep.DeadLettered() > 0:

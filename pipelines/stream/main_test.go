@@ -219,7 +219,7 @@ func TestStreamToObjects(t *testing.T) {
 		t.Helper()
 		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
 			objs, n := map[string][]string{}, 0
-			for key, body := range s3.Objects(t, bucket, "acme/") {
+			for key, body := range s3.DataObjects(t, bucket, "acme/") {
 				recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
 				if err != nil {
 					t.Fatalf("%s: %v", key, err)

@@ -15,7 +15,8 @@ import (
 
 // A stream, then a backfill over a file that holds what the stream stored and more,
 // then the stream again with copies of the backfill's impressions: the prefix holds
-// each impression once, whichever job wrote it, and no object was replaced.
+// each impression once, whichever job wrote it, and no object was replaced. A
+// backfill started while the stream runs is refused, naming the stream's lease.
 func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
@@ -25,7 +26,7 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 		bucket, s3.Endpoint))
 	stored := func() (map[string]int, map[string][]byte) { // impression key -> objects holding it
 		held := map[string]int{}
-		objects := s3.Objects(t, bucket, "acme/")
+		objects := s3.DataObjects(t, bucket, "acme/")
 		for key, body := range objects {
 			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
 			if err != nil {
@@ -50,15 +51,6 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 		}
 	}
 	at := time.Now().Add(-time.Minute)
-	j := startConfig(t, tp, cfgPath)
-	tp.produceAt(at, "acme", keys("a", 0, 30)...)
-	waitStored(j, 30)
-	if code := j.stop(); code != 0 {
-		t.Fatalf("stream: exit %d\n%s", code, j.stderr.String())
-	}
-	_, afterStream := stored()
-
-	// The backfill reads the stream's 30 and 20 more, of the same windows.
 	var lines []string
 	for _, k := range keys("a", 0, 50) {
 		lines = append(lines, fmt.Sprintf(`{"tenant":"acme","environmentName":"production","key":%q,"split":"s","treatment":"on","time":%d}`, k, at.UnixMilli()))
@@ -67,7 +59,28 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 	if err := os.WriteFile(input, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	backfill := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), "--config", cfgPath, "--input", input)
+	backfillBin := testenv.Build(t, "./pipelines/backfill")
+
+	j := startConfig(t, tp, cfgPath)
+	tp.produceAt(at, "acme", keys("a", 0, 30)...)
+	waitStored(j, 30)
+	// One writer at a time: while the stream runs, the backfill is refused before it
+	// writes, naming the stream.
+	backfill := testenv.Run(t, backfillBin, "--config", cfgPath, "--input", input)
+	if backfill.Code != 2 || !strings.Contains(backfill.Stderr, "held by stream on ") ||
+		!strings.Contains(backfill.Stderr, "acme/_outflow.lease") || !strings.Contains(backfill.Stderr, "--break-lease") {
+		t.Fatalf("a backfill while the stream runs: exit %d, want 2 naming the stream's lease\n%s", backfill.Code, backfill.Stderr)
+	}
+	if held, _ := stored(); len(held) != 30 {
+		t.Fatalf("the refused backfill stored something: %d impressions held, want 30", len(held))
+	}
+	if code := j.stop(); code != 0 {
+		t.Fatalf("stream: exit %d\n%s", code, j.stderr.String())
+	}
+	_, afterStream := stored()
+
+	// The backfill reads the stream's 30 and 20 more, of the same windows.
+	backfill = testenv.Run(t, backfillBin, "--config", cfgPath, "--input", input)
 	if backfill.Code != 0 {
 		t.Fatalf("backfill: exit %d\n%s", backfill.Code, backfill.Stderr)
 	}
