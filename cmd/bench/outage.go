@@ -257,11 +257,16 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	// progress line now and then.
 	var phase string
 	lastScan, lastProgress := time.Now(), time.Now()
+	var ledger [2]int64 // the offset ledger's bytes and firings at the last progress line
 	progress := func() {
 		kib, _ := procRSS(job.Process.Pid)
 		line := fmt.Sprintf("  %6.0fs  %-8s RSS %5d MiB", time.Since(jobStart).Seconds(), phase, kib/1024)
-		if in, ok := readIntegration(reportPath, down.id); ok {
+		if rep, in, ok := readIntegration(reportPath, down.id); ok {
 			line += fmt.Sprintf("; %s (report, ≤ 10 s old): pending %d, overflowed %d, delivered %d", down.id, in.Pending, in.Overflowed, in.Delivered)
+			if n := rep.LedgerFirings - ledger[1]; n > 0 {
+				line += fmt.Sprintf("; ledger state %.0f bytes a firing", float64(rep.LedgerBytes-ledger[0])/float64(n))
+			}
+			ledger = [2]int64{rep.LedgerBytes, rep.LedgerFirings}
 		}
 		st := down.sim.Status()
 		fmt.Printf("%s; received %d, answered 503 %d times\n", line, st.UniqueEvents, st.Unavailable)
@@ -411,19 +416,19 @@ func (c *deadCounter) count() int {
 	return n
 }
 
-// readIntegration reads an integration's counts from a stream report.
-func readIntegration(path, id string) (report.Integration, bool) {
+// readIntegration reads a stream report, and an integration's counts in it.
+func readIntegration(path, id string) (*report.Report, report.Integration, bool) {
 	var rep report.Report
 	b, err := os.ReadFile(path)
 	if err != nil || json.Unmarshal(b, &rep) != nil {
-		return report.Integration{}, false
+		return nil, report.Integration{}, false
 	}
 	for _, in := range rep.Integrations {
 		if in.ID == id {
-			return in, true
+			return &rep, in, true
 		}
 	}
-	return report.Integration{}, false
+	return nil, report.Integration{}, false
 }
 
 // outageRun is what the outage benchmark measured, for its report.
@@ -672,9 +677,13 @@ func outageReport(r outageRun) error {
 	}
 	fmt.Printf("  both delivered and dead-lettered %d\n", both)
 	fmt.Printf("  lost = routed − delivered − dead-lettered (+ both) = %d\n", lost)
-	if in, ok := readIntegration(r.reportPath, r.down.id); ok {
+	if rep, in, ok := readIntegration(r.reportPath, r.down.id); ok {
 		fmt.Printf("  stream's report: impressions %d, delivered %d, dead_lettered %d, overflowed %d, requests %d, throttled %d, retries %d\n",
 			in.Impressions, in.Delivered, in.DeadLettered, in.Overflowed, in.Requests, in.Throttled, in.Retries)
+		if rep.LedgerFirings > 0 {
+			fmt.Printf("  offset ledger: %d bytes of state written in %d firings, %.0f a firing (the progress lines give it per phase)\n",
+				rep.LedgerBytes, rep.LedgerFirings, float64(rep.LedgerBytes)/float64(rep.LedgerFirings))
+		}
 	}
 	fmt.Printf("  simulator: %d requests, %d answered 503, %d accepted, %d duplicates\n", st.Requests, st.Unavailable, st.Accepted, st.Duplicates)
 	if otherDeadFiles > 0 {

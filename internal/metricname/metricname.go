@@ -16,15 +16,17 @@ const Job = "_job"
 
 // Job-wide counters.
 const (
-	Lines        = "outflow.lines"         // non-blank input lines
-	InvalidLines = "outflow.invalid_lines" // lines dead-lettered as invalid
-	Filtered     = "outflow.filtered"      // valid lines outside --since/--until
-	Valid        = "outflow.valid"         // valid lines in range (copies of one impression included)
-	FileErrors   = "outflow.file_errors"   // input files that could not be read to the end
-	Replayed     = "outflow.replayed"      // dead-letter records sent to delivery again
-	Kept         = "outflow.kept"          // dead-letter records replay cannot deliver, written back
-	VeryLate     = "outflow.very_late"     // stream: impressions far older than their record, windowed later
-	FarAhead     = "outflow.far_ahead"     // stream: impressions far newer than their record, windowed earlier
+	Lines         = "outflow.lines"          // non-blank input lines
+	InvalidLines  = "outflow.invalid_lines"  // lines dead-lettered as invalid
+	Filtered      = "outflow.filtered"       // valid lines outside --since/--until
+	Valid         = "outflow.valid"          // valid lines in range (copies of one impression included)
+	FileErrors    = "outflow.file_errors"    // input files that could not be read to the end
+	Replayed      = "outflow.replayed"       // dead-letter records sent to delivery again
+	Kept          = "outflow.kept"           // dead-letter records replay cannot deliver, written back
+	VeryLate      = "outflow.very_late"      // stream: impressions far older than their record, windowed later
+	FarAhead      = "outflow.far_ahead"      // stream: impressions far newer than their record, windowed earlier
+	LedgerBytes   = "outflow.ledger_bytes"   // stream: bytes of offset-ledger state written (kafkaio.Commit)
+	LedgerFirings = "outflow.ledger_firings" // stream: times a partition's ledger was written
 )
 
 // Per-integration counters.

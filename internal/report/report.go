@@ -25,12 +25,18 @@ type Report struct {
 	InvalidLines int64         `json:"invalid_lines"`
 	Integrations []Integration `json:"integrations"`
 
-	Lines      int64  `json:"lines"`              // non-blank input lines
-	Filtered   int64  `json:"filtered"`           // valid lines outside --since/--until
-	FileErrors int64  `json:"file_errors"`        // input files that could not be read to the end
-	Replayed   int64  `json:"replayed,omitempty"` // replay: dead-letter records delivered again
-	Kept       int64  `json:"kept,omitempty"`     // replay: records it could not deliver, written back
-	DeadLetter string `json:"dead_letter"`        // where invalid and undeliverable records went
+	Lines      int64 `json:"lines"`              // non-blank input lines
+	Filtered   int64 `json:"filtered"`           // valid lines outside --since/--until
+	FileErrors int64 `json:"file_errors"`        // input files that could not be read to the end
+	Replayed   int64 `json:"replayed,omitempty"` // replay: dead-letter records delivered again
+	Kept       int64 `json:"kept,omitempty"`     // replay: records it could not deliver, written back
+	// A stream's: impressions far from their Kafka record's time (impressionio.FromRecords),
+	// and the offset ledger's state writes (kafkaio.Commit).
+	VeryLate      int64  `json:"very_late,omitempty"`
+	FarAhead      int64  `json:"far_ahead,omitempty"`
+	LedgerBytes   int64  `json:"ledger_bytes,omitempty"`
+	LedgerFirings int64  `json:"ledger_firings,omitempty"`
+	DeadLetter    string `json:"dead_letter"` // where invalid and undeliverable records went
 
 	// Jobs are a backfill's independent Beam jobs, in the order they were planned.
 	Jobs []Job `json:"jobs,omitempty"`
@@ -249,6 +255,10 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 	r.FileErrors += job(metricname.FileErrors)
 	r.Replayed += job(metricname.Replayed)
 	r.Kept += job(metricname.Kept)
+	r.VeryLate += job(metricname.VeryLate)
+	r.FarAhead += job(metricname.FarAhead)
+	r.LedgerBytes += job(metricname.LedgerBytes)
+	r.LedgerFirings += job(metricname.LedgerFirings)
 	byID := map[string]*Integration{}
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
@@ -291,6 +301,7 @@ func (r *Report) addCounts(sum map[[2]string]int64) {
 // a running stream's, or one whose runner returned no metrics.
 func (r *Report) SetCounts(live map[[2]string]int64) {
 	r.Lines, r.InvalidLines, r.Filtered, r.FileErrors, r.Replayed, r.Kept = 0, 0, 0, 0, 0, 0
+	r.VeryLate, r.FarAhead, r.LedgerBytes, r.LedgerFirings = 0, 0, 0, 0
 	for i := range r.Integrations {
 		in := &r.Integrations[i]
 		in.Impressions, in.Delivered, in.DeadLettered, in.Requests, in.Throttled, in.Retries = 0, 0, 0, 0, 0, 0

@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/outflow/outflow/io/objectio"
 )
 
 // Fault is what FaultyS3 does to one object download.
@@ -27,7 +30,8 @@ const (
 )
 
 // FaultyS3 serves the S3 API of endpoint through a proxy on loopback whose requests
-// for one object (GET, PUT, HEAD of /bucket/key; not listings) suffer what fault says,
+// for one object (GET, PUT, HEAD of /bucket/key; not listings, nor the prefixes'
+// leases, objectio.LeaseName) suffer what fault says,
 // given the method, the object's path and how many such requests came before. Host
 // headers pass unchanged, so signed requests stay valid behind it.
 func FaultyS3(t testing.TB, endpoint string, fault func(method, path string, n int) Fault) string {
@@ -50,7 +54,7 @@ func FaultyS3(t testing.TB, endpoint string, fault func(method, path string, n i
 	}
 	isObject := func(r *http.Request) bool {
 		bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		return bucket != "" && key != "" && !r.URL.Query().Has("list-type")
+		return bucket != "" && key != "" && !r.URL.Query().Has("list-type") && path.Base(key) != objectio.LeaseName
 	}
 	return HTTPServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !isObject(r) {

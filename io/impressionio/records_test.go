@@ -40,21 +40,28 @@ func markLines(p int32, b []byte, emit func(string)) error {
 	return err
 }
 
+// kafkaTopic starts a broker with an "impressions" topic of one partition, and a
+// client of it.
+func kafkaTopic(t *testing.T) (*kfake.Cluster, *kgo.Client) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "impressions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return c, cl
+}
+
 // Record values hold one line or several; blank lines are skipped and invalid ones
 // dead-lettered with the partition and offset they came from. Each record's mark
 // counts the copies to finish: one per invalid line, one per target each impression
 // is routed to.
 func TestFromRecords(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "impressions"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, cl := kafkaTopic(t)
 	values := []string{
 		line("u1", 1000),
 		line("u2", 2000) + "\n" + line("u3", 3000) + "\r\n\n",
@@ -84,16 +91,7 @@ func TestFromRecords(t *testing.T) {
 // their record's: one far older or far newer is windowed at the bound, not dropped
 // as late nor holding a window open for hours.
 func TestFromRecordsBoundsTimestamps(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "impressions"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c, cl := kafkaTopic(t)
 	stamp := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	for key, at := range map[string]time.Duration{"on-time": 0, "behind": -40 * time.Minute, "buffered": -3 * time.Hour,
 		"ahead": 50 * time.Minute, "skewed": 5 * time.Hour} {

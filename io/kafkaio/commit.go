@@ -2,11 +2,8 @@ package kafkaio
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -18,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/outflow/outflow/internal/ack"
+	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/oplog"
 )
 
@@ -29,8 +27,7 @@ func init() {
 }
 
 // commitEvery is how often the marks of a partition are folded in and its offset
-// committed. Each time its whole ledger is written to state, which holds every
-// record a slow destination holds back.
+// committed.
 const commitEvery = 5 * time.Second
 
 // Commit commits the group's offsets from inside the pipeline: marks (package ack)
@@ -40,8 +37,16 @@ const commitEvery = 5 * time.Second
 // counts once.
 //
 // The marks are gathered for commitEvery of processing time, and at the end when the
-// reading stops, then folded into the partition's ledger (one Value state per
-// partition) and committed when its position moved.
+// reading stops, then folded into the partition's ledger and committed when its
+// position moved.
+//
+// The ledger holds every record not yet finished: with a destination down, every
+// record it holds back, up to its max_pending_impressions. So its state is a log (a
+// Bag): a snapshot of the ledger, then each firing's new marks, appended; once the
+// marks appended since the snapshot outweigh it, the log is replaced by a new
+// snapshot. A firing writes its new marks, and a snapshot's cost is spread over the
+// marks that came before it: O(new marks) a firing, amortized, whatever the ledger
+// holds.
 //
 // In: parts from Partitions, the starts; marks, PCollection<KV<int32, []byte>>.
 func Commit(s beam.Scope, cfg Config, parts beam.PCollection, marks ...beam.PCollection) {
@@ -52,8 +57,8 @@ func Commit(s beam.Scope, cfg Config, parts beam.PCollection, marks ...beam.PCol
 			beam.Trigger(trigger.Repeat(trigger.AfterProcessingTime().PlusDelay(commitEvery))), beam.PanesDiscard()))
 	}
 	grouped := beam.GroupByKey(s, beam.Flatten(s, all...))
-	beam.ParDo0(s, &commitFn{Config: cfg, Ledger: state.MakeValueState[[]byte]("ledger"),
-		Gen: state.MakeValueState[uint64]("gen")}, grouped)
+	g := newLedgerLog()
+	beam.ParDo0(s, &commitFn{Config: cfg, Log: g.Log, Meta: g.Meta}, grouped)
 }
 
 // startMarks marks where a partition is read from.
@@ -65,38 +70,18 @@ func startMarks(p Partition, emit func(int32, []byte)) {
 
 // commitFn keeps a partition's ledger and commits its position.
 type commitFn struct {
-	Config Config              `json:"config"`
-	Ledger state.Value[[]byte] // ack.Ledger, encoded
-	Gen    state.Value[uint64] // names the ledger's version, for the worker's decoded copy
+	Config Config `json:"config"`
+	// The ledger's log (ledgerLog): Beam finds state only in a DoFn's own fields.
+	Log  state.Bag[[]byte]
+	Meta state.Value[[]byte]
 
-	committer *Committer
-}
-
-// ledgers holds, per worker process, the decoded ledgers of the partitions it served
-// last, by generation: while a destination holds records back, a partition's ledger
-// holds every one of them, and decoding it at each firing would cost more than the
-// rest of the commit. Only a ledger of the generation the state names is used.
-var ledgers = struct {
-	sync.Mutex
-	m map[uint64]*ack.Ledger
-}{m: map[uint64]*ack.Ledger{}}
-
-// takeLedger takes the ledger of generation gen out of the cache, or returns nil.
-func takeLedger(gen uint64) *ack.Ledger {
-	ledgers.Lock()
-	defer ledgers.Unlock()
-	l := ledgers.m[gen]
-	delete(ledgers.m, gen)
-	return l
-}
-
-func keepLedger(gen uint64, l *ack.Ledger) {
-	ledgers.Lock()
-	defer ledgers.Unlock()
-	ledgers.m[gen] = l
+	committer      *Committer
+	bytes, firings metricname.Counter
 }
 
 func (fn *commitFn) Setup() error {
+	fn.bytes = metricname.NewCounter(metricname.Job, metricname.LedgerBytes)
+	fn.firings = metricname.NewCounter(metricname.Job, metricname.LedgerFirings)
 	c, err := NewCommitter(fn.Config)
 	fn.committer = c
 	return err
@@ -109,11 +94,13 @@ func (fn *commitFn) Teardown() {
 }
 
 func (fn *commitFn) ProcessElement(ctx context.Context, sp state.Provider, partition int32, marks func(*[]byte) bool) error {
-	l, err := fn.ledger(sp)
+	g := ledgerLog{Log: fn.Log, Meta: fn.Meta}
+	l, meta, err := g.load(sp)
 	if err != nil {
 		return fmt.Errorf("kafkaio: partition %d: %w", partition, err)
 	}
 	moved := false
+	added := []byte{logMarks}
 	var m []byte
 	for marks(&m) {
 		mv, err := l.Add(m)
@@ -121,6 +108,7 @@ func (fn *commitFn) ProcessElement(ctx context.Context, sp state.Provider, parti
 			return fmt.Errorf("kafkaio: partition %d: %w", partition, err)
 		}
 		moved = moved || mv
+		added = append(added, m...)
 	}
 	if moved {
 		// Committed before the ledger is written: if this bundle fails, its marks come
@@ -132,38 +120,13 @@ func (fn *commitFn) ProcessElement(ctx context.Context, sp state.Provider, parti
 		oplog.L().DebugContext(ctx, "offset committed", "topic", fn.Config.Topic, "partition", partition,
 			"next", l.Next, "pending", l.Pending())
 	}
-	b, _ := l.MarshalBinary()
-	gen := rand.Uint64() | 1 // never 0, which is "none"
-	if err := errors.Join(fn.Ledger.Write(sp, b), fn.Gen.Write(sp, gen)); err != nil {
+	written, err := g.save(sp, l, meta, added)
+	if err != nil {
 		return fmt.Errorf("kafkaio: partition %d: write the ledger: %w", partition, err)
 	}
-	keepLedger(gen, l)
+	fn.bytes.Inc(ctx, int64(written))
+	fn.firings.Inc(ctx, 1)
 	return nil
-}
-
-// ledger returns the partition's ledger: this worker's decoded copy when it holds the
-// generation the state names, else the state's, decoded.
-func (fn *commitFn) ledger(sp state.Provider) (*ack.Ledger, error) {
-	gen, ok, err := fn.Gen.Read(sp)
-	if err != nil {
-		return nil, fmt.Errorf("read the ledger's generation: %w", err)
-	}
-	if ok {
-		if l := takeLedger(gen); l != nil {
-			return l, nil
-		}
-	}
-	l := ack.NewLedger()
-	b, ok, err := fn.Ledger.Read(sp)
-	if err != nil {
-		return nil, fmt.Errorf("read the ledger: %w", err)
-	}
-	if ok {
-		if err := l.UnmarshalBinary(b); err != nil {
-			return nil, fmt.Errorf("the ledger: %w", err)
-		}
-	}
-	return l, nil
 }
 
 // Committer commits a consumer group's offsets.

@@ -60,15 +60,10 @@ type LeaseInfo struct {
 type HeldError struct {
 	Where string // the lease object
 	Info  LeaseInfo
-	Err   error // why the lease could not be read, when Info is empty
 }
 
 func (e *HeldError) Error() string {
 	const stamp = time.RFC3339
-	if e.Err != nil {
-		return fmt.Sprintf("%s: the prefix is held by another run, whose lease cannot be read (%v): one writer at a time",
-			e.Where, e.Err)
-	}
 	return fmt.Sprintf("%s: the prefix is held by %s (%s) since %s, its lease expiring %s unless renewed: "+
 		"one writer at a time, or impressions could be stored twice; wait for it to end, or if it died, for its lease "+
 		"to expire, or pass --break-lease", e.Where, e.Info.Holder, e.Info.Job, e.Info.Since.UTC().Format(stamp),
@@ -87,7 +82,8 @@ type Lease struct {
 // Acquire takes the lease of t's prefix for info's job and run: when no lease is
 // there, when one of the same job is, when one has expired, or, with breakIt, from
 // any holder. Otherwise it returns a *HeldError naming the holder. took names the run
-// whose lease was taken over, if any.
+// whose lease was taken over, if any. Credentials that may not write or read the lease
+// give an error wrapping ErrDenied.
 func Acquire(ctx context.Context, t Target, info LeaseInfo, breakIt bool) (l *Lease, took *LeaseInfo, err error) {
 	store, err := NewStore(ctx, t.Kind, t.Settings)
 	if err != nil {
@@ -121,7 +117,7 @@ func Acquire(ctx context.Context, t Target, info LeaseInfo, breakIt bool) (l *Le
 			continue // released since
 		}
 		if err != nil {
-			return nil, nil, &HeldError{Where: l.Where, Err: err}
+			return nil, nil, fmt.Errorf("integration %q: read %s: %w", t.ID, l.Where, err)
 		}
 		var other LeaseInfo
 		if json.Unmarshal(cur, &other) != nil {

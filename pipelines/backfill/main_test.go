@@ -459,7 +459,8 @@ integrations:
 }
 
 // A bucket that is reachable but refuses writes fails the pipeline: exit 1 with the
-// S3 error in one line, not Beam's execution plan.
+// S3 error in one line, not Beam's execution plan. That it refuses the prefix's lease
+// too is only a warning.
 func TestUploadRefused(t *testing.T) {
 	testenv.NewS3(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -481,6 +482,10 @@ integrations:
 	}
 	if !strings.Contains(r.stderr, "pipeline failed: put s3://locked/") || !strings.Contains(r.stderr, "AccessDenied") {
 		t.Errorf("stderr does not name the refused upload:\n%s", r.stderr)
+	}
+	// Its lease could not go up either: a warning, as for a bucket it may not list.
+	if !strings.Contains(r.stderr, "cannot hold the prefix's lease") {
+		t.Errorf("no warning that the prefix's lease could not be held:\n%s", r.stderr)
 	}
 	if strings.Contains(r.stderr, "DataSource[") {
 		t.Errorf("stderr shows Beam's execution plan:\n%s", r.stderr)

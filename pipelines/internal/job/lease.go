@@ -39,13 +39,20 @@ type Leases struct {
 // HoldLeases takes the lease of every object store prefix of cfg for this run of job
 // (objectio.Acquire: job names what makes two runs the same job) and renews them
 // until Release. If one is lost, lost is called with an error wrapping ErrLeaseLost.
-// A prefix another job's run holds is ExitUsage, naming the holder.
+// A prefix another job's run holds is ExitUsage, naming the holder. Credentials that
+// may not write or read the lease only get a warning.
 func HoldLeases(ctx context.Context, cfg *config.Config, command, job string, breakIt bool, lost func(error)) (*Leases, int, error) {
 	host, _ := os.Hostname()
 	info := objectio.LeaseInfo{Job: job, Run: uuid.NewString(), Holder: fmt.Sprintf("%s on %s (pid %d)", command, host, os.Getpid())}
 	ls := &Leases{}
 	for _, t := range sinks.ObjectTargets(cfg, cfg.Integrations) {
 		l, took, err := objectio.Acquire(ctx, t, info, breakIt)
+		if errors.Is(err, objectio.ErrDenied) {
+			// As for listing (CheckObjects): write-only credentials are not refused.
+			oplog.L().Warn("cannot hold the prefix's lease: another run writing there at the same time would not be kept out, "+
+				"and could store impressions twice", "integration", t.ID, "error", err)
+			continue
+		}
 		if err != nil {
 			ls.Release()
 			if held := (*objectio.HeldError)(nil); errors.As(err, &held) {
