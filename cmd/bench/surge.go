@@ -28,6 +28,7 @@ import (
 	"github.com/outflow/outflow/internal/gen"
 	"github.com/outflow/outflow/internal/impression"
 	"github.com/outflow/outflow/internal/s3server"
+	"github.com/outflow/outflow/io/objectio"
 )
 
 // Flags of -mode surge; -n (the catch-up backlog), -tenants and -files are shared.
@@ -712,7 +713,7 @@ func newS3Watch(root, label string) *s3Watch {
 func (w *s3Watch) scan(read bool) {
 	now := time.Now()
 	filepath.WalkDir(w.walk, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
+		if err != nil || e.IsDir() || e.Name() == objectio.LeaseName { // the job's lease is no data
 			return nil
 		}
 		info, err := e.Info()
