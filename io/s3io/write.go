@@ -110,7 +110,9 @@ func (s *store) putIf(ctx context.Context, key string, body []byte, in *s3.PutOb
 	in.Bucket, in.Key, in.Body, in.ContentType = aws.String(s.bucket), aws.String(key), bytes.NewReader(body), aws.String("application/json")
 	out, err := s.client.PutObject(ctx, in)
 	if err != nil {
-		if status(err) == http.StatusPreconditionFailed || status(err) == http.StatusConflict { // 409: a concurrent conditional write
+		// 409 is a concurrent conditional write; 404 answers If-Match for a key that is gone.
+		if code := status(err); code == http.StatusPreconditionFailed || code == http.StatusConflict ||
+			code == http.StatusNotFound && in.IfMatch != nil {
 			return "", fmt.Errorf("s3io: put %s: %w: %w", s.Where(key), objectio.ErrChanged, err)
 		}
 		return "", fmt.Errorf("s3io: put %s: %w", s.Where(key), denied(err))
