@@ -348,11 +348,11 @@ func showProgress(log *slog.Logger, mu *sync.Mutex, running map[string]*runningJ
 				eta = "0s"
 			}
 			if terminal {
-				fmt.Printf("%s  %-40s read %3.0f%%  delivered %d/~%d  %.0f/s  ETA %s\n", time.Now().Format("15:04:05"),
+				fmt.Printf("%s  %-40s read %3.0f%%  delivered or dead-lettered %d/~%d  %.0f/s  ETA %s\n", time.Now().Format("15:04:05"),
 					id, pct(read, totalLines), delivered, r.Estimate, rate, eta)
 			} else {
 				log.Info("job progress", "job", id, "lines_read", read, "lines_estimated", totalLines,
-					"delivered", delivered, "estimated", r.Estimate, "per_second", int64(rate), "eta", eta)
+					"delivered_or_dead_lettered", delivered, "estimated", r.Estimate, "per_second", int64(rate), "eta", eta)
 			}
 		}
 		mu.Unlock()
