@@ -101,6 +101,9 @@ func Parallel(n int) {
 // Main runs the tests of a package that uses Build, and removes the binaries after.
 func Main(m *testing.M) {
 	code := m.Run()
+	flink.Lock()
+	stopFlink()
+	flink.Unlock()
 	buildMu.Lock()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

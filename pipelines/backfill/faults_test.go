@@ -19,8 +19,16 @@ import (
 
 // Faults at an HTTP destination: each time, nothing is lost, each impression is held
 // once by id, and the report's counts match what the destination holds.
-func TestHTTPFaults(t *testing.T) {
-	t.Parallel()
+func TestHTTPFaults(t *testing.T) { t.Parallel(); testHTTPFaults(t) }
+
+// The same on Beam's portable Flink runner in batch mode, where the delivery core's
+// waits are processing-time timers that Flink may fire at once at the end of input.
+func TestHTTPFaultsOnFlink(t *testing.T) {
+	testHTTPFaults(t, "--runner=flink", "--endpoint="+testenv.FlinkJobServer(t), "--environment_type=LOOPBACK")
+}
+
+// testHTTPFaults runs TestHTTPFaults's cases with runner flags.
+func testHTTPFaults(t *testing.T, runner ...string) {
 	in := readInput(t, sampleGlob)
 	for _, c := range []struct {
 		name     string
@@ -62,7 +70,7 @@ integrations:
 				wg.Add(1)
 				go func() { defer wg.Done(); c.during(sim) }()
 			}
-			r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+			r := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, runner...)...)
 			wg.Wait()
 			if r.code != 0 {
 				t.Fatalf("exit code %d\n%s", r.code, r.stderr)

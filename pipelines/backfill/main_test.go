@@ -222,7 +222,17 @@ func checkExactlyOnce(t *testing.T, id string, want map[[16]byte]encode.Record, 
 
 const sampleGlob = "../../testdata/sample/*"
 
-func TestBackfillToS3(t *testing.T) {
+func TestBackfillToS3(t *testing.T) { testBackfillToS3(t) }
+
+// The same on Beam's portable Flink runner (an embedded Flink cluster behind the job
+// server), the workers in the launcher (LOOPBACK).
+func TestBackfillToS3OnFlink(t *testing.T) {
+	t.Parallel()
+	testBackfillToS3(t, "--runner=flink", "--endpoint="+testenv.FlinkJobServer(t), "--environment_type=LOOPBACK")
+}
+
+// testBackfillToS3 runs the backfills of TestBackfillToS3 with runner flags.
+func testBackfillToS3(t *testing.T, runner ...string) {
 	s3 := testenv.NewS3(t)
 	bucketA, bucketB, bucketC := s3.Bucket(t), s3.Bucket(t), s3.Bucket(t)
 	deadLetter := t.TempDir()
@@ -261,7 +271,7 @@ integrations:
 		t.Fatalf("the sample should hold invalid lines; found %d", len(in.invalid))
 	}
 
-	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	r := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, runner...)...)
 	if r.code != 0 {
 		t.Fatalf("exit code %d, want 0\nstderr:\n%s", r.code, r.stderr)
 	}
@@ -296,7 +306,7 @@ integrations:
 	if _, err := s3.Client.DeleteObject(context.Background(), &awss3.DeleteObjectInput{Bucket: &bucketA, Key: &lost}); err != nil {
 		t.Fatal(err)
 	}
-	r2 := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	r2 := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, runner...)...)
 	if r2.code != 0 {
 		t.Fatalf("second run: exit code %d\n%s", r2.code, r2.stderr)
 	}
@@ -334,7 +344,7 @@ integrations:
 	}
 	newLine := `{"tenant":"acme","environmentName":"production","key":"late-arrival","split":"s","treatment":"on","time":1767225600000}`
 	os.WriteFile(filepath.Join(newDir, "part-003.ndjson"), []byte(newLine+"\n"), 0o644)
-	r3 := runBackfill(t, "--config", cfgPath, "--input", filepath.Join(newDir, "*"))
+	r3 := runBackfill(t, append([]string{"--config", cfgPath, "--input", filepath.Join(newDir, "*")}, runner...)...)
 	if r3.code != 0 {
 		t.Fatalf("run with a new file: exit code %d\n%s", r3.code, r3.stderr)
 	}

@@ -1,0 +1,131 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FlinkEndpointEnv names a running Beam Flink job server (HOST:PORT) to test against
+// instead of starting one.
+const FlinkEndpointEnv = "OUTFLOW_TEST_FLINK_ENDPOINT"
+
+// RequireFlinkEnv, set, makes a test fail rather than skip when no job server can be
+// started (no Java or Maven): CI sets it.
+const RequireFlinkEnv = "OUTFLOW_REQUIRE_FLINK"
+
+// flinkStartLimit bounds the wait for a job server: the first start fetches its
+// jars (about 150 MB) from Maven Central.
+const flinkStartLimit = 5 * time.Minute
+
+var flink struct {
+	sync.Mutex
+	endpoint string
+	cmd      *exec.Cmd
+	err      error
+	log      lockedBuffer // the job server's output, for a failure's message
+}
+
+// FlinkJobServer returns the endpoint of a Beam portable Flink job server with an
+// embedded Flink cluster: $OUTFLOW_TEST_FLINK_ENDPOINT, or one scripts/flink-job-server
+// starts for the test process, shared by its tests and stopped by Main. Without
+// Java or Maven the test is skipped, saying so, unless $OUTFLOW_REQUIRE_FLINK is set.
+func FlinkJobServer(t testing.TB) string {
+	t.Helper()
+	if ep := os.Getenv(FlinkEndpointEnv); ep != "" {
+		return ep
+	}
+	flink.Lock()
+	defer flink.Unlock()
+	if flink.endpoint == "" && flink.err == nil {
+		flink.endpoint, flink.err = startFlink()
+	}
+	if flink.err != nil {
+		if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireFlinkEnv) == "" {
+			t.Skipf("no Flink job server (set %s to fail instead): %v", RequireFlinkEnv, flink.err)
+		}
+		t.Fatalf("Flink job server: %v\n%s", flink.err, flink.log.String())
+	}
+	return flink.endpoint
+}
+
+func startFlink() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(filepath.Join(root, "scripts", "flink-job-server"), "--port", strconv.Itoa(port))
+	cmd.Stderr = &flink.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopped with its children
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	flink.cmd = cmd
+	ready := make(chan string, 1)
+	go func() {
+		for sc := bufio.NewScanner(out); sc.Scan(); {
+			if ep, ok := strings.CutPrefix(sc.Text(), "endpoint "); ok {
+				ready <- ep
+			}
+		}
+		close(ready)
+	}()
+	select {
+	case ep, ok := <-ready:
+		if !ok {
+			cmd.Wait()
+			return "", fmt.Errorf("scripts/flink-job-server exited: %v", cmd.ProcessState)
+		}
+		return ep, nil
+	case <-time.After(flinkStartLimit):
+		stopFlink()
+		return "", fmt.Errorf("scripts/flink-job-server did not accept jobs within %v", flinkStartLimit)
+	}
+}
+
+// stopFlink stops a job server FlinkJobServer started.
+func stopFlink() {
+	if flink.cmd != nil && flink.cmd.Process != nil {
+		syscall.Kill(-flink.cmd.Process.Pid, syscall.SIGKILL)
+		flink.cmd.Wait()
+		flink.cmd = nil
+	}
+}
+
+// lockedBuffer is a buffer written by exec's copier while a failing test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
