@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +19,9 @@ import (
 // instead of starting one.
 const FlinkEndpointEnv = "OUTFLOW_TEST_FLINK_ENDPOINT"
 
-// RequireFlinkEnv, set, makes a test fail rather than skip when no job server can be
-// started (no Java or Maven): CI sets it.
-const RequireFlinkEnv = "OUTFLOW_REQUIRE_FLINK"
+// RequireJavaEnv, set, makes a test fail rather than skip when a server that runs on
+// Java (the Flink job server, Kafka) cannot be started for want of Java: CI sets it.
+const RequireJavaEnv = "OUTFLOW_REQUIRE_JAVA"
 
 // flinkStartLimit bounds the wait for a job server: the first start fetches its
 // jars (about 150 MB) from Maven Central.
@@ -33,13 +32,13 @@ var flink struct {
 	endpoint string
 	cmd      *exec.Cmd
 	err      error
-	log      lockedBuffer // the job server's output, for a failure's message
+	log      SyncBuffer // the job server's output, for a failure's message
 }
 
 // FlinkJobServer returns the endpoint of a Beam portable Flink job server with an
 // embedded Flink cluster: $OUTFLOW_TEST_FLINK_ENDPOINT, or one scripts/flink-job-server
 // starts for the test process, shared by its tests and stopped by Main. Without
-// Java or Maven the test is skipped, saying so, unless $OUTFLOW_REQUIRE_FLINK is set.
+// Java or Maven the test is skipped, saying so, unless $OUTFLOW_REQUIRE_JAVA is set.
 func FlinkJobServer(t testing.TB) string {
 	t.Helper()
 	if ep := os.Getenv(FlinkEndpointEnv); ep != "" {
@@ -51,8 +50,8 @@ func FlinkJobServer(t testing.TB) string {
 		flink.endpoint, flink.err = startFlink()
 	}
 	if flink.err != nil {
-		if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireFlinkEnv) == "" {
-			t.Skipf("no Flink job server (set %s to fail instead): %v", RequireFlinkEnv, flink.err)
+		if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireJavaEnv) == "" {
+			t.Skipf("no Flink job server (set %s to fail instead): %v", RequireJavaEnv, flink.err)
 		}
 		t.Fatalf("Flink job server: %v\n%s", flink.err, flink.log.String())
 	}
@@ -64,12 +63,10 @@ func startFlink() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		return "", err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	cmd := exec.Command(filepath.Join(root, "scripts", "flink-job-server"), "--port", strconv.Itoa(port))
 	cmd.Stderr = &flink.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopped with its children
@@ -112,19 +109,19 @@ func stopFlink() {
 	}
 }
 
-// lockedBuffer is a buffer written by exec's copier while a failing test reads it.
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer a subprocess may write while a test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

@@ -67,6 +67,8 @@ type Config struct {
 	// then. Otherwise reading never ends, and partitions added to the topic while it
 	// runs are read too.
 	Bounded bool `json:"bounded"`
+	// Security is how the brokers are reached: TLS, SASL.
+	Security Security `json:"security"`
 }
 
 // Validate names the first problem with c.
@@ -81,7 +83,7 @@ func (c Config) Validate() error {
 	case c.Start != "" && c.Start != "earliest" && c.Start != "latest":
 		return fmt.Errorf("start %q: want earliest or latest", c.Start)
 	}
-	return nil
+	return c.Security.Validate()
 }
 
 // Record is one Kafka record of the topic.
@@ -151,7 +153,8 @@ func ReadPartitions(s beam.Scope, cfg Config, parts beam.PCollection) beam.PColl
 }
 
 func newClient(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
-	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, opts...)...)
+	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.Security.ClientOpts()...)
+	return kgo.NewClient(append(base, opts...)...)
 }
 
 // partitionsFn lists the topic's partitions and where the group left each one, and,

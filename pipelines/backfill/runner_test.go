@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +24,7 @@ func TestUniversalRunner(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	server := exec.Command(prism, fmt.Sprintf("--job_port=%d", port), "--web_port=0")
-	var serverLog syncBuffer
+	var serverLog testenv.SyncBuffer
 	server.Stdout, server.Stderr = &serverLog, &serverLog
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
@@ -69,22 +67,4 @@ integrations:
 		got, _ := delivered(t, s3, ic)
 		checkExactlyOnce(t, ic.ID, in.want(ic, time.Time{}, time.Time{}), got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer a subprocess may write while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

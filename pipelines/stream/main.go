@@ -63,10 +63,20 @@ var (
 	breakLease  = job.BreakLease()
 	shutdown    = flag.Duration("shutdown-timeout", time.Minute, "on SIGINT/SIGTERM, how long to deliver what was read before giving up")
 	metricsAddr = job.MetricsAddr()
+
+	kafkaTLS  = flag.Bool("kafka-tls", false, "reach the brokers over TLS")
+	kafkaCA   = flag.String("kafka-ca", "", "PEM file of the certificates that sign the brokers' (implies --kafka-tls); default: the system's")
+	kafkaSASL = flag.String("kafka-sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512, with --kafka-user and the password in $"+kafkaPasswordEnv)
+	kafkaUser = flag.String("kafka-user", "", "SASL user")
 )
+
+// kafkaPasswordEnv holds the SASL password: in the environment, not on the command
+// line, where ps would show it.
+const kafkaPasswordEnv = "OUTFLOW_KAFKA_PASSWORD"
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
               [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D] [--break-lease]
+              [--kafka-tls] [--kafka-ca PEM] [--kafka-sasl plain|scram-sha-256|scram-sha-512 --kafka-user NAME]
               [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
@@ -105,6 +115,18 @@ func run() int {
 		problems = append(problems, fmt.Sprintf("--start-timeout must be positive, not %v", *startWait))
 	case *shutdown <= 0:
 		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
+	}
+	src.Security = kafkaio.Security{TLS: *kafkaTLS || *kafkaCA != "", SASL: *kafkaSASL, User: *kafkaUser,
+		Password: os.Getenv(kafkaPasswordEnv)}
+	if *kafkaCA != "" {
+		pem, err := os.ReadFile(*kafkaCA)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("--kafka-ca: %v", err))
+		}
+		src.Security.CAPEM = string(pem)
+	}
+	if err := src.Security.Validate(); err != nil && (*kafkaCA == "" || src.Security.CAPEM != "") {
+		problems = append(problems, fmt.Sprintf("--kafka-tls, --kafka-ca, --kafka-sasl, --kafka-user, $%s: %v", kafkaPasswordEnv, err))
 	}
 	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {

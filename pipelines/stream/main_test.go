@@ -96,7 +96,7 @@ func keys(prefix string, from, to int) []string {
 type streamJob struct {
 	config string
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr testenv.SyncBuffer
 	exited chan struct{}
 }
 
@@ -121,10 +121,17 @@ func writeConfig(t *testing.T, integrations string) string {
 // startConfig starts the stream job on tp with the config at cfgPath, and flags.
 func startConfig(t *testing.T, tp *kafkaTopic, cfgPath string, flags ...string) *streamJob {
 	t.Helper()
+	return startConfigEnv(t, tp, cfgPath, nil, flags...)
+}
+
+// startConfigEnv is startConfig with more environment variables, KEY=VALUE.
+func startConfigEnv(t *testing.T, tp *kafkaTopic, cfgPath string, env []string, flags ...string) *streamJob {
+	t.Helper()
 	bin := testenv.Build(t, "./pipelines/stream")
 	args := append([]string{"--config", cfgPath, "--brokers", tp.brokers, "--topic", "impressions",
 		"--report", filepath.Join(filepath.Dir(cfgPath), "report.json")}, flags...)
 	j := &streamJob{config: cfgPath, cmd: exec.Command(bin, args...)}
+	j.cmd.Env = append(os.Environ(), env...)
 	j.cmd.Stderr = &j.stderr
 	if err := j.cmd.Start(); err != nil {
 		t.Fatal(err)
