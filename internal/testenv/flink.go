@@ -1,16 +1,12 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -30,7 +26,7 @@ const flinkStartLimit = 5 * time.Minute
 var flink struct {
 	sync.Mutex
 	endpoint string
-	cmd      *exec.Cmd
+	server   *script
 	err      error
 	log      SyncBuffer // the job server's output, for a failure's message
 }
@@ -59,53 +55,24 @@ func FlinkJobServer(t testing.TB) string {
 }
 
 func startFlink() (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
 	port, err := freePort()
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(filepath.Join(root, "scripts", "flink-job-server"), "--port", strconv.Itoa(port))
-	cmd.Stderr = &flink.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stopped with its children
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	flink.cmd = cmd
-	ready := make(chan string, 1)
-	go func() {
-		for sc := bufio.NewScanner(out); sc.Scan(); {
-			if ep, ok := strings.CutPrefix(sc.Text(), "endpoint "); ok {
-				ready <- ep
-			}
-		}
-		close(ready)
-	}()
-	select {
-	case ep, ok := <-ready:
-		if !ok {
-			cmd.Wait()
-			return "", fmt.Errorf("scripts/flink-job-server exited: %v", cmd.ProcessState)
-		}
-		return ep, nil
-	case <-time.After(flinkStartLimit):
-		stopFlink()
-		return "", fmt.Errorf("scripts/flink-job-server did not accept jobs within %v", flinkStartLimit)
-	}
+	var endpoint string
+	flink.server, err = startScript(&flink.log, nil, flinkStartLimit, func(line string) bool {
+		var ok bool
+		endpoint, ok = strings.CutPrefix(line, "endpoint ")
+		return ok
+	}, "flink-job-server", "--port", strconv.Itoa(port))
+	return endpoint, err
 }
 
 // stopFlink stops a job server FlinkJobServer started.
 func stopFlink() {
-	if flink.cmd != nil && flink.cmd.Process != nil {
-		syscall.Kill(-flink.cmd.Process.Pid, syscall.SIGKILL)
-		flink.cmd.Wait()
-		flink.cmd = nil
+	if flink.server != nil {
+		flink.server.stop()
+		flink.server = nil
 	}
 }
 

@@ -1,15 +1,12 @@
 package testenv
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -30,10 +27,6 @@ const kafkaStartLimit = 3 * time.Minute
 // Without Java the test is skipped, saying so, unless $OUTFLOW_REQUIRE_JAVA is set.
 func NewKafka(t testing.TB) *Kafka {
 	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireJavaEnv) == "" {
 		t.Skipf("no Kafka broker: java not found (set %s to fail instead)", RequireJavaEnv)
 	}
@@ -43,42 +36,23 @@ func NewKafka(t testing.TB) *Kafka {
 		t.Fatal(err)
 	}
 	k := &Kafka{User: "outflow", Pass: "outflow-test-secret"}
-	cmd := exec.Command(filepath.Join(root, "scripts", "kafka"), "--port", strconv.Itoa(port), "--dir", t.TempDir())
-	cmd.Env = append(os.Environ(), "OUTFLOW_KAFKA_PASSWORD="+k.Pass)
 	var log SyncBuffer
-	cmd.Stderr = &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
-	ready := make(chan struct{})
-	go func() {
-		for sc := bufio.NewScanner(out); sc.Scan(); {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 2 && f[0] == "plain":
-				k.Plain = f[1]
-			case len(f) == 3 && f[0] == "sasl_ssl":
-				k.SASLSSL, k.CAFile = f[1], f[2]
-				close(ready)
-			}
+	broker, err := startScript(&log, []string{"OUTFLOW_KAFKA_PASSWORD=" + k.Pass}, kafkaStartLimit, func(line string) bool {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "plain":
+			k.Plain = f[1]
+		case len(f) == 3 && f[0] == "sasl_ssl":
+			k.SASLSSL, k.CAFile = f[1], f[2]
+			return true
 		}
-	}()
-	select {
-	case <-ready:
-		return k
-	case <-time.After(kafkaStartLimit):
-		t.Fatalf("scripts/kafka did not accept clients within %v\n%s", kafkaStartLimit, log.String())
+		return false
+	}, "kafka", "--port", strconv.Itoa(port), "--dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
 	}
-	return nil
+	t.Cleanup(broker.stop)
+	return k
 }
 
 // freePorts returns the first of n consecutive ports free on loopback.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"path"
@@ -17,6 +18,7 @@ import (
 	"github.com/outflow/outflow/internal/s3server"
 	"github.com/outflow/outflow/io/objectio"
 	"github.com/outflow/outflow/io/s3io"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 // S3EndpointEnv names an S3-compatible server (e.g. MinIO) to test against instead of
@@ -108,4 +110,13 @@ func (s *S3) DataObjects(t testing.TB, bucket, prefix string) map[string][]byte 
 		}
 	}
 	return out
+}
+
+// ObjectTarget is the object-store core's view of an S3 integration id writing to
+// bucket/prefix on this server, for tests that work the core directly (leases).
+func (s *S3) ObjectTarget(id, bucket, prefix string) objectio.Target {
+	spec := encode.ObjectSpec{Bucket: bucket, Prefix: prefix}
+	settings, _ := json.Marshal(s3io.Config{ObjectSpec: spec, // plain strings: no error
+		Connection: s3io.Connection{Endpoint: s.Endpoint, Region: "us-east-1"}})
+	return objectio.Target{ID: id, Kind: s3io.Kind, Settings: settings, Spec: spec}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/gcsio"
 	"github.com/outflow/outflow/io/objectio"
-	"github.com/outflow/outflow/io/s3io"
 	"github.com/outflow/outflow/transforms/encode"
 )
 
@@ -25,9 +24,7 @@ import (
 func TestLeases(t *testing.T) {
 	t.Run("s3", func(t *testing.T) {
 		s3 := testenv.NewS3(t)
-		settings, _ := json.Marshal(s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: s3.Bucket(t), Prefix: "acme"},
-			Connection: s3io.Connection{Endpoint: s3.Endpoint, Region: "us-east-1"}})
-		testLeases(t, objectio.Target{ID: "acme-s3", Kind: s3io.Kind, Settings: settings, Spec: encode.ObjectSpec{Prefix: "acme"}})
+		testLeases(t, s3.ObjectTarget("acme-s3", s3.Bucket(t), "acme"))
 	})
 	t.Run("gcs", func(t *testing.T) {
 		gcs := testenv.NewGCS(t)

@@ -568,10 +568,8 @@ dead_letter: %s
 integrations:
   - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, prefix: p, endpoint: %s}}
 `, t.TempDir(), bucket, s3.Endpoint))
-	settings, _ := json.Marshal(s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "p"},
-		Connection: s3io.Connection{Endpoint: s3.Endpoint, Region: "us-east-1"}})
-	other, _, err := objectio.Acquire(context.Background(), objectio.Target{ID: "acme-s3", Kind: s3io.Kind, Settings: settings,
-		Spec: encode.ObjectSpec{Prefix: "p"}}, objectio.LeaseInfo{Job: "stream of topic x", Run: "other", Holder: "stream on elsewhere (pid 7)"}, false)
+	other, _, err := objectio.Acquire(context.Background(), s3.ObjectTarget("acme-s3", bucket, "p"),
+		objectio.LeaseInfo{Job: "stream of topic x", Run: "other", Holder: "stream on elsewhere (pid 7)"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,11 +71,7 @@ func TestStreamFromKafkaOverSASLSSL(t *testing.T) {
 	j := startConfigEnv(t, tp, cfgPath, []string{"OUTFLOW_KAFKA_PASSWORD=" + k.Pass}, flags...)
 	tp.produce("acme", keys("a", 0, 60)...)
 	waitFor(t, j, hook, 60)
-	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(500 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s, the group has not committed every partition to its end: %v\n%s", tp.committed(), j.stderr.String())
-		}
-	}
+	waitCommitted(t, j, tp)
 	if code := j.stop(); code != 0 {
 		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())
 	}

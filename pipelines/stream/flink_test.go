@@ -24,11 +24,7 @@ func TestStreamToHTTPOnFlink(t *testing.T) {
 	t.Logf("first 30 after %v", time.Since(start))
 	tp.produce("acme", keys("b", 0, 30)...)
 	waitFor(t, j, hook, 60)
-	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(500 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s, the group has not committed every partition to its end: %v\n%s", tp.committed(), j.stderr.String())
-		}
-	}
+	waitCommitted(t, j, tp)
 	t.Logf("committed after %v", time.Since(start))
 	if code := j.stop(); code != 0 {
 		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())

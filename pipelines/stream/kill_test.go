@@ -81,11 +81,7 @@ func testKilledMidFlight(t *testing.T, external bool) {
 	// the end.
 	tp.produce("acme", keys("a", 0, 30)...)
 	waitFor(t, j, hook, 30)
-	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("offsets not committed to the end after every impression was delivered: %v\n%s", tp.committed(), j.stderr.String())
-		}
-	}
+	waitCommitted(t, j, tp)
 	// Two objects of one window: its on-time pane, and a late one. A restart reads
 	// them again together, so they would form one pane, of another name.
 	at := time.Now()

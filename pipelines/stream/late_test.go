@@ -48,11 +48,7 @@ func TestStreamImpressionsFarFromRecordTime(t *testing.T) {
 	tp.produceStamped(time.UnixMilli(time.Now().UnixMicro()), time.Now(), "acme", keys("micros", 0, 10)...)
 	tp.produceAt(time.Now(), "acme", keys("after", 0, 10)...)
 	waitFor(t, j, hook, 70)
-	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(500 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s, the group has not committed every partition to its end: %v\n%s", tp.committed(), j.stderr.String())
-		}
-	}
+	waitCommitted(t, j, tp)
 	time.Sleep(3 * time.Second) // time for a copy to arrive, if one were sent
 	if code := j.stop(); code != 3 {
 		t.Fatalf("exit code %d after SIGINT, want 3: impressions were dead-lettered\n%s", code, j.stderr.String())

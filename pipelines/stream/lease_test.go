@@ -10,8 +10,6 @@ import (
 
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/objectio"
-	"github.com/outflow/outflow/io/s3io"
-	"github.com/outflow/outflow/transforms/encode"
 )
 
 // A stream holds its prefix's lease while it runs, renewing it; a backfill given
@@ -24,10 +22,8 @@ func TestStreamStopsWhenItsLeaseIsBroken(t *testing.T) {
 	bucket := s3.Bucket(t)
 	cfgPath := writeConfig(t, fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
 		bucket, s3.Endpoint))
-	settings, _ := json.Marshal(s3io.Config{ObjectSpec: encode.ObjectSpec{Bucket: bucket, Prefix: "acme"},
-		Connection: s3io.Connection{Endpoint: s3.Endpoint, Region: "us-east-1"}})
-	target := objectio.Target{ID: "acme-s3", Kind: s3io.Kind, Settings: settings, Spec: encode.ObjectSpec{Prefix: "acme"}}
-	store, err := objectio.NewStore(context.Background(), s3io.Kind, settings)
+	target := s3.ObjectTarget("acme-s3", bucket, "acme")
+	store, err := objectio.NewStore(context.Background(), target.Kind, target.Settings)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -428,6 +428,17 @@ func TestStreamKilledResumesFromCommits(t *testing.T) {
 	}
 }
 
+// waitCommitted waits until group outflow has committed every partition of tp to its
+// end, for at most 60 s.
+func waitCommitted(t *testing.T, j *streamJob, tp *kafkaTopic) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s, the group has not committed every partition to its end: %v\n%s", tp.committed(), j.stderr.String())
+		}
+	}
+}
+
 // committedAll says whether group outflow has committed every partition to its end.
 func (tp *kafkaTopic) committedAll() bool {
 	adm := kadm.NewClient(tp.cl)

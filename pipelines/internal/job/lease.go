@@ -73,6 +73,9 @@ func HoldLeases(ctx context.Context, cfg *config.Config, command, job string, br
 		}
 		ls.held = append(ls.held, l)
 	}
+	if len(ls.held) == 0 {
+		return ls, ExitOK, nil // no object store, or none that could be leased
+	}
 	renewing, stop := context.WithCancel(context.WithoutCancel(ctx))
 	ls.stop = stop
 	ls.done.Add(1)
