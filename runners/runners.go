@@ -49,12 +49,51 @@ func ServeWorkerPool(ctx context.Context) (served bool, err error) {
 }
 
 // Run runs p on the runner named by --runner (embedded prism when none is) and
-// returns its result, whose metrics are the committed values.
+// returns its result, whose metrics are the committed values. When ctx ends before
+// the job does, a job submitted to a job server is cancelled there (see
+// runOnJobServer) and Run returns an error: the job's work was not done.
 func Run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
 	defaultLoopback()
 	defaultWorkerBinary()
 	noPrismSplits()
+	if runner := flag.Lookup("runner"); runner != nil && toJobServer(runner.Value.String()) {
+		return runOnJobServer(ctx, p)
+	}
 	return beamx.RunWithMetrics(ctx, p)
+}
+
+// runnerNames are the names Beam's runners register (v2.77) in a binary that imports
+// beamx: --runner must be one of them, exactly.
+var runnerNames = []string{"prism", "PrismRunner", "universal", "portable", "PortableRunner", "flink", "FlinkRunner",
+	"spark", "SparkRunner", "dataflow", "DataflowRunner", "direct", "DirectRunner", "dot", "vet"}
+
+// FlagProblems checks the runner flags before anything runs, for a command to tell
+// with its other bad flags (exit 2). Left to Beam, an unknown --runner ends the
+// process with exit 1 and no word of why (beam.Run calls log.Exitf, which the
+// commands keep quiet) once the command holds its leases, and a job server's runner
+// without --endpoint fails every job.
+func FlagProblems() []string {
+	runner, endpoint := flag.Lookup("runner"), flag.Lookup("endpoint")
+	if runner == nil || runner.Value.String() == "" {
+		return nil
+	}
+	switch name := runner.Value.String(); {
+	case !slices.Contains(runnerNames, name):
+		return []string{fmt.Sprintf("--runner: %q is not a runner: prism (the default), universal or flink (with --endpoint), dataflow", name)}
+	case toJobServer(name) && (endpoint == nil || endpoint.Value.String() == ""):
+		return []string{fmt.Sprintf("--runner=%s needs --endpoint HOST:PORT, its job server's", name)}
+	}
+	return nil
+}
+
+// toJobServer reports whether the runner named submits jobs to a portable job server
+// (Beam's universal runner and its aliases).
+func toJobServer(runner string) bool {
+	switch strings.ToLower(runner) {
+	case "universal", "portable", "portablerunner", "flink", "flinkrunner", "spark", "sparkrunner":
+		return true
+	}
+	return false
 }
 
 // defaultWorkerBinary stages this very binary as the SDK workers' program when a job
@@ -70,9 +109,7 @@ func defaultWorkerBinary() {
 		runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		return
 	}
-	switch strings.ToLower(runner.Value.String()) {
-	case "universal", "flink", "portable":
-	default:
+	if !toJobServer(runner.Value.String()) {
 		return
 	}
 	if strings.EqualFold(env.Value.String(), "LOOPBACK") {
@@ -113,9 +150,7 @@ func defaultLoopback() {
 	if runner == nil || endpoint == nil || env == nil || env.Value.String() != "" {
 		return
 	}
-	switch strings.ToLower(runner.Value.String()) {
-	case "universal", "flink", "portable":
-	default:
+	if !toJobServer(runner.Value.String()) {
 		return
 	}
 	host, _, err := net.SplitHostPort(endpoint.Value.String())
@@ -129,7 +164,7 @@ func defaultLoopback() {
 
 // FlagsHelp describes the runner flags for a command's usage message.
 const FlagsHelp = `runner flags (Beam's):
-  --runner NAME           prism (default: embedded, nothing to install), universal, dataflow
+  --runner NAME           prism (default: embedded, nothing to install), universal or flink, dataflow
   --endpoint HOST:PORT    job server for --runner=universal (Flink's, or prism's own)
   --environment_type T    LOOPBACK runs workers in this process (local job servers); DOCKER;
                           EXTERNAL with --environment_config HOST:PORT: a worker pool

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"strconv"
@@ -9,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	jobpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/jobmanagement_v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // FlinkEndpointEnv names a running Beam Flink job server (HOST:PORT) to test against
@@ -54,6 +59,13 @@ func FlinkJobServer(t testing.TB) string {
 	return flink.endpoint
 }
 
+// FlinkFlags are the runner flags that send a pipeline to FlinkJobServer's job
+// server, with its workers in the launching process (LOOPBACK).
+func FlinkFlags(t testing.TB) []string {
+	t.Helper()
+	return []string{"--runner=flink", "--endpoint=" + FlinkJobServer(t), "--environment_type=LOOPBACK"}
+}
+
 func startFlink() (string, error) {
 	port, err := freePort()
 	if err != nil {
@@ -92,4 +104,35 @@ func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// PortableJob is a job as a portable job server (Flink's, prism's) tells it.
+type PortableJob struct {
+	ID, Name string
+	State    jobpb.JobState_Enum
+}
+
+// PortableJobs asks the job service at endpoint for the jobs it knows whose names
+// begin with prefix: a launcher's --job_name, which Flink's job server keeps the
+// letters and digits of, followed by the user and the time.
+func PortableJobs(t testing.TB, endpoint, prefix string) []PortableJob {
+	t.Helper()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := jobpb.NewJobServiceClient(conn).GetJobs(ctx, &jobpb.GetJobsRequest{})
+	if err != nil {
+		t.Fatalf("the job service at %s lists no jobs: %v", endpoint, err)
+	}
+	var jobs []PortableJob
+	for _, j := range resp.GetJobInfo() {
+		if strings.HasPrefix(j.GetJobName(), prefix) {
+			jobs = append(jobs, PortableJob{ID: j.GetJobId(), Name: j.GetJobName(), State: j.GetState()})
+		}
+	}
+	return jobs
 }

@@ -15,9 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// Workers is a prism job server in the test's process and SDK workers in a process
-// of their own (a --worker-pool process of a pipeline's binary, package runners):
-// a cluster's shape, where nothing the launcher holds in memory reaches the workers.
+// Workers is SDK workers in a process of their own (a --worker-pool process of a
+// pipeline's binary, package runners), with a prism job server in the test's process
+// (ExternalWorkers) or behind any job server (WorkerPool): a cluster's shape, where
+// nothing the launcher holds in memory reaches the workers.
 type Workers struct {
 	// Flags are the runner flags that send a launcher's job there.
 	Flags []string
@@ -29,12 +30,23 @@ type Workers struct {
 // ExternalWorkers starts a job server and the worker pool of the pipeline binary bin.
 func ExternalWorkers(t testing.TB, bin string) *Workers {
 	t.Helper()
-	jobPort, poolPort := mustFreePort(t), mustFreePort(t)
+	jobPort := mustFreePort(t)
 	// The job server lives as long as the test's process: prism has no way to stop
 	// one. A test that needs a fresh one starts another.
 	if _, err := prism.CreateJobServer(context.Background(), prism.Options{Port: jobPort}); err != nil {
 		t.Fatal(err)
 	}
+	w := WorkerPool(t, bin)
+	w.Flags = append([]string{"--runner", "universal", "--endpoint", "localhost:" + strconv.Itoa(jobPort)}, w.Flags...)
+	return w
+}
+
+// WorkerPool starts the worker pool of the pipeline binary bin, for a job server the
+// test chooses: its Flags are only the environment flags that send a job's workers
+// there (--environment_type EXTERNAL --environment_config localhost:PORT).
+func WorkerPool(t testing.TB, bin string) *Workers {
+	t.Helper()
+	poolPort := mustFreePort(t)
 	w := &Workers{pool: exec.Command(bin, "--worker-pool", strconv.Itoa(poolPort)), ended: make(chan struct{})}
 	w.pool.Stderr = &w.out
 	if err := w.pool.Start(); err != nil {
@@ -62,8 +74,7 @@ func ExternalWorkers(t testing.TB, bin string) *Workers {
 			t.Fatalf("the worker pool on port %d did not accept work within %v: %v", poolPort, patience, last) // its output: see Cleanup
 		}
 	}
-	w.Flags = []string{"--runner", "universal", "--endpoint", "localhost:" + strconv.Itoa(jobPort),
-		"--environment_type", "EXTERNAL", "--environment_config", "localhost:" + strconv.Itoa(poolPort)}
+	w.Flags = []string{"--environment_type", "EXTERNAL", "--environment_config", "localhost:" + strconv.Itoa(poolPort)}
 	return w
 }
 

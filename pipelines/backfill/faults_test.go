@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
@@ -24,7 +25,7 @@ func TestHTTPFaults(t *testing.T) { t.Parallel(); testHTTPFaults(t) }
 // The same on Beam's portable Flink runner in batch mode, where the delivery core's
 // waits are processing-time timers that Flink may fire at once at the end of input.
 func TestHTTPFaultsOnFlink(t *testing.T) {
-	testHTTPFaults(t, "--runner=flink", "--endpoint="+testenv.FlinkJobServer(t), "--environment_type=LOOPBACK")
+	testHTTPFaults(t, testenv.FlinkFlags(t)...)
 }
 
 // testHTTPFaults runs TestHTTPFaults's cases with runner flags.
@@ -99,6 +100,79 @@ integrations:
 				t.Errorf("%d duplicate copies without a timed-out request to explain them", st.Duplicates)
 			}
 		})
+	}
+}
+
+// Amplitude and Segment throttle, each its own way: Amplitude answers partial 429s
+// naming the events it throttled (held back, the rest sent again), Segment 429s with
+// Retry-After. Every impression reaches its destination at least once under the
+// impression's id, as the impression it is, no Retry-After is ignored, and the
+// report's counts are the destinations' own.
+func TestVendorsThrottled(t *testing.T) { t.Parallel(); testVendorsThrottled(t) }
+
+// The same on Beam's portable Flink runner in batch mode, where Amplitude's throttled
+// events wait out their hold in a processing-time timer.
+func TestVendorsThrottledOnFlink(t *testing.T) {
+	t.Parallel()
+	testVendorsThrottled(t, testenv.FlinkFlags(t)...)
+}
+
+// testVendorsThrottled runs TestVendorsThrottled's backfill with runner flags.
+func testVendorsThrottled(t *testing.T, runner ...string) {
+	amp := testenv.Destination(t, destsim.Options{Kind: destsim.Amplitude, APIKey: "amp-key", ThrottleEvents: 0.05, Seed: 7})
+	seg := testenv.Destination(t, destsim.Options{Kind: destsim.Segment, WriteKey: "seg-key", RateLimit: 2, Burst: 1,
+		RetryAfterGrace: 100 * time.Millisecond})
+	cfgPath := writeConfig(t, fmt.Sprintf(`
+dead_letter: %s
+allow_private_destinations: true
+integrations:
+  - {id: acme-amp, tenant: acme, type: amplitude, delivery: {max_batch_events: 10}, amplitude: {api_key: amp-key, endpoint: %q}}
+  - {id: globex-seg, tenant: globex, type: segment, delivery: {max_batch_events: 10}, segment: {write_key: seg-key, endpoint: %q}}
+`, t.TempDir(), amp.URL(), seg.URL()))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, runner...)...)
+	if r.code != 0 || r.report == nil {
+		t.Fatalf("exit code %d, want 0\n%s", r.code, r.stderr)
+	}
+	in := readInput(t, sampleGlob)
+	for i, c := range []struct {
+		sim     *destsim.Server
+		userKey string // the field of an event that holds the impression's key
+	}{{amp, "user_id"}, {seg, "userId"}} {
+		ic, rep := cfg.Integrations[i], r.report.Integrations[i]
+		want := in.want(ic, time.Time{}, time.Time{})
+		events := c.sim.Events()
+		for id, rec := range want {
+			e := events[uuid.UUID(id).String()]
+			if e.Count == 0 {
+				t.Errorf("%s: impression %x (key %s) lost", ic.ID, id, rec.Key)
+				continue
+			}
+			var body map[string]any
+			if err := json.Unmarshal(e.Body, &body); err != nil || body[c.userKey] != rec.Key {
+				t.Errorf("%s: the event of impression %x is %s, not the impression of key %s", ic.ID, id, e.Body, rec.Key)
+			}
+		}
+		st := c.sim.Status()
+		t.Logf("%s: %d requests: %d accepted, %d throttled; %d duplicate copies (by id); report: %d requests, %d throttled, %d retries",
+			ic.ID, st.Requests, st.Accepted, st.Throttled, st.Duplicates, rep.Requests, rep.Throttled, rep.Retries)
+		if len(want) == 0 || len(events) != len(want) {
+			t.Errorf("%s holds %d impressions, want %d", ic.ID, len(events), len(want))
+		}
+		if rep.ID != ic.ID || rep.Impressions != int64(len(want)) || rep.Delivered != int64(len(want)) || rep.DeadLettered != 0 {
+			t.Errorf("report for %s: %d impressions, %d delivered, %d dead-lettered; want %d delivered",
+				rep.ID, rep.Impressions, rep.Delivered, rep.DeadLettered, len(want))
+		}
+		if st.Throttled == 0 || rep.Throttled != int64(st.Throttled) || rep.Requests != int64(st.Requests) || rep.Retries == 0 {
+			t.Errorf("%s: report says %d requests, %d throttled, %d retries; the destination got %d requests, %d throttled (want some)",
+				ic.ID, rep.Requests, rep.Throttled, rep.Retries, st.Requests, st.Throttled)
+		}
+		if st.IgnoredRetryAfter != 0 {
+			t.Errorf("%s: %d requests ignored a Retry-After", ic.ID, st.IgnoredRetryAfter)
+		}
 	}
 }
 

@@ -25,7 +25,10 @@ func goodLine(key string, t int64) string {
 // Hostile input: each bad line or file is dead-lettered with its reason or reported,
 // the job carries on, and the counts add up: every line read is delivered, a dropped
 // copy, invalid or outside the range.
-func TestHostileInput(t *testing.T) {
+func TestHostileInput(t *testing.T) { testHostileInput(t) }
+
+// testHostileInput runs TestHostileInput's backfill with runner flags.
+func testHostileInput(t *testing.T, runner ...string) {
 	dir := t.TempDir()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	write := func(name, content string) {
@@ -76,7 +79,7 @@ integrations:
   - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: %s, endpoint: %s}}
 `, deadLetter, bucket, s3.Endpoint))
 	// --since drops the "early" line: filtered, not lost.
-	r := runBackfill(t, "--config", cfgPath, "--input", filepath.Join(dir, "*"), "--since", "2025-12-31T12:00:00Z")
+	r := runBackfill(t, append([]string{"--config", cfgPath, "--input", filepath.Join(dir, "*"), "--since", "2025-12-31T12:00:00Z"}, runner...)...)
 	if r.code != 3 {
 		t.Fatalf("exit code %d; want 3: invalid lines do not change it, damaged files do\n%s", r.code, r.stderr)
 	}

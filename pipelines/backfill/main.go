@@ -262,6 +262,7 @@ func readFlags() (planOptions, []string) {
 	if *maxJob < 0 {
 		problems = append(problems, fmt.Sprintf("--max-job-impressions must be >= 0; got %d", *maxJob))
 	}
+	problems = append(problems, runners.FlagProblems()...)
 	return planOptions{From: from, Until: to, Slice: *slice, ByIntegration: *jobsBy == "integration", MaxJobImpressions: *maxJob}, problems
 }
 

@@ -228,7 +228,7 @@ func TestBackfillToS3(t *testing.T) { testBackfillToS3(t) }
 // server), the workers in the launcher (LOOPBACK).
 func TestBackfillToS3OnFlink(t *testing.T) {
 	t.Parallel()
-	testBackfillToS3(t, "--runner=flink", "--endpoint="+testenv.FlinkJobServer(t), "--environment_type=LOOPBACK")
+	testBackfillToS3(t, testenv.FlinkFlags(t)...)
 }
 
 // testBackfillToS3 runs the backfills of TestBackfillToS3 with runner flags.
@@ -471,7 +471,10 @@ integrations:
 // A bucket that is reachable but refuses writes fails the pipeline: exit 1 with the
 // S3 error in one line, not Beam's execution plan. That it refuses the prefix's lease
 // too is only a warning.
-func TestUploadRefused(t *testing.T) {
+func TestUploadRefused(t *testing.T) { testUploadRefused(t) }
+
+// testUploadRefused runs TestUploadRefused's backfill with runner flags.
+func testUploadRefused(t *testing.T, runner ...string) {
 	testenv.NewS3(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead {
@@ -486,7 +489,7 @@ dead_letter: %s
 integrations:
   - {id: acme-s3, tenant: acme, type: s3, s3: {bucket: locked, endpoint: %s}}
 `, t.TempDir(), srv.URL))
-	r := runBackfill(t, "--config", cfgPath, "--input", sampleGlob)
+	r := runBackfill(t, append([]string{"--config", cfgPath, "--input", sampleGlob}, runner...)...)
 	if r.code != 1 {
 		t.Fatalf("exit code %d, want 1\n%s", r.code, r.stderr)
 	}
@@ -502,7 +505,11 @@ integrations:
 	}
 }
 
-func TestUsageErrors(t *testing.T) {
+func TestUsageErrors(t *testing.T) { testUsageErrors(t) }
+
+// testUsageErrors runs TestUsageErrors's cases after runner flags; a case's own flags
+// come last and win.
+func testUsageErrors(t *testing.T, runner ...string) {
 	s3 := testenv.NewS3(t)
 	good := writeConfig(t, fmt.Sprintf(`
 integrations:
@@ -534,9 +541,13 @@ integrations:
 			[]string{"--parallel-http-jobs must be at least 1; got 0"}},
 		"no input match": {[]string{"--config", good, "--input", "/nonexistent/*.ndjson"}, []string{"--input /nonexistent/*.ndjson: no files match"}},
 		"unknown flag":   {[]string{"--config", good, "--inptu", sampleGlob}, []string{"flag provided but not defined: -inptu"}},
+		// Left to Beam: exit 1 without a word, leases held; every job failed.
+		"unknown runner": {[]string{"--config", good, "--input", sampleGlob, "--runner=flnk"}, []string{`--runner: "flnk" is not a runner`}},
+		"no job server": {[]string{"--config", good, "--input", sampleGlob, "--runner=universal", "--endpoint="},
+			[]string{"--runner=universal needs --endpoint HOST:PORT"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := runBackfill(t, c.args...)
+			r := runBackfill(t, append(slices.Clip(runner), c.args...)...)
 			if r.code != 2 {
 				t.Errorf("exit code %d, want 2\n%s", r.code, r.stderr)
 			}

@@ -85,6 +85,7 @@ func run() int {
 	if *store == "" {
 		problems = append(problems, "--dead-letter is required")
 	}
+	problems = append(problems, runners.FlagProblems()...)
 	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {
 		return job.UsageError("replay", usage, problems)

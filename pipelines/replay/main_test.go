@@ -42,7 +42,17 @@ func readReport(t *testing.T, path string) report.Report {
 // A destination that refuses everything: its impressions are dead-lettered with the
 // reason and the backfill exits 3; once it is fixed, replay delivers them all, and a
 // second replay sends nothing.
-func TestDeadLetterThenReplay(t *testing.T) {
+func TestDeadLetterThenReplay(t *testing.T) { testDeadLetterThenReplay(t) }
+
+// The same on Beam's portable Flink runner, the backfill and the replays alike.
+func TestDeadLetterThenReplayOnFlink(t *testing.T) {
+	t.Parallel()
+	testDeadLetterThenReplay(t, testenv.FlinkFlags(t)...)
+}
+
+// testDeadLetterThenReplay runs TestDeadLetterThenReplay's backfill and replays with
+// runner flags.
+func testDeadLetterThenReplay(t *testing.T, runner ...string) {
 	hook := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "acme", Status: 400})
 	amp := testenv.Destination(t, destsim.Options{Kind: destsim.Amplitude, APIKey: "amp-key"})
 	store := filepath.Join(t.TempDir(), "dead-letter")
@@ -56,8 +66,8 @@ integrations:
 `, store, hook.URL(), secret, amp.URL())), 0o644)
 	dir := t.TempDir()
 
-	backfill := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"),
-		"--config", cfgPath, "--input", sampleGlob, "--report", filepath.Join(dir, "backfill.json"))
+	backfill := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), append([]string{
+		"--config", cfgPath, "--input", sampleGlob, "--report", filepath.Join(dir, "backfill.json")}, runner...)...)
 	if backfill.Code != 3 {
 		t.Fatalf("backfill exit code %d, want 3\n%s%s", backfill.Code, backfill.Stdout, backfill.Stderr)
 	}
@@ -84,7 +94,7 @@ integrations:
 
 	hook.Set(destsim.Options{Kind: destsim.Webhook, Secret: secret, Tenant: "acme"}) // fixed
 	replay := testenv.Build(t, "./pipelines/replay")
-	first := testenv.Run(t, replay, "--config", cfgPath, "--dead-letter", store, "--report", filepath.Join(dir, "replay1.json"))
+	first := testenv.Run(t, replay, append([]string{"--config", cfgPath, "--dead-letter", store, "--report", filepath.Join(dir, "replay1.json")}, runner...)...)
 	if first.Code != 0 {
 		t.Fatalf("replay exit code %d\n%s%s", first.Code, first.Stdout, first.Stderr)
 	}
@@ -110,7 +120,7 @@ integrations:
 	}
 
 	before := hook.Status().Requests
-	second := testenv.Run(t, replay, "--config", cfgPath, "--dead-letter", store)
+	second := testenv.Run(t, replay, append([]string{"--config", cfgPath, "--dead-letter", store}, runner...)...)
 	if second.Code != 0 {
 		t.Fatalf("second replay exit code %d\n%s", second.Code, second.Stderr)
 	}

@@ -62,6 +62,7 @@ func run() int {
 	if scheme, _, ok := strings.Cut(*workDir, "://"); ok && scheme != "gs" && scheme != "s3" {
 		problems = append(problems, fmt.Sprintf("--work-dir: %q is not a local directory, gs://… or s3://…", *workDir))
 	}
+	problems = append(problems, runners.FlagProblems()...)
 	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {
 		return job.UsageError("verify", usage, problems)

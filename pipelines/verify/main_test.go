@@ -29,8 +29,26 @@ const sampleGlob = "../../testdata/sample/*"
 // TestVerify backfills the sample once, then gives each subtest a bucket holding a
 // copy of what the backfill wrote, which the subtest edits before running verify.
 // The subtests that break a window check that exactly that window gets the status.
-func TestVerify(t *testing.T) {
-	f := backfilled(t)
+func TestVerify(t *testing.T) { testVerify(t, nil) }
+
+// The backfill and verify on Beam's portable Flink runner: a complete backfill is
+// clean (exit 0), a window missing an object is found (exit 3), bad flags are exit 2.
+func TestVerifyOnFlink(t *testing.T) {
+	t.Parallel()
+	testVerify(t, []string{"clean", "bad flags", "MISSING"}, testenv.FlinkFlags(t)...)
+}
+
+// testVerify runs TestVerify's subtests named in only (all of them if only is nil),
+// the backfill and every verify with runner flags.
+func testVerify(t *testing.T, only []string, runner ...string) {
+	f := backfilled(t, runner...)
+	ran := map[string]bool{}
+	run := func(name string, test func(t *testing.T)) {
+		if only == nil || slices.Contains(only, name) {
+			ran[name] = true
+			t.Run(name, test)
+		}
+	}
 	ndjson := &encode.ObjectSpec{Format: encode.NDJSON}
 	keys := f.keys("acme/")     // acme-s3's objects: one per 15 min window (one shard)
 	victim := keys[len(keys)/2] // acme/dt=2026-01-01/hour=01/acme-s3_20260101T010000Z_20260101T011500Z_000.ndjson.gz
@@ -48,7 +66,7 @@ func TestVerify(t *testing.T) {
 		return (&encode.ObjectSpec{Prefix: "acme", Format: encode.NDJSON}).Key("acme-s3", start, end, shard, "")
 	}
 
-	t.Run("clean", func(t *testing.T) {
+	run("clean", func(t *testing.T) {
 		_, args := f.bucket(t)
 		work := t.TempDir()
 		r, rows := f.verify(t, append(args, "--work-dir", work)...)
@@ -61,15 +79,15 @@ func TestVerify(t *testing.T) {
 		}
 	})
 
-	t.Run("bad flags", func(t *testing.T) {
+	run("bad flags", func(t *testing.T) {
 		_, args := f.bucket(t)
-		r := testenv.Run(t, f.bin, append(args, "--work-dir", "hdfs://tmp/verify")...)
+		r := testenv.Run(t, f.bin, append(append(args, "--work-dir", "hdfs://tmp/verify"), f.runner...)...)
 		if r.Code != 2 || !strings.Contains(r.Stderr, "--work-dir") {
 			t.Errorf("verify --work-dir hdfs://…: exit %d, want 2\n%s", r.Code, r.Stderr)
 		}
 	})
 
-	t.Run("MISSING", func(t *testing.T) {
+	run("MISSING", func(t *testing.T) {
 		bucket, args := f.bucket(t)
 		f.delete(t, bucket, victim)
 		r, rows := f.verify(t, args...)
@@ -83,7 +101,7 @@ func TestVerify(t *testing.T) {
 		}
 	})
 
-	t.Run("SHORT", func(t *testing.T) { // a record removed
+	run("SHORT", func(t *testing.T) { // a record removed
 		bucket, args := f.bucket(t)
 		f.put(t, bucket, victim, recs[1:])
 		r, rows := f.verify(t, args...)
@@ -91,7 +109,7 @@ func TestVerify(t *testing.T) {
 		wantExit3(t, r)
 	})
 
-	t.Run("DUPLICATED", func(t *testing.T) { // another object of the window holds one of its impressions
+	run("DUPLICATED", func(t *testing.T) { // another object of the window holds one of its impressions
 		bucket, args := f.bucket(t)
 		f.put(t, bucket, keyOf(name.Start, name.End, 1), recs[:1])
 		r, rows := f.verify(t, args...)
@@ -102,7 +120,7 @@ func TestVerify(t *testing.T) {
 	// verify takes every data object under the prefix: another integration id's (one
 	// renamed), a stream's panes, another format's.
 	for _, c := range []struct{ name, id, pane string }{{"DUPLICATED_renamed", "acme-old", ""}, {"DUPLICATED_pane", "acme-s3", "9f86d081884c7d65"}} {
-		t.Run(c.name, func(t *testing.T) {
+		run(c.name, func(t *testing.T) {
 			bucket, args := f.bucket(t)
 			key := (&encode.ObjectSpec{Prefix: "acme", Format: encode.NDJSON}).Key(c.id, name.Start, name.End, 0, c.pane)
 			f.put(t, bucket, key, recs[:1])
@@ -112,7 +130,7 @@ func TestVerify(t *testing.T) {
 		})
 	}
 
-	t.Run("UNEXPECTED", func(t *testing.T) { // an impression of another tenant, same window
+	run("UNEXPECTED", func(t *testing.T) { // an impression of another tenant, same window
 		bucket, args := f.bucket(t)
 		var intruder *encode.Record
 		for _, k := range f.keys("globex/") {
@@ -151,7 +169,7 @@ func TestVerify(t *testing.T) {
 		f.put(t, bucket, keyOf(half, name.End, 0), after)
 	}
 
-	t.Run("split", func(t *testing.T) { // objects of disjoint parts of the window
+	run("split", func(t *testing.T) { // objects of disjoint parts of the window
 		bucket, args := f.bucket(t)
 		split(t, bucket, before, after)
 		r, rows := f.verify(t, args...)
@@ -161,7 +179,7 @@ func TestVerify(t *testing.T) {
 		wantOnly(t, rows, "", time.Time{}, "")
 	})
 
-	t.Run("UNEXPECTED_stray", func(t *testing.T) { // a record filed in the part of the window it is not in
+	run("UNEXPECTED_stray", func(t *testing.T) { // a record filed in the part of the window it is not in
 		bucket, args := f.bucket(t)
 		split(t, bucket, append(slices.Clone(before), after[0]), after[1:])
 		r, rows := f.verify(t, args...)
@@ -169,7 +187,7 @@ func TestVerify(t *testing.T) {
 		wantExit3(t, r)
 	})
 
-	t.Run("WRONG", func(t *testing.T) { // a record replaced by another impression of the window
+	run("WRONG", func(t *testing.T) { // a record replaced by another impression of the window
 		bucket, args := f.bucket(t)
 		edited := slices.Clone(recs)
 		edited[0].Key += "-someone-else"
@@ -179,7 +197,7 @@ func TestVerify(t *testing.T) {
 		wantExit3(t, r)
 	})
 
-	t.Run("since", func(t *testing.T) { // the recount and the check clip windows alike
+	run("since", func(t *testing.T) { // the recount and the check clip windows alike
 		_, args := f.bucket(t)
 		r, rows := f.verify(t, append(args, "--since", half.Format(time.RFC3339))...)
 		if r.Code != 0 {
@@ -190,6 +208,11 @@ func TestVerify(t *testing.T) {
 			t.Errorf("window %s cut at %s: want %d expected and stored, got %+v", windowStart, half, len(after), rows)
 		}
 	})
+	for _, name := range only {
+		if !ran[name] {
+			t.Errorf("no subtest %q", name)
+		}
+	}
 }
 
 // The status rule alone: what a window holds against what it should.
@@ -233,12 +256,13 @@ type fixture struct {
 	s3      *testenv.S3
 	bin     string            // verify
 	objects map[string][]byte // key -> the object the backfill wrote
+	runner  []string          // the runner flags of the backfill and of every verify
 }
 
-func backfilled(t *testing.T) *fixture {
-	f := &fixture{s3: testenv.NewS3(t)}
+func backfilled(t *testing.T, runner ...string) *fixture {
+	f := &fixture{s3: testenv.NewS3(t), runner: runner}
 	bucket, args := f.bucket(t)
-	if r := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), args...); r.Code != 0 {
+	if r := testenv.Run(t, testenv.Build(t, "./pipelines/backfill"), append(args, runner...)...); r.Code != 0 {
 		t.Fatalf("backfill: exit %d\n%s", r.Code, r.Stderr)
 	}
 	f.objects = f.s3.Objects(t, bucket, "")
@@ -270,7 +294,7 @@ integrations:
 func (f *fixture) verify(t *testing.T, args ...string) (testenv.Result, []row) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "verify.jsonl")
-	r := testenv.Run(t, f.bin, append(args, "--out", out)...)
+	r := testenv.Run(t, f.bin, append(append(args, "--out", out), f.runner...)...)
 	t.Logf("verify: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	b, err := os.ReadFile(out)
 	if err != nil {
