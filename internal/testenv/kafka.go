@@ -15,9 +15,17 @@ import (
 type Kafka struct {
 	Plain   string // HOST:PORT of the plain listener
 	SASLSSL string // HOST:PORT of the SASL_SSL listener
-	CAFile  string // the PEM clients of SASL_SSL trust
-	User    string // SASL user (PLAIN and SCRAM-SHA-512)
-	Pass    string
+	SSL     string // HOST:PORT of the SSL listener that takes ClientCert only
+	CAFile  string // the PEM clients of SASL_SSL and SSL trust
+	// ClientCert and ClientKey are the PEM files of the client certificate SSL takes.
+	ClientCert, ClientKey string
+	User                  string // SASL user (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512)
+	Pass                  string
+
+	port   int
+	dir    string
+	broker *script
+	log    SyncBuffer
 }
 
 // kafkaStartLimit bounds the wait for a broker: the first start fetches its jars.
@@ -30,29 +38,44 @@ func NewKafka(t testing.TB) *Kafka {
 	if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireJavaEnv) == "" {
 		t.Skipf("no Kafka broker: java not found (set %s to fail instead)", RequireJavaEnv)
 	}
-	// Three ports in a row: plain, SASL_SSL, controller.
-	port, err := freePorts(3)
+	// Four ports in a row: plain, SASL_SSL, controller, SSL.
+	port, err := freePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &Kafka{User: "outflow", Pass: "outflow-test-secret"}
-	var log SyncBuffer
-	broker, err := startScript(&log, []string{"OUTFLOW_KAFKA_PASSWORD=" + k.Pass}, kafkaStartLimit, func(line string) bool {
+	k := &Kafka{User: "outflow", Pass: "outflow-test-secret", port: port, dir: t.TempDir()}
+	k.start(t)
+	t.Cleanup(func() { k.broker.stop() })
+	return k
+}
+
+func (k *Kafka) start(t testing.TB) {
+	t.Helper()
+	broker, err := startScript(&k.log, []string{"OUTFLOW_KAFKA_PASSWORD=" + k.Pass}, kafkaStartLimit, func(line string) bool {
 		f := strings.Fields(line)
 		switch {
 		case len(f) == 2 && f[0] == "plain":
 			k.Plain = f[1]
 		case len(f) == 3 && f[0] == "sasl_ssl":
 			k.SASLSSL, k.CAFile = f[1], f[2]
+		case len(f) == 5 && f[0] == "ssl":
+			k.SSL, k.ClientCert, k.ClientKey = f[1], f[3], f[4]
 			return true
 		}
 		return false
-	}, "kafka", "--port", strconv.Itoa(port), "--dir", t.TempDir())
+	}, "kafka", "--port", strconv.Itoa(k.port), "--dir", k.dir)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
+		t.Fatalf("%v\n%s", err, k.log.String())
 	}
-	t.Cleanup(broker.stop)
-	return k
+	k.broker = broker
+}
+
+// Restart kills the broker (SIGKILL, as a crash) and starts it again on the same
+// ports and log: what it had written survives, as on a real restart.
+func (k *Kafka) Restart(t testing.TB) {
+	t.Helper()
+	k.broker.stop()
+	k.start(t)
 }
 
 // freePorts returns the first of n consecutive ports free on loopback.

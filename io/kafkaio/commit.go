@@ -167,7 +167,9 @@ func (c *Committer) Commit(ctx context.Context, next map[int32]int64) error {
 
 // CommitStarts commits, for each partition of the topic the group has no offset
 // committed for, the offset a reader starts it at: the earliest, or the end if start
-// is "latest". It returns those partitions, and how many the topic has. A job that
+// is "latest"; and, for each whose committed offset the log no longer holds, either
+// the earliest it does or, as Config.OffsetOutOfRange says, a *LostError. It returns
+// the partitions that had no offset, and how many the topic has. A job that
 // does this before it runs (and sets Config.StartsCommitted) resumes every partition
 // where it first started it, even one it read nothing from.
 func (c *Committer) CommitStarts(ctx context.Context, start string) (committed []Partition, partitions int, err error) {
@@ -177,6 +179,14 @@ func (c *Committer) CommitStarts(ctx context.Context, start string) (committed [
 	}
 	next := map[int32]int64{}
 	for _, l := range ls {
+		if l.lost != nil {
+			// Moved past the records lost (or failing, per the config), so that readers
+			// start where the log does and say nothing more of it.
+			if err := lost(ctx, c.cfg, l.lost); err != nil {
+				return nil, 0, err
+			}
+			next[l.p.Partition] = l.p.Start
+		}
 		if !l.committed {
 			next[l.p.Partition] = l.p.Start
 			committed = append(committed, l.p)
@@ -214,7 +224,8 @@ func (c *Committer) Committed(ctx context.Context) (map[int32]int64, error) {
 // Lag returns, by partition, how many records the group has yet to commit: the end
 // offset minus the committed one (or the earliest offset, where none is).
 func (c *Committer) Lag(ctx context.Context) (map[int32]int64, error) {
-	ls, err := listPartitions(ctx, c.adm, Config{Topic: c.cfg.Topic, Group: c.cfg.Group, Start: "earliest", Bounded: true}, "earliest")
+	ls, err := listPartitions(ctx, c.adm, Config{Topic: c.cfg.Topic, Group: c.cfg.Group, Start: "earliest",
+		Bounded: true, Isolation: c.cfg.Isolation}, "earliest")
 	if err != nil {
 		return nil, err
 	}

@@ -7,10 +7,11 @@
 // follows the newest time emitted; when the partition is idle (read to its end) it
 // follows the clock, so windows close on an idle topic instead of staying open.
 //
-// The partitions come from another splittable DoFn, whose restriction is the range of
-// partition numbers: unbounded, it lists the topic every second and emits each
-// partition once, when first seen, so partitions added while the pipeline runs are
-// read too (from their earliest offset).
+// The partitions are listed once, when the pipeline starts. A pipeline does not see
+// partitions added to the topic after that: a job that must read them starts a new
+// pipeline (the stream command does, when the topic grows). An unbounded splittable
+// DoFn that kept listing the topic upstream of the readers held every reader's resumption
+// on Beam's portable Flink runner (2.62) to one every 15 s, whatever the delays asked.
 package kafkaio
 
 import (
@@ -38,9 +39,8 @@ import (
 )
 
 func init() {
-	register.DoFn5x2[context.Context, *watermarkEstimator, *sdf.LockRTracker, []byte,
-		func(beam.EventTime, Partition), sdf.ProcessContinuation, error](&partitionsFn{})
-	register.Emitter2[beam.EventTime, Partition]()
+	register.DoFn3x1[context.Context, []byte, func(Partition), error](&partitionsFn{})
+	register.Emitter1[Partition]()
 	register.DoFn5x2[context.Context, *watermarkEstimator, *sdf.LockRTracker, Partition,
 		func(beam.EventTime, Record), sdf.ProcessContinuation, error](&readFn{})
 	register.Emitter2[beam.EventTime, Record]()
@@ -63,13 +63,29 @@ type Config struct {
 	// one was added since, and is read from its earliest offset whatever Start says.
 	StartsCommitted bool `json:"starts_committed"`
 	// Bounded stops each partition at its end offset as listed at launch, so the
-	// pipeline finishes (catch-up runs, tests), and reads only the partitions listed
-	// then. Otherwise reading never ends, and partitions added to the topic while it
-	// runs are read too.
+	// pipeline finishes (catch-up runs, tests). Otherwise reading never ends. Either
+	// way only the partitions listed at launch are read.
 	Bounded bool `json:"bounded"`
+	// Isolation is which records are read: "read_committed" (default: records of
+	// aborted or still open transactions never are) or "read_uncommitted".
+	Isolation string `json:"isolation"`
+	// OffsetOutOfRange is what happens when the offset to read next is no longer in
+	// the log (retention or a deletion passed it, and its records are lost): "fail"
+	// (default: the job fails, naming the partition and the offsets lost) or
+	// "earliest" (reading goes on from the earliest offset the log holds, after an
+	// ERROR line naming the records skipped).
+	OffsetOutOfRange string `json:"offset_out_of_range"`
 	// Security is how the brokers are reached: TLS, SASL.
 	Security Security `json:"security"`
 }
+
+// Isolation levels and out-of-range policies Config takes.
+const (
+	ReadCommitted   = "read_committed"
+	ReadUncommitted = "read_uncommitted"
+	FailLost        = "fail"
+	SkipLost        = "earliest"
+)
 
 // Validate names the first problem with c.
 func (c Config) Validate() error {
@@ -82,6 +98,10 @@ func (c Config) Validate() error {
 		return errors.New("no consumer group")
 	case c.Start != "" && c.Start != "earliest" && c.Start != "latest":
 		return fmt.Errorf("start %q: want earliest or latest", c.Start)
+	case c.Isolation != "" && c.Isolation != ReadCommitted && c.Isolation != ReadUncommitted:
+		return fmt.Errorf("isolation %q: want %s or %s", c.Isolation, ReadCommitted, ReadUncommitted)
+	case c.OffsetOutOfRange != "" && c.OffsetOutOfRange != FailLost && c.OffsetOutOfRange != SkipLost:
+		return fmt.Errorf("offset out of range %q: want %s or %s", c.OffsetOutOfRange, FailLost, SkipLost)
 	}
 	return c.Security.Validate()
 }
@@ -119,11 +139,6 @@ const (
 	// maxEmpty is how many empty polls in a row, with records waiting, make the reader
 	// replace its consumer.
 	maxEmpty = 3
-	// discoverEvery is how often an unbounded read lists the topic's partitions for
-	// new ones. Until it lists them again the watermark cannot pass the last listing
-	// (a partition added since may hold records of that time), so it is short: one
-	// metadata request.
-	discoverEvery = time.Second
 )
 
 // Read returns the topic's records, timestamped with their Kafka timestamps.
@@ -154,139 +169,104 @@ func ReadPartitions(s beam.Scope, cfg Config, parts beam.PCollection) beam.PColl
 
 func newClient(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 	base := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.Security.ClientOpts()...)
+	if cfg.Isolation != ReadUncommitted {
+		base = append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
 	return kgo.NewClient(append(base, opts...)...)
 }
 
-// partitionsFn lists the topic's partitions and where the group left each one, and,
-// unbounded, keeps listing them so that partitions added while the pipeline runs are
-// read too. Its restriction is a range of partition numbers: each is claimed once,
-// when it is first listed, so each partition goes to exactly one reader however the
-// runner checkpoints this element. (Kafka numbers partitions 0..n-1 and never takes
-// one away.)
+// endOffsets lists, by partition, the offset after the last record a reader of cfg can
+// read: the last stable offset when reading committed records only (a record of an
+// open transaction waits there), the high watermark otherwise.
+func endOffsets(ctx context.Context, adm *kadm.Client, cfg Config) (kadm.ListedOffsets, error) {
+	if cfg.Isolation == ReadUncommitted {
+		return adm.ListEndOffsets(ctx, cfg.Topic)
+	}
+	return adm.ListCommittedOffsets(ctx, cfg.Topic)
+}
+
+// LostError says that the offset a partition was to be read from next is no longer in
+// the log: retention or a deletion passed it, and the records between are lost.
+type LostError struct {
+	Topic     string
+	Partition int32
+	Next      int64 // where reading was to go on
+	Earliest  int64 // the earliest offset the log still holds
+}
+
+func (e *LostError) Error() string {
+	return fmt.Sprintf("kafka topic %q partition %d: offset %d, where reading was to go on, is no longer in the log, "+
+		"which now starts at %d: %d records were lost to retention or deletion before they were read "+
+		"(to go on from the earliest offset, set the offset-out-of-range policy to %q)",
+		e.Topic, e.Partition, e.Next, e.Earliest, e.Earliest-e.Next, SkipLost)
+}
+
+// lost applies cfg's policy to an offset no longer in the log: an error to fail with,
+// or nil after an ERROR line.
+func lost(ctx context.Context, cfg Config, e *LostError) error {
+	if cfg.OffsetOutOfRange != SkipLost {
+		return e
+	}
+	oplog.L().ErrorContext(ctx, "kafka: records lost before they were read; going on from the earliest offset the log holds",
+		"topic", e.Topic, "partition", e.Partition, "next", e.Next, "earliest", e.Earliest, "lost", e.Earliest-e.Next)
+	return nil
+}
+
+// partitionsFn lists the topic's partitions and where the group left each one (or
+// where Config.Start says, for one it left nothing of).
 type partitionsFn struct {
 	Config Config `json:"config"`
-
-	cl      *kgo.Client
-	failing bool // the last listing failed (logged once)
 }
 
-func (fn *partitionsFn) Teardown() {
-	if fn.cl != nil {
-		fn.cl.Close()
+func (fn *partitionsFn) ProcessElement(ctx context.Context, _ []byte, emit func(Partition)) error {
+	if draining.Load() {
+		return nil // stopped before it started: nothing to read
 	}
-}
-
-func (fn *partitionsFn) CreateInitialRestriction(_ []byte) offsetrange.Restriction {
-	return offsetrange.Restriction{Start: 0, End: math.MaxInt64}
-}
-
-func (fn *partitionsFn) SplitRestriction(_ []byte, rest offsetrange.Restriction) []offsetrange.Restriction {
-	return []offsetrange.Restriction{rest}
-}
-
-func (fn *partitionsFn) RestrictionSize(_ []byte, _ offsetrange.Restriction) float64 { return 1 }
-
-func (fn *partitionsFn) CreateTracker(rest offsetrange.Restriction) *sdf.LockRTracker {
-	return sdf.NewLockRTracker(partitionTracker{offsetrange.NewTracker(rest)})
-}
-
-func (fn *partitionsFn) InitialWatermarkEstimatorState(et beam.EventTime, _ offsetrange.Restriction, _ []byte) int64 {
-	return et.Milliseconds()
-}
-
-func (fn *partitionsFn) CreateWatermarkEstimator(ms int64) *watermarkEstimator {
-	return &watermarkEstimator{ms: ms}
-}
-
-func (fn *partitionsFn) WatermarkEstimatorState(we *watermarkEstimator) int64 { return we.ms }
-
-// ProcessElement emits the partitions from the restriction's start on. The first
-// listing starts them where the group left them, or at Start; one listed later is new
-// and starts at its earliest offset. Each is emitted at this element's watermark as
-// it was before the listing, so that its reader's watermark starts no later than the
-// time the partition could have been added: its records are not late.
-func (fn *partitionsFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt *sdf.LockRTracker, _ []byte,
-	emit func(beam.EventTime, Partition)) (sdf.ProcessContinuation, error) {
-	rest := rt.GetRestriction().(offsetrange.Restriction)
-	if rest.Start >= rest.End || draining.Load() {
-		rt.TryClaim(rest.End) // no more partitions
-		return sdf.StopProcessing(), nil
-	}
-	first := rest.Start == 0
-	start := fn.Config.Start
-	if !first || fn.Config.StartsCommitted {
-		start = "earliest"
-	}
-	if fn.cl == nil {
-		cl, err := newClient(fn.Config)
-		if err != nil {
-			return sdf.StopProcessing(), fmt.Errorf("kafka %s: %w", strings.Join(fn.Config.Brokers, ","), err)
-		}
-		fn.cl = cl
-	}
-	adm := kadm.NewClient(fn.cl)
-	var parts []listed
-	n, err := partitionCount(ctx, adm, fn.Config.Topic)
-	if err == nil && int64(n) > rest.Start {
-		parts, err = listPartitions(ctx, adm, fn.Config, start)
-	}
+	parts, err := StartOffsets(ctx, fn.Config)
 	if err != nil {
-		if first {
-			return sdf.StopProcessing(), err // as if the pipeline could not start
-		}
-		if !fn.failing {
-			oplog.L().WarnContext(ctx, "kafka: listing the topic's partitions for new ones failed (tried again shortly)",
-				"topic", fn.Config.Topic, "error", err)
-		}
-		fn.failing = true
-		return sdf.ResumeProcessingIn(discoverEvery), nil
+		return err
 	}
-	fn.failing = false
-	at := beam.EventTime(we.ms)
 	for _, p := range parts {
-		if int64(p.p.Partition) < rest.Start {
-			continue
-		}
-		if !rt.TryClaim(int64(p.p.Partition)) {
-			return sdf.StopProcessing(), rt.GetError()
-		}
-		if !first {
-			oplog.L().InfoContext(ctx, "kafka: reading a partition added to the topic",
-				"topic", fn.Config.Topic, "partition", p.p.Partition, "from", p.p.Start)
-		}
-		emit(at, p.p)
+		emit(p)
 	}
-	if fn.Config.Bounded {
-		rt.TryClaim(rest.End)
-		return sdf.StopProcessing(), nil
-	}
-	we.observe(time.Now().Add(-idleLag))
-	return sdf.ResumeProcessingIn(discoverEvery), nil
+	return nil
 }
 
 // StartOffsets returns the topic's partitions, each starting at the group's committed
-// offset (or cfg.Start where none is) and, when cfg.Bounded, ending at its current end.
+// offset (or cfg.Start where none is; the earliest, when cfg.StartsCommitted) and,
+// when cfg.Bounded, ending at its current end.
 func StartOffsets(ctx context.Context, cfg Config) ([]Partition, error) {
 	cl, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kafka %s: %w", strings.Join(cfg.Brokers, ","), err)
 	}
 	defer cl.Close()
-	ls, err := listPartitions(ctx, kadm.NewClient(cl), cfg, cfg.Start)
+	start := cfg.Start
+	if cfg.StartsCommitted {
+		start = "earliest"
+	}
+	ls, err := listPartitions(ctx, kadm.NewClient(cl), cfg, start)
 	if err != nil {
 		return nil, err
 	}
 	parts := make([]Partition, len(ls))
 	for i, l := range ls {
+		if l.lost != nil {
+			if err := lost(ctx, cfg, l.lost); err != nil {
+				return nil, err
+			}
+		}
 		parts[i] = l.p
 	}
 	return parts, nil
 }
 
-// listed is a partition and whether the group has an offset committed for it.
+// listed is a partition, whether the group has an offset committed for it, and
+// whether that offset is no longer in the log (then p starts at the earliest that is).
 type listed struct {
 	p         Partition
 	committed bool
+	lost      *LostError
 }
 
 // partitionCount returns how many partitions topic has (one metadata request).
@@ -309,7 +289,7 @@ func partitionCount(ctx context.Context, adm *kadm.Client, topic string) (int, e
 // committed offset, or where start ("earliest" or "latest") says when none is, and,
 // when cfg.Bounded, ending at its current end.
 func listPartitions(ctx context.Context, adm *kadm.Client, cfg Config, start string) ([]listed, error) {
-	ends, err := adm.ListEndOffsets(ctx, cfg.Topic)
+	ends, err := endOffsets(ctx, adm, cfg)
 	if err == nil {
 		err = ends.Error()
 	}
@@ -340,10 +320,14 @@ func listPartitions(ctx context.Context, adm *kadm.Client, cfg Config, start str
 		if start == "latest" {
 			part.p.Start = end.Offset
 		}
-		// A committed offset is the next record to read; one the log no longer holds
-		// (retention) starts at the earliest that remains.
+		// A committed offset is the next record to read. One the log no longer holds
+		// (retention passed it) starts at the earliest that remains, if the caller's
+		// policy allows (lost).
 		if c, ok := committed.Lookup(cfg.Topic, p); ok && c.Err == nil && c.At >= 0 {
 			part.p.Start, part.committed = max(c.At, first.Offset), true
+			if c.At < first.Offset {
+				part.lost = &LostError{Topic: cfg.Topic, Partition: p, Next: c.At, Earliest: first.Offset}
+			}
 		}
 		if cfg.Bounded {
 			part.p.End = end.Offset
@@ -364,8 +348,11 @@ type readFn struct {
 // consumer is a client positioned on one partition, kept across checkpoints so its
 // prefetched records are not thrown away.
 type consumer struct {
-	cl    *kgo.Client
-	next  int64
+	cl   *kgo.Client
+	next int64
+	// from is the first offset the next record emitted accounts for: next, unless
+	// records were lost before next (Config.OffsetOutOfRange).
+	from  int64
 	empty int // polls in a row that returned nothing while records waited
 }
 
@@ -438,6 +425,11 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 		cancel()
 		if err := fetchError(ctx, fetches); err != nil {
 			fn.drop(p.Partition)
+			if errors.Is(err, kerr.OffsetOutOfRange) {
+				if c, err = fn.skipLost(ctx, p.Partition, c); err == nil {
+					continue
+				}
+			}
 			return sdf.StopProcessing(), fmt.Errorf("kafka topic %q partition %d: %w", fn.Config.Topic, p.Partition, err)
 		}
 		n := 0
@@ -449,10 +441,15 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 				fn.drop(p.Partition)
 				return sdf.StopProcessing(), rt.GetError()
 			}
-			from := c.next
-			c.next = r.Offset + 1
+			rec := Record{Partition: r.Partition, Offset: r.Offset, From: c.from, Value: r.Value}
+			if r.Attrs.IsControl() {
+				// A transaction's commit or abort marker: no impression, but an offset
+				// the group's commits must pass (an empty record accounts for it).
+				rec.Value = nil
+			}
+			c.next, c.from = r.Offset+1, r.Offset+1
 			at := recordTime(r.Timestamp, we.ms, time.Now())
-			emit(mtime.FromTime(at), Record{Partition: r.Partition, Offset: r.Offset, From: from, Value: r.Value})
+			emit(mtime.FromTime(at), rec)
 			we.observe(at)
 			n++
 		}
@@ -476,7 +473,7 @@ func (fn *readFn) ProcessElement(ctx context.Context, we *watermarkEstimator, rt
 // fresh client at the same offset is cheap and a wedged fetch would stall the
 // partition for good.
 func (fn *readFn) idle(ctx context.Context, we *watermarkEstimator, c *consumer, partition int32) {
-	end, err := endOffset(ctx, c.cl, fn.Config.Topic, partition)
+	end, err := endOffset(ctx, c.cl, fn.Config, partition)
 	switch {
 	case err != nil:
 		// Not knowing the end, hold the watermark; the next poll asks again.
@@ -492,16 +489,17 @@ func (fn *readFn) idle(ctx context.Context, we *watermarkEstimator, c *consumer,
 	}
 }
 
-// endOffset returns the offset the partition's next record will get.
-func endOffset(ctx context.Context, cl *kgo.Client, topic string, partition int32) (int64, error) {
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+// endOffset returns the offset after the last record of partition a reader of cfg can
+// read now (endOffsets).
+func endOffset(ctx context.Context, cl *kgo.Client, cfg Config, partition int32) (int64, error) {
+	ends, err := endOffsets(ctx, kadm.NewClient(cl), cfg)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
 		return 0, err
 	}
-	o, ok := ends.Lookup(topic, partition)
+	o, ok := ends.Lookup(cfg.Topic, partition)
 	if !ok {
 		return 0, fmt.Errorf("partition %d not listed", partition)
 	}
@@ -517,21 +515,58 @@ var draining atomic.Bool
 // running there has to be cancelled.
 func Drain() { draining.Store(true) }
 
+// Resume lets readers in this process read again, for a pipeline started after a
+// drained one ended.
+func Resume() { draining.Store(false) }
+
 // consumer returns a client that reads partition from offset next.
 func (fn *readFn) consumer(partition int32, next int64) (*consumer, error) {
 	if c := fn.consumers[partition]; c != nil && c.next == next {
 		return c, nil
 	}
 	fn.drop(partition)
-	cl, err := newClient(fn.Config, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
-		fn.Config.Topic: {partition: kgo.NewOffset().At(next)},
-	}))
+	cl, err := newClient(fn.Config,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{fn.Config.Topic: {partition: kgo.NewOffset().At(next)}}),
+		// An offset the log no longer holds is an error here, not a silent jump
+		// (skipLost), and transaction markers come back to be accounted for.
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()), kgo.KeepControlRecords())
 	if err != nil {
 		return nil, fmt.Errorf("kafka %s: %w", strings.Join(fn.Config.Brokers, ","), err)
 	}
-	c := &consumer{cl: cl, next: next}
+	c := &consumer{cl: cl, next: next, from: next}
 	fn.consumers[partition] = c
 	return c, nil
+}
+
+// skipLost handles a partition whose next offset (c's) the log no longer holds: per
+// the config, an error, or a consumer at the earliest offset the log holds whose next
+// record accounts for the offsets lost.
+func (fn *readFn) skipLost(ctx context.Context, partition int32, c *consumer) (*consumer, error) {
+	cl, err := newClient(fn.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kafka %s: %w", strings.Join(fn.Config.Brokers, ","), err)
+	}
+	starts, err := kadm.NewClient(cl).ListStartOffsets(ctx, fn.Config.Topic)
+	cl.Close()
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the offset to read next, %d, is out of range; listing the earliest: %w", c.next, err)
+	}
+	first, _ := starts.Lookup(fn.Config.Topic, partition)
+	if first.Offset <= c.next {
+		return nil, fmt.Errorf("the offset to read next, %d, is out of range, yet the log starts at %d", c.next, first.Offset)
+	}
+	if err := lost(ctx, fn.Config, &LostError{Topic: fn.Config.Topic, Partition: partition, Next: c.next, Earliest: first.Offset}); err != nil {
+		return nil, err
+	}
+	next, err := fn.consumer(partition, first.Offset)
+	if err != nil {
+		return nil, err
+	}
+	next.from = c.from
+	return next, nil
 }
 
 func (fn *readFn) drop(partition int32) {

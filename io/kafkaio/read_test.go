@@ -2,8 +2,9 @@ package kafkaio
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/window"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/rtrackers/offsetrange"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
@@ -161,94 +163,6 @@ func TestReadUnboundedClosesWindows(t *testing.T) {
 	}
 }
 
-var (
-	seenMu sync.Mutex
-	seen   = map[string]int{} // record value -> times read, by see
-)
-
-func see(r Record) {
-	seenMu.Lock()
-	defer seenMu.Unlock()
-	seen[string(r.Value)]++
-}
-
-func init() { register.Function1x0(see) }
-
-// Unbounded, a partition added to the topic while the pipeline runs is read from its
-// start, once, by one reader.
-func TestReadUnboundedAddedPartition(t *testing.T) {
-	cfg := broker(t, "impressions", 2)
-	cfg.Start = "latest" // not for a partition added later: it starts at its earliest
-	p, s := beam.NewPipelineWithRoot()
-	beam.ParDo0(s, see, Read(s, cfg))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { _, err := beam.Run(ctx, ptest.DefaultRunner(), p); done <- err }()
-	wait := func(want map[string]int) {
-		t.Helper()
-		for deadline := time.Now().Add(60 * time.Second); ; {
-			seenMu.Lock()
-			added := maps.Clone(seen)
-			seenMu.Unlock()
-			maps.DeleteFunc(added, func(v string, _ int) bool { return !strings.HasPrefix(v, "added-") })
-			got := fmt.Sprint(added)
-			if got == fmt.Sprint(want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("read %s, want %v", got, want)
-			}
-			select {
-			case err := <-done:
-				t.Fatalf("the unbounded job ended (%v) having read %s", err, got)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
-	// Until the readers are at the end, "latest" may skip a record: produce until one
-	// is read.
-	want := map[string]int{}
-	for i := 0; ; i++ {
-		produce(t, cfg, i, 1, func(int) time.Time { return time.Now() })
-		seenMu.Lock()
-		n := len(seen)
-		seenMu.Unlock()
-		if n > 0 {
-			break
-		}
-		if i == 100 {
-			t.Fatal("nothing read in 30 s")
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	resp, err := kadm.NewClient(cl).CreatePartitions(ctx, 1, cfg.Topic)
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []*kgo.Record
-	for i := range 20 {
-		v := fmt.Sprintf("added-%d", i)
-		recs = append(recs, &kgo.Record{Topic: cfg.Topic, Partition: 2, Value: []byte(v)})
-		want[v] = 1
-	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	wait(want)
-	time.Sleep(2 * time.Second) // time for a second reader of the partition to show up, if there were one
-	wait(want)
-}
-
 // A record's event time is its timestamp, kept between its partition's watermark and
 // a minute ahead of the clock.
 func TestRecordTime(t *testing.T) {
@@ -273,5 +187,142 @@ func TestRecordTime(t *testing.T) {
 		if got := recordTime(c.ts, w, now); !got.Equal(c.want) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// readDirect runs readFn's ProcessElement on partition 0 of cfg's topic from offset
+// start to end, as a runner would until the partition is done, and returns what it
+// emitted, or the first error.
+func readDirect(t *testing.T, cfg Config, start, end int64) ([]Record, error) {
+	t.Helper()
+	fn := &readFn{Config: cfg}
+	fn.Setup()
+	defer fn.Teardown()
+	var got []Record
+	rest := offsetrange.Restriction{Start: start, End: end}
+	for range 20 {
+		rt := fn.CreateTracker(rest)
+		we := &watermarkEstimator{}
+		pc, err := fn.ProcessElement(context.Background(), we, rt, Partition{Partition: 0, Start: start, End: end},
+			func(_ beam.EventTime, r Record) { got = append(got, r) })
+		if err != nil {
+			return got, err
+		}
+		if !pc.ShouldResume() {
+			return got, nil
+		}
+		if len(got) > 0 { // the runner resumes after the last offset claimed
+			rest.Start = got[len(got)-1].Offset + 1
+		}
+	}
+	t.Fatalf("partition 0 not read to %d in 20 resumptions: %d records", end, len(got))
+	return nil, nil
+}
+
+// checkCovers fails unless recs account for every offset of [start, end) in order:
+// each record's From is where the one before it ended.
+func checkCovers(t *testing.T, recs []Record, start, end int64) {
+	t.Helper()
+	next := start
+	for _, r := range recs {
+		if r.From != next || r.Offset < r.From {
+			t.Fatalf("record at offset %d accounts from %d, want %d: offsets %d..%d are never finished", r.Offset, r.From, next, next, r.Offset)
+		}
+		next = r.Offset + 1
+	}
+	if next != end {
+		t.Fatalf("records account for offsets up to %d, want %d", next, end)
+	}
+}
+
+// Offsets the log no longer holds (retention, or records deleted) where reading was
+// to go on: by default an error naming the partition and what was lost; with
+// OffsetOutOfRange "earliest", reading goes on from the earliest offset held, and the
+// first record read accounts for the offsets lost, so the group's commits pass them.
+func TestReadLostOffsets(t *testing.T) {
+	cfg := broker(t, "impressions", 1)
+	produce(t, cfg, 0, 20, func(int) time.Time { return time.Now() })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var offs kadm.Offsets
+	offs.AddOffset(cfg.Topic, 0, 12, -1)
+	if _, err := kadm.NewClient(cl).DeleteRecords(context.Background(), offs); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = readDirect(t, cfg, 5, 20)
+	var lost *LostError
+	if !errors.As(err, &lost) || lost.Next != 5 || lost.Earliest != 12 || !strings.Contains(err.Error(), "7 records were lost") {
+		t.Fatalf("reading from offset 5, deleted up to 12: %v; want a LostError naming 7 records lost", err)
+	}
+
+	cfg.OffsetOutOfRange = SkipLost
+	recs, err := readDirect(t, cfg, 5, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 8 || string(recs[0].Value) != "v-12" {
+		t.Fatalf("read %d records from %q; want the 8 from v-12 on", len(recs), recs[0].Value)
+	}
+	checkCovers(t, recs, 5, 20)
+}
+
+// Records of an aborted transaction are never read (read_committed, the default), and
+// its markers and those of committed transactions are offsets the group's commits
+// pass: empty records account for them. With read_uncommitted, every record is read.
+func TestReadCommittedTransactions(t *testing.T) {
+	cfg := broker(t, "impressions", 1)
+	tx, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.TransactionalID("outflow-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	ctx := context.Background()
+	for i, commit := range []bool{true, false, true} {
+		if err := tx.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		var recs []*kgo.Record
+		for j := range 5 {
+			recs = append(recs, &kgo.Record{Topic: cfg.Topic, Value: fmt.Appendf(nil, "tx%d-%d", i, j)})
+		}
+		if err := tx.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ends, err := kadm.NewClient(tx).ListEndOffsets(ctx, cfg.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup(cfg.Topic, 0)
+	if end.Offset != 18 { // 15 records, 3 markers
+		t.Fatalf("the log ends at %d; want 18 (15 records and 3 markers)", end.Offset)
+	}
+
+	for _, c := range []struct {
+		isolation string
+		want      int
+	}{{"", 10}, {ReadUncommitted, 15}} {
+		cfg.Isolation = c.isolation
+		recs, err := readDirect(t, cfg, 0, end.Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vals []string
+		for _, r := range recs {
+			if len(r.Value) > 0 {
+				vals = append(vals, string(r.Value))
+			}
+		}
+		if len(vals) != c.want || (c.isolation == "" && slices.ContainsFunc(vals, func(v string) bool { return strings.HasPrefix(v, "tx1-") })) {
+			t.Errorf("isolation %q: read %v; want %d records, none of the aborted tx1", c.isolation, vals, c.want)
+		}
+		checkCovers(t, recs, 0, end.Offset)
 	}
 }

@@ -21,6 +21,10 @@ type Security struct {
 	TLS bool `json:"tls,omitempty"`
 	// CAPEM holds the certificates that sign the brokers' (PEM); empty: the system's.
 	CAPEM string `json:"ca_pem,omitempty"`
+	// CertPEM and KeyPEM are the client's certificate and key (PEM), for brokers that
+	// authenticate clients by certificate (mutual TLS); empty: none.
+	CertPEM string `json:"cert_pem,omitempty"`
+	KeyPEM  string `json:"key_pem,omitempty"`
 	// SASL is the mechanism: "" (none), "plain", "scram-sha-256" or "scram-sha-512".
 	SASL     string `json:"sasl,omitempty"`
 	User     string `json:"user,omitempty"`
@@ -44,6 +48,14 @@ func (s Security) Validate() error {
 	default:
 		return fmt.Errorf("SASL mechanism %q: want one of %v", s.SASL, SASLMechanisms)
 	}
+	if (s.CertPEM != "" || s.KeyPEM != "") && !s.TLS {
+		return errors.New("a client certificate without TLS")
+	}
+	if s.CertPEM != "" || s.KeyPEM != "" {
+		if _, err := tls.X509KeyPair([]byte(s.CertPEM), []byte(s.KeyPEM)); err != nil {
+			return fmt.Errorf("the client certificate and key: %w", err)
+		}
+	}
 	if s.CAPEM != "" {
 		if !s.TLS {
 			return errors.New("a CA certificate without TLS")
@@ -63,6 +75,9 @@ func (s Security) ClientOpts() []kgo.Opt {
 		if s.CAPEM != "" {
 			cfg.RootCAs = x509.NewCertPool()
 			cfg.RootCAs.AppendCertsFromPEM([]byte(s.CAPEM))
+		}
+		if cert, err := tls.X509KeyPair([]byte(s.CertPEM), []byte(s.KeyPEM)); err == nil { // Validate said why not
+			cfg.Certificates = []tls.Certificate{cert}
 		}
 		opts = append(opts, kgo.Dialer((&tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}).DialContext))
 	}

@@ -13,9 +13,15 @@
 // in flight is read again (HTTP destinations may see those impressions again, under
 // the same ids; object stores leave out what an object holds already). Before the
 // pipeline runs, the launcher commits where it starts each partition the group has
-// no offset for (--start); the pipeline commits the start of partitions added to the
-// topic while it runs, which it reads too: a restart resumes every partition, even
-// one nothing was read from.
+// no offset for (--start): a restart resumes every partition, even one nothing was
+// read from. A pipeline reads the partitions listed when it starts; when the topic
+// has more, the launcher drains it as below and runs a new one, which reads the new
+// partitions from their earliest offsets (runGrowing).
+//
+// Kafka flags beyond CONTRACT §3: TLS (--kafka-tls, --kafka-ca, --kafka-cert,
+// --kafka-key), SASL (--kafka-sasl, --kafka-user, the password in
+// $OUTFLOW_KAFKA_PASSWORD), --isolation (read_committed by default) and
+// --offset-out-of-range (fail by default, or earliest).
 //
 // SIGINT or SIGTERM drains it: reading stops, what was read is delivered, the last
 // offsets are committed and the pipeline finishes. If the drain takes longer than
@@ -33,6 +39,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -66,8 +73,15 @@ var (
 
 	kafkaTLS  = flag.Bool("kafka-tls", false, "reach the brokers over TLS")
 	kafkaCA   = flag.String("kafka-ca", "", "PEM file of the certificates that sign the brokers' (implies --kafka-tls); default: the system's")
+	kafkaCert = flag.String("kafka-cert", "", "PEM file of this client's certificate, for brokers that authenticate clients by certificate (with --kafka-key)")
+	kafkaKey  = flag.String("kafka-key", "", "PEM file of the key of --kafka-cert")
 	kafkaSASL = flag.String("kafka-sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512, with --kafka-user and the password in $"+kafkaPasswordEnv)
 	kafkaUser = flag.String("kafka-user", "", "SASL user")
+	isolation = flag.String("isolation", kafkaio.ReadCommitted, "which records are read: "+kafkaio.ReadCommitted+
+		" (records of aborted or open transactions never are) or "+kafkaio.ReadUncommitted)
+	outOfRange = flag.String("offset-out-of-range", kafkaio.FailLost, "when the offset to read next is no longer in the log "+
+		"(retention passed it): "+kafkaio.FailLost+" (exit 1, naming the records lost) or "+kafkaio.SkipLost+
+		" (go on from the earliest offset held, with an ERROR line)")
 )
 
 // kafkaPasswordEnv holds the SASL password: in the environment, not on the command
@@ -76,7 +90,9 @@ const kafkaPasswordEnv = "OUTFLOW_KAFKA_PASSWORD"
 
 const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic TOPIC [--report FILE]
               [--group NAME] [--start earliest|latest] [--start-timeout D] [--shutdown-timeout D] [--break-lease]
-              [--kafka-tls] [--kafka-ca PEM] [--kafka-sasl plain|scram-sha-256|scram-sha-512 --kafka-user NAME]
+              [--kafka-tls] [--kafka-ca PEM] [--kafka-cert PEM --kafka-key PEM]
+              [--kafka-sasl plain|scram-sha-256|scram-sha-512 --kafka-user NAME]
+              [--isolation read_committed|read_uncommitted] [--offset-out-of-range fail|earliest]
               [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
@@ -96,7 +112,7 @@ func run() int {
 	if flag.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected arguments: %q", flag.Args()))
 	}
-	src := kafkaio.Config{Topic: *topic, Group: *group, Start: *start}
+	src := kafkaio.Config{Topic: *topic, Group: *group, Start: *start, Isolation: *isolation, OffsetOutOfRange: *outOfRange}
 	for _, b := range strings.Split(*brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			src.Brokers = append(src.Brokers, b)
@@ -111,23 +127,35 @@ func run() int {
 		problems = append(problems, "--group must not be empty")
 	case src.Start != "earliest" && src.Start != "latest":
 		problems = append(problems, fmt.Sprintf("--start: %q is neither earliest nor latest", src.Start))
+	case src.Isolation != kafkaio.ReadCommitted && src.Isolation != kafkaio.ReadUncommitted:
+		problems = append(problems, fmt.Sprintf("--isolation: %q is neither %s nor %s", src.Isolation, kafkaio.ReadCommitted, kafkaio.ReadUncommitted))
+	case src.OffsetOutOfRange != kafkaio.FailLost && src.OffsetOutOfRange != kafkaio.SkipLost:
+		problems = append(problems, fmt.Sprintf("--offset-out-of-range: %q is neither %s nor %s", src.OffsetOutOfRange, kafkaio.FailLost, kafkaio.SkipLost))
 	case *startWait <= 0:
 		problems = append(problems, fmt.Sprintf("--start-timeout must be positive, not %v", *startWait))
 	case *shutdown <= 0:
 		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
 	}
-	src.Security = kafkaio.Security{TLS: *kafkaTLS || *kafkaCA != "", SASL: *kafkaSASL, User: *kafkaUser,
+	src.Security = kafkaio.Security{TLS: *kafkaTLS || *kafkaCA != "" || *kafkaCert != "", SASL: *kafkaSASL, User: *kafkaUser,
 		Password: os.Getenv(kafkaPasswordEnv)}
-	if *kafkaCA != "" {
-		pem, err := os.ReadFile(*kafkaCA)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("--kafka-ca: %v", err))
+	unread := false // a file that could not be read: its problem is said already
+	for _, f := range []struct {
+		name, path string
+		pem        *string
+	}{{"--kafka-ca", *kafkaCA, &src.Security.CAPEM}, {"--kafka-cert", *kafkaCert, &src.Security.CertPEM}, {"--kafka-key", *kafkaKey, &src.Security.KeyPEM}} {
+		if f.path == "" {
+			continue
 		}
-		src.Security.CAPEM = string(pem)
+		pem, err := os.ReadFile(f.path)
+		if err != nil {
+			problems, unread = append(problems, fmt.Sprintf("%s: %v", f.name, err)), true
+		}
+		*f.pem = string(pem)
 	}
-	if err := src.Security.Validate(); err != nil && (*kafkaCA == "" || src.Security.CAPEM != "") {
-		problems = append(problems, fmt.Sprintf("--kafka-tls, --kafka-ca, --kafka-sasl, --kafka-user, $%s: %v", kafkaPasswordEnv, err))
+	if err := src.Security.Validate(); err != nil && !unread {
+		problems = append(problems, fmt.Sprintf("--kafka-tls, --kafka-ca, --kafka-cert, --kafka-key, --kafka-sasl, --kafka-user, $%s: %v", kafkaPasswordEnv, err))
 	}
+	problems = append(problems, runners.FlagProblems()...)
 	cfg := job.LoadConfig(*configPath, &problems)
 	if len(problems) > 0 {
 		return job.UsageError("stream", usage, problems)
@@ -155,7 +183,7 @@ func run() int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	starting, cancelStart := context.WithTimeout(context.Background(), *startWait)
-	started, err := commitStarts(starting, committer, src.Start, srv)
+	started, partitions, err := commitStarts(starting, committer, src.Start, srv)
 	code := job.ExitFailed
 	if err == nil {
 		srv.NotReady("reaching the object stores")
@@ -193,7 +221,7 @@ func run() int {
 	}
 	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
 	srv.Ready()
-	res, err := runners.Run(ctx, pipeline(cfg, src))
+	results, err := runGrowing(ctx, cfg, src, committer, partitions)
 	srv.Close()
 	lostLease := errors.Is(context.Cause(ctx), job.ErrLeaseLost) // another run writes there now
 	if ctx.Err() != nil && err != nil && !lostLease {
@@ -203,7 +231,9 @@ func run() int {
 	}
 	logCommitted(committer)
 	stopReports()
-	rep.AddMetrics(res)
+	for _, res := range results {
+		rep.AddMetrics(res)
+	}
 	if live := metricname.Live(); len(live) > 0 {
 		// This process's workers ran the job: their counts are complete, where a
 		// runner's metrics were seen to miss a last bundle, or are absent after a
@@ -228,21 +258,105 @@ const (
 )
 
 // commitStarts commits the starting offsets, trying again every second until ctx
-// ends: brokers that start with the job are waited for, and /readyz says why not yet.
-func commitStarts(ctx context.Context, c *kafkaio.Committer, start string, srv *ops.Server) ([]kafkaio.Partition, error) {
+// ends: brokers that start with the job are waited for, and /readyz says why not yet
+// (srv, if not nil). It returns the partitions it committed and how many the topic has.
+func commitStarts(ctx context.Context, c *kafkaio.Committer, start string, srv *ops.Server) ([]kafkaio.Partition, int, error) {
 	for {
-		started, _, err := c.CommitStarts(ctx, start)
-		if err == nil {
-			return started, nil
+		started, partitions, err := c.CommitStarts(ctx, start)
+		if lost := (*kafkaio.LostError)(nil); err == nil || errors.As(err, &lost) {
+			return started, partitions, err // records lost: trying again changes nothing
 		}
-		srv.NotReady("reaching the Kafka brokers: " + err.Error())
+		if srv != nil {
+			srv.NotReady("reaching the Kafka brokers: " + err.Error())
+		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("starting offsets: %w (gave up after --start-timeout %v)", err, *startWait)
+			return nil, 0, fmt.Errorf("starting offsets: %w (gave up after --start-timeout %v)", err, *startWait)
 		case <-time.After(time.Second):
 		}
 	}
 }
+
+// partitionsEvery is how often the topic is looked at for partitions added to it.
+const partitionsEvery = 10 * time.Second
+
+// errRestart ends a pipeline whose drain for a restart took longer than
+// --shutdown-timeout.
+var errRestart = errors.New("restarting to read the partitions added to the topic")
+
+// runGrowing runs the pipeline until ctx ends or the pipeline fails, and returns each
+// run's result. A pipeline reads the partitions listed when it starts: when the topic
+// has more, runGrowing drains the pipeline as a signal would (cancelling it if that
+// takes longer than --shutdown-timeout), commits the new partitions' earliest offsets
+// and runs a new pipeline, which reads them from there and the others from their
+// commits.
+func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *kafkaio.Committer, partitions int) ([]beam.PipelineResult, error) {
+	var results []beam.PipelineResult
+	for {
+		run, cancelRun := context.WithCancelCause(ctx)
+		var restart atomic.Bool
+		go func() {
+			n, ok := waitForPartitions(run, c, partitions)
+			if !ok {
+				return
+			}
+			restart.Store(true)
+			oplog.L().Info("partitions added to the topic: draining the pipeline to start one that reads them",
+				"topic", src.Topic, "partitions", n, "were", partitions)
+			kafkaio.Drain()
+			select {
+			case <-run.Done():
+			case <-time.After(*shutdown):
+				cancelRun(errRestart)
+			}
+		}()
+		res, err := runners.Run(run, pipeline(cfg, src))
+		cause := context.Cause(run)
+		cancelRun(nil)
+		results = append(results, res)
+		if !restart.Load() || ctx.Err() != nil || (err != nil && !errors.Is(cause, errRestart)) {
+			return results, err
+		}
+		if err != nil {
+			oplog.L().Warn("the pipeline did not drain within --shutdown-timeout: what it had not delivered stays uncommitted, and the next one reads it again",
+				"shutdown_timeout", *shutdown)
+		}
+		kafkaio.Resume()
+		if stopping.Load() {
+			kafkaio.Drain()
+			return results, nil
+		}
+		started, n, err := commitStarts(ctx, c, "earliest", nil)
+		if err != nil {
+			return results, err
+		}
+		for _, p := range started {
+			oplog.L().Info("reading a partition added to the topic", "topic", src.Topic, "partition", p.Partition, "from", p.Start)
+		}
+		partitions = n
+	}
+}
+
+// waitForPartitions waits until the topic has more than partitions partitions, and
+// returns how many, or false when ctx ends first.
+func waitForPartitions(ctx context.Context, c *kafkaio.Committer, partitions int) (int, bool) {
+	tick := time.NewTicker(partitionsEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-tick.C:
+		}
+		if n, err := c.Partitions(ctx); err == nil && n > partitions {
+			return n, true
+		}
+	}
+}
+
+// stopping says that a signal asked the job to stop (drainOnSignal): no new pipeline
+// starts after it.
+var stopping atomic.Bool
 
 // logCommitted logs where the group's offsets are as the job ends: where a restart
 // resumes.
@@ -268,6 +382,7 @@ func drainOnSignal(ctx context.Context, cancel context.CancelCauseFunc) {
 	case <-sig.Done():
 	}
 	oplog.L().Info("stopping: delivering what was read", "shutdown_timeout", *shutdown)
+	stopping.Store(true)
 	kafkaio.Drain()
 	again, stopAgain := job.Context()
 	defer stopAgain()

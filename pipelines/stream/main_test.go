@@ -652,13 +652,7 @@ func TestStreamReadsAddedPartition(t *testing.T) {
 	tp.produce("acme", keys("a", 0, 30)...)
 	j := startJob(t, tp, hookCfg)
 	waitFor(t, j, hook, 30)
-	resp, err := kadm.NewClient(tp.cl).CreatePartitions(context.Background(), 1, "impressions")
-	if err == nil {
-		err = resp.Error()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp.addPartition()
 	tp.produceTo(3, "acme", keys("added", 0, 20)...)
 	waitFor(t, j, hook, 50)
 	tp.produceTo(3, "acme", keys("added", 20, 40)...)
@@ -714,5 +708,29 @@ func TestStreamStartFailsClearly(t *testing.T) {
 	}
 	if c := tp.committed(); len(c) != 0 {
 		t.Errorf("offsets committed for another topic's run: %v", c)
+	}
+}
+
+// addPartition adds a partition to the topic: number 3, the first time.
+func (tp *kafkaTopic) addPartition() {
+	tp.t.Helper()
+	resp, err := kadm.NewClient(tp.cl).CreatePartitions(context.Background(), 1, "impressions")
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		tp.t.Fatal(err)
+	}
+}
+
+// stopDelivered stops j with SIGINT, and fails unless it exits 0 and s holds want
+// impressions, none sent twice.
+func stopDelivered(t *testing.T, j *streamJob, s *destsim.Server, want int) {
+	t.Helper()
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if st := s.Status(); st.UniqueEvents != want || st.Duplicates != 0 {
+		t.Errorf("%s: %d unique impressions, %d sent again; want %d, 0", s.URL(), st.UniqueEvents, st.Duplicates, want)
 	}
 }
