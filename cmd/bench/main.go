@@ -1,7 +1,7 @@
 // Command bench measures outflow on this machine, each figure beside its reference
 // from the same run:
 //
-//	go run ./cmd/bench -mode s3 -n 1000000   # backfill to S3 vs a plain Go loop (the ceiling)
+//	go run ./cmd/bench -mode s3 -n 1000000   # backfill to S3 vs a plain Go loop (the ceiling); -runner-args: and on another runner
 //	go run ./cmd/bench -mode goodput         # HTTP delivery vs a destination's rate limit
 //	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
 //	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay
@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,6 +51,8 @@ func main() {
 		rounds   = flag.Int("rounds", 3, "s3: rounds, each timing the plain loop and the backfill")
 		endpoint = flag.String("s3-endpoint", "", "S3-compatible server to write to (default: one started in process); credentials from the AWS environment")
 		workDir  = flag.String("dir", "", "working directory (default: a temporary one, removed afterwards)")
+		runner   = flag.String("runner-args", "", "s3: also run each round's backfill with these runner flags, space-separated (e.g. --runner=flink --endpoint=localhost:8099), beside the one on prism; stream: run the stream job with them")
+		jobPID   = flag.Int("job-server-pid", 0, "s3: the job server's process (e.g. scripts/flink-job-server's java): its CPU counts with the backfill's, and its peak RSS is printed")
 	)
 	flag.Parse()
 	dir, cleanup, err := workdir(*workDir)
@@ -66,13 +69,13 @@ func main() {
 		if !flagGiven("tenants") {
 			*tenants = 20
 		}
-		err = benchS3(*n, *files, *tenants, max(1, *rounds), *endpoint, dir)
+		err = benchS3(*n, *files, *tenants, max(1, *rounds), *endpoint, dir, strings.Fields(*runner), *jobPID)
 	case "goodput":
 		err = benchGoodput(*rate, *seconds, dir)
 	case "isolation":
 		err = benchIsolation(dir)
 	case "stream":
-		err = benchStream(*n, *tenants, *seconds, dir)
+		err = benchStream(*n, *tenants, *seconds, dir, strings.Fields(*runner))
 	case "catchup":
 		err = benchCatchup(*n, *tenants, *files, *rate, dir)
 	case "surge":

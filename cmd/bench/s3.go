@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +67,7 @@ type s3Round struct {
 // loopback, over the same n impressions in files files, half of them gzipped. It
 // checks the backfill delivered what the loop counted, and prints medians, ranges and
 // the targets.
-func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
+func benchS3(n, files, tenants, rounds int, endpoint, dir string, backfillArgs []string, jobServer int) error {
 	input := filepath.Join(dir, "input")
 	fmt.Printf("generating %d impressions, %d tenants, in %d files (half gzip)…\n", n, tenants, files)
 	if err := gen.WriteFiles(input, files, true, gen.Options{N: n, Tenants: tenants, Seed: 1}); err != nil {
@@ -111,7 +113,43 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 		return cfg, os.WriteFile(cfg, []byte(sb.String()), 0o644)
 	}
 
-	var loop, beam []s3Round
+	// backfill runs the backfill with cfg and extra flags, checks that each integration
+	// holds what the loop counted, and returns its round and what its report says it
+	// wrote and found stored.
+	backfill := func(cfg, report string, counts map[string]int, extra []string) (br s3Round, objects, before int, err error) {
+		var args []string
+		if addr := os.Getenv("OUTFLOW_BENCH_METRICS_ADDR"); addr != "" {
+			args = append(args, "--metrics-addr", addr) // for profiling: /debug/pprof
+		}
+		args = append(args, extra...)
+		jobServerCPU := processCPU(jobServer)
+		p, err := startBackfill(bin, cfg, glob, report, args...)
+		if err != nil {
+			return br, 0, 0, err
+		}
+		res := p.wait(0)
+		if len(extra) > 0 {
+			res.cpu += processCPU(jobServer) - jobServerCPU // the runner's share, if it runs apart
+		}
+		if res.err != nil || res.code != 0 {
+			return br, 0, 0, fmt.Errorf("backfill %s: exit %s: %v\n%s", strings.Join(extra, " "), res.exitString(), res.err, p.out.Bytes())
+		}
+		if objects, before, err = checkStored(report, counts); err != nil {
+			return br, 0, 0, err
+		}
+		total := 0
+		for _, c := range counts {
+			total += c
+		}
+		total -= counts[integrations[len(integrations)-1].id] // the CSV copy is not another impression
+		br = s3Round{rate: float64(total) / res.elapsed.Seconds(),
+			cpuSec: res.cpu.Seconds() * 1e6 / float64(total), rssMiB: float64(res.rssKiB) / 1024}
+		fmt.Printf("  backfill %s%.0f/s (%.1fs, %.1f CPU-s per million, %.0f MiB peak RSS); each integration delivered what the loop counted\n",
+			strings.Join(append(extra, ""), " "), br.rate, res.elapsed.Seconds(), br.cpuSec, br.rssMiB)
+		return br, objects, before - total, nil
+	}
+
+	var loop, beam, other []s3Round
 	var rerun s3Round // the last round's backfill again, into the prefixes it filled
 	for r := range rounds + 1 {
 		cfg, err := config(min(r, rounds-1))
@@ -127,40 +165,30 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 		if err != nil {
 			return err
 		}
-		report := filepath.Join(dir, fmt.Sprintf("report-%d.json", r))
-		var args []string
-		if addr := os.Getenv("OUTFLOW_BENCH_METRICS_ADDR"); addr != "" {
-			args = append(args, "--metrics-addr", addr) // for profiling: /debug/pprof
-		}
-		p, err := startBackfill(bin, cfg, glob, report, args...)
+		fmt.Printf("  plain loop %.0f/s\n", lr.rate)
+		br, objects, csvBefore, err := backfill(cfg, filepath.Join(dir, fmt.Sprintf("report-%d.json", r)), counts, nil)
 		if err != nil {
 			return err
 		}
-		res := p.wait(0)
-		if res.err != nil || res.code != 0 {
-			return fmt.Errorf("backfill: exit %s: %v\n%s", res.exitString(), res.err, p.out.Bytes())
-		}
-		objects, before, err := checkStored(report, counts)
-		if err != nil {
-			return err
-		}
-		total := 0
-		for _, c := range counts {
-			total += c
-		}
-		total -= counts[integrations[len(integrations)-1].id] // the CSV copy is not another impression
-		br := s3Round{rate: float64(total) / res.elapsed.Seconds(),
-			cpuSec: res.cpu.Seconds() * 1e6 / float64(total), rssMiB: float64(res.rssKiB) / 1024}
-		fmt.Printf("  plain loop %.0f/s, backfill %.0f/s (%.1fs, %.1f CPU-s per million, %.0f MiB peak RSS); each integration delivered what the loop counted\n",
-			lr.rate, br.rate, res.elapsed.Seconds(), br.cpuSec, br.rssMiB)
 		if r == rounds {
-			if objects != 0 || before != total+counts[integrations[len(integrations)-1].id] {
-				return fmt.Errorf("the same backfill again wrote %d objects, and found %d impressions stored before of %d", objects, before, total)
+			if csvBefore != counts[integrations[len(integrations)-1].id] || objects != 0 {
+				return fmt.Errorf("the same backfill again wrote %d objects, and did not find every impression stored before", objects)
 			}
 			rerun = br
 			break
 		}
 		loop, beam = append(loop, lr), append(beam, br)
+		if len(backfillArgs) > 0 { // the same round on the other runner, into prefixes of its own
+			cfg, err := config(rounds + 1 + r)
+			if err != nil {
+				return err
+			}
+			or, _, _, err := backfill(cfg, filepath.Join(dir, fmt.Sprintf("report-other-%d.json", r)), counts, backfillArgs)
+			if err != nil {
+				return err
+			}
+			other = append(other, or)
+		}
 	}
 
 	fmt.Printf("\n%d impressions, %d integrations (%d NDJSON, 1 CSV), %d files, %d rounds, %d cores\n",
@@ -179,6 +207,9 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 	show(fmt.Sprintf("plain loop, %d goroutines: parse, encode, gzip", runtime.GOMAXPROCS(0)), loop, false)
 	show("backfill, embedded prism, S3 API server on loopback", beam, true)
 	show("the same backfill again: every impression stored already", []s3Round{rerun}, true)
+	if len(other) > 0 {
+		show("backfill "+strings.Join(backfillArgs, " "), other, true)
+	}
 
 	var ratios []float64
 	for i := range beam {
@@ -187,6 +218,10 @@ func benchS3(n, files, tenants, rounds int, endpoint, dir string) error {
 	slices.Sort(ratios)
 	beamRate := stat(beam, func(r s3Round) float64 { return r.rate })[1]
 	rssPerMil := stat(beam, func(r s3Round) float64 { return r.rssMiB })[1] * 1e6 / float64(n)
+	if jobServer != 0 {
+		fmt.Printf("job server (pid %d): peak RSS %.0f MiB since it started; its CPU is counted in that runner's backfill above\n",
+			jobServer, processPeakRSS(jobServer))
+	}
 	fmt.Printf("\ntargets:\n")
 	verdict := func(ok bool) string {
 		if ok {
@@ -397,6 +432,42 @@ func loopFile(path string, f func(*impression.Impression)) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
+}
+
+// processCPU is the user and system CPU time process pid has used (0 for pid 0, or one
+// that cannot be read).
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command's closing parenthesis: utime and stime are the 12th and
+	// 13th, in clock ticks (100 a second on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// processPeakRSS is process pid's peak resident set (VmHWM) in MiB, 0 if unknown.
+func processPeakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kib, _ := strconv.ParseFloat(f[1], 64)
+			return kib / 1024
+		}
+	}
+	return 0
 }
 
 // cpuTime is the user and system CPU time this process has used.

@@ -23,7 +23,7 @@ import (
 // of n impressions (its sustained rate), then the delivery delay of impressions
 // produced live at half and at all of that rate for seconds each. Broker, producer,
 // job and destinations share this machine's cores.
-func benchStream(n, tenants, seconds int, dir string) error {
+func benchStream(n, tenants, seconds int, dir string, runnerArgs []string) error {
 	bin := filepath.Join(dir, "stream")
 	if err := command("go", "build", "-o", bin, "./pipelines/stream").Run(); err != nil {
 		return fmt.Errorf("build: %w", err)
@@ -86,7 +86,8 @@ func benchStream(n, tenants, seconds int, dir string) error {
 			return err
 		}
 	}
-	job := exec.Command(bin, "--config", cfg, "--brokers", strings.Join(kafka.ListenAddrs(), ","), "--topic", "impressions")
+	job := exec.Command(bin, append([]string{"--config", cfg, "--brokers", strings.Join(kafka.ListenAddrs(), ","), "--topic", "impressions"},
+		runnerArgs...)...)
 	job.Stderr = os.Stderr
 	start := time.Now()
 	if err := job.Start(); err != nil {

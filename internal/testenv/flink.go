@@ -16,6 +16,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
+// SkipFlinkEnv, when set, skips the tests on Flink (.ci/run's second pass, against
+// MinIO, which they ran in already).
+const SkipFlinkEnv = "OUTFLOW_SKIP_FLINK"
+
 // FlinkEndpointEnv names a running Beam Flink job server (HOST:PORT) to test against
 // instead of starting one.
 const FlinkEndpointEnv = "OUTFLOW_TEST_FLINK_ENDPOINT"
@@ -42,6 +46,9 @@ var flink struct {
 // Java or Maven the test is skipped, saying so, unless $OUTFLOW_REQUIRE_JAVA is set.
 func FlinkJobServer(t testing.TB) string {
 	t.Helper()
+	if os.Getenv(SkipFlinkEnv) != "" {
+		t.Skipf("the tests on Flink are skipped: $%s is set", SkipFlinkEnv)
+	}
 	if ep := os.Getenv(FlinkEndpointEnv); ep != "" {
 		return ep
 	}

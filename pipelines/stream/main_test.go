@@ -152,7 +152,13 @@ func (j *streamJob) stop() int {
 // waitFor waits until s holds want unique impressions.
 func waitFor(t *testing.T, j *streamJob, s *destsim.Server, want int) {
 	t.Helper()
-	for deadline := time.Now().Add(90 * time.Second); s.Status().UniqueEvents < want; {
+	waitForWithin(t, j, s, want, 90*time.Second)
+}
+
+// waitForWithin waits at most limit until s holds want unique impressions.
+func waitForWithin(t *testing.T, j *streamJob, s *destsim.Server, want int, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); s.Status().UniqueEvents < want; {
 		select {
 		case <-j.exited:
 			t.Fatalf("the job ended (exit code %d) before %s got %d of %d impressions\n%s",
