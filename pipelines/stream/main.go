@@ -295,14 +295,15 @@ func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *
 	for {
 		run, cancelRun := context.WithCancelCause(ctx)
 		var restart atomic.Bool
+		were := partitions
 		go func() {
-			n, ok := waitForPartitions(run, c, partitions)
+			n, ok := waitForPartitions(run, c, were)
 			if !ok {
 				return
 			}
 			restart.Store(true)
 			oplog.L().Info("partitions added to the topic: draining the pipeline to start one that reads them",
-				"topic", src.Topic, "partitions", n, "were", partitions)
+				"topic", src.Topic, "partitions", n, "were", were)
 			kafkaio.Drain()
 			select {
 			case <-run.Done():
@@ -326,7 +327,9 @@ func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *
 			kafkaio.Drain()
 			return results, nil
 		}
-		started, n, err := commitStarts(ctx, c, "earliest", nil)
+		starting, cancelStart := context.WithTimeout(ctx, *startWait)
+		started, n, err := commitStarts(starting, c, "earliest", nil)
+		cancelStart()
 		if err != nil {
 			return results, err
 		}
