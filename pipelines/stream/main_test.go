@@ -438,9 +438,16 @@ func TestStreamKilledResumesFromCommits(t *testing.T) {
 // end, for at most 60 s.
 func waitCommitted(t *testing.T, j *streamJob, tp *kafkaTopic) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); !tp.committedAll(); time.Sleep(200 * time.Millisecond) {
+	waitCommittedWithin(t, j, tp, 60*time.Second)
+}
+
+// waitCommittedWithin waits at most limit until group outflow has committed every
+// partition to its end.
+func waitCommittedWithin(t *testing.T, j *streamJob, tp *kafkaTopic, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !tp.committedAll(); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60 s, the group has not committed every partition to its end: %v\n%s", tp.committed(), j.stderr.String())
+			t.Fatalf("after %v, the group has not committed every partition to its end: %v\n%s", limit, tp.committed(), j.stderr.String())
 		}
 	}
 }
