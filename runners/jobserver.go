@@ -9,10 +9,12 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	jobpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/jobmanagement_v1"
+	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/util/grpcx"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/outflow/outflow/internal/oplog"
 )
@@ -154,6 +156,9 @@ func dialRecordingJobs(ctx context.Context, endpoint string, timeout time.Durati
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	record := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if prep, ok := req.(*jobpb.PrepareJobRequest); ok {
+			markStreaming(prep)
+		}
 		err := invoke(ctx, method, req, reply, cc, opts...)
 		if run, ok := reply.(*jobpb.RunJobResponse); ok && err == nil && run.GetJobId() != "" {
 			if sub, ok := ctx.Value(submissionKey{}).(*submission); ok {
@@ -169,4 +174,26 @@ func dialRecordingJobs(ctx context.Context, endpoint string, timeout time.Durati
 		return nil, fmt.Errorf("failed to dial server at %v: %w", endpoint, err)
 	}
 	return cc, nil
+}
+
+// markStreaming sets Beam's Java pipeline option "streaming" on a job whose pipeline
+// has an unbounded PCollection (the stream's Kafka source). Beam's Go launcher sends a
+// job server no such option, and Beam's Flink runner (2.62) then runs the streaming
+// pipeline with its batch defaults: there every timer of the stream fired on a
+// 5-second grid, and its first delivery took 40 s; marked streaming, 5 s
+// (TestStreamToHTTPOnFlink).
+func markStreaming(prep *jobpb.PrepareJobRequest) {
+	for _, pc := range prep.GetPipeline().GetComponents().GetPcollections() {
+		if pc.GetIsBounded() != pipepb.IsBounded_UNBOUNDED {
+			continue
+		}
+		if prep.PipelineOptions == nil {
+			prep.PipelineOptions = &structpb.Struct{}
+		}
+		if prep.PipelineOptions.Fields == nil {
+			prep.PipelineOptions.Fields = map[string]*structpb.Value{}
+		}
+		prep.PipelineOptions.Fields["beam:option:streaming:v1"] = structpb.NewBoolValue(true)
+		return
+	}
 }

@@ -5,6 +5,10 @@ import (
 	"os"
 	"runtime"
 	"testing"
+
+	jobpb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/jobmanagement_v1"
+	pipepb "github.com/apache/beam/sdks/v2/go/pkg/beam/model/pipeline_v1"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // A job sent to a job server whose workers are elsewhere stages this binary, unless
@@ -50,5 +54,28 @@ func setFlags(t *testing.T, values map[string]string) {
 		if err := f.Value.Set(v); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A job with an unbounded PCollection goes to the job server marked streaming, with
+// the options it had; a bounded one goes as it was.
+func TestMarkStreaming(t *testing.T) {
+	job := func(b pipepb.IsBounded_Enum) *jobpb.PrepareJobRequest {
+		return &jobpb.PrepareJobRequest{
+			Pipeline: &pipepb.Pipeline{Components: &pipepb.Components{Pcollections: map[string]*pipepb.PCollection{
+				"a": {IsBounded: pipepb.IsBounded_BOUNDED}, "b": {IsBounded: b}}}},
+			PipelineOptions: &structpb.Struct{Fields: map[string]*structpb.Value{"beam:option:app_name:v1": structpb.NewStringValue("x")}},
+		}
+	}
+	stream := job(pipepb.IsBounded_UNBOUNDED)
+	markStreaming(stream)
+	if v := stream.PipelineOptions.Fields["beam:option:streaming:v1"]; v == nil || !v.GetBoolValue() ||
+		stream.PipelineOptions.Fields["beam:option:app_name:v1"].GetStringValue() != "x" {
+		t.Errorf("unbounded: options %v; want streaming true beside app_name", stream.PipelineOptions)
+	}
+	batch := job(pipepb.IsBounded_BOUNDED)
+	markStreaming(batch)
+	if _, ok := batch.PipelineOptions.Fields["beam:option:streaming:v1"]; ok {
+		t.Errorf("bounded: options %v; want no streaming option", batch.PipelineOptions)
 	}
 }
