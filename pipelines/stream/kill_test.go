@@ -8,6 +8,7 @@ import (
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/kafkaio"
 	"github.com/outflow/outflow/transforms/encode"
 )
 
@@ -19,7 +20,8 @@ import (
 // workers are killed, then the launcher): the commits come from the pipeline, not
 // from the process that launched it. And once on Beam's portable Flink runner with
 // the SDK workers in a worker pool, as on a cluster: the workers are killed, then the
-// launcher, which ends the job (its workers gone), and a new job is submitted.
+// launcher, which ends the job (its workers gone), and a new job is submitted; there
+// the topic is on a real Kafka broker.
 func TestStreamKilledMidFlight(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"embedded", "external-workers", "flink"} {
@@ -31,7 +33,13 @@ func TestStreamKilledMidFlight(t *testing.T) {
 }
 
 func testKilledMidFlight(t *testing.T, mode string) {
-	tp := newTopic(t)
+	var tp *kafkaTopic
+	if mode == "flink" { // where users run it: a real broker too
+		testenv.FlinkJobServer(t) // or skip before starting anything
+		tp = topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
+	} else {
+		tp = newTopic(t)
+	}
 	s3 := testenv.NewS3(t)
 	bucket := s3.Bucket(t)
 	// 10 impressions a second: the webhook's copies are in flight long after the
