@@ -149,13 +149,14 @@ var useRecordingDial sync.Once
 
 // dialRecordingJobs replaces Beam's grpcx.DefaultDial, which its universal runner
 // reaches the job service with (and the SDK every other service): the same blocking,
-// insecure connection, plus an interceptor that gives a submission in the call's
-// context the id of the job it submitted. The runner keeps that id to itself until
-// the job has ended.
+// insecure connection, plus an interceptor on the job service's calls: it marks a
+// streaming job so (markStreaming) as it is prepared, and gives a submission in the
+// call's context the id of the job it submitted, which the runner keeps to itself
+// until the job has ended.
 func dialRecordingJobs(ctx context.Context, endpoint string, timeout time.Duration) (*grpc.ClientConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	record := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	intercept := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if prep, ok := req.(*jobpb.PrepareJobRequest); ok {
 			markStreaming(prep)
 		}
@@ -169,7 +170,7 @@ func dialRecordingJobs(ctx context.Context, endpoint string, timeout time.Durati
 	}
 	// As DefaultDial does: connected before the call returns (grpc.DialContext, WithBlock).
 	cc, err := grpc.DialContext(ctx, endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithBlock(),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)), grpc.WithChainUnaryInterceptor(record))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)), grpc.WithChainUnaryInterceptor(intercept))
 	if err != nil {
 		return nil, fmt.Errorf("failed to dial server at %v: %w", endpoint, err)
 	}

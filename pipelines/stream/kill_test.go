@@ -34,8 +34,9 @@ func TestStreamKilledMidFlight(t *testing.T) {
 
 func testKilledMidFlight(t *testing.T, mode string) {
 	var tp *kafkaTopic
+	var flinkEndpoint string
 	if mode == "flink" { // where users run it: a real broker too
-		testenv.FlinkJobServer(t) // or skip before starting anything
+		flinkEndpoint = testenv.FlinkJobServer(t) // or skip before starting anything
 		tp = topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
 	} else {
 		tp = newTopic(t)
@@ -60,9 +61,8 @@ func testKilledMidFlight(t *testing.T, mode string) {
 		case "embedded":
 			return startConfig(t, tp, cfgPath), nil
 		case "flink":
-			endpoint := testenv.FlinkJobServer(t)
 			w = testenv.WorkerPool(t, bin)
-			w.Flags = append([]string{"--runner=flink", "--endpoint=" + endpoint}, w.Flags...)
+			w.Flags = append([]string{"--runner=flink", "--endpoint=" + flinkEndpoint}, w.Flags...)
 		default:
 			w = testenv.ExternalWorkers(t, bin)
 		}

@@ -264,12 +264,7 @@ func TestStreamToObjects(t *testing.T) {
 	objs := held(40)
 	waitFor(t, j, hook, 40)
 	time.Sleep(3 * time.Second) // time for a copy to arrive, if one were sent
-	if code := j.stop(); code != 0 {
-		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
-	}
-	if st := hook.Status(); st.UniqueEvents != 40 || st.Duplicates != 0 {
-		t.Errorf("webhook: %d unique, %d sent again; want 40, 0", st.UniqueEvents, st.Duplicates)
-	}
+	stopDelivered(t, j, hook, 40)
 
 	seen := map[string]int{}
 	for key, ks := range objs {
@@ -426,12 +421,7 @@ func TestStreamKilledResumesFromCommits(t *testing.T) {
 	j = startConfig(t, tp, j.config)
 	tp.produce("acme", keys("a", 50, 100)...)
 	waitFor(t, j, hook, 100)
-	if code := j.stop(); code != 0 {
-		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
-	}
-	if st := hook.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
-		t.Errorf("%d unique impressions, %d sent again; want 100, 0", st.UniqueEvents, st.Duplicates)
-	}
+	stopDelivered(t, j, hook, 100)
 }
 
 // waitCommitted waits until group outflow has committed every partition of tp to its
@@ -643,12 +633,7 @@ func TestStreamStartLatestCommitsEveryPartition(t *testing.T) {
 	j = startConfig(t, tp, cfgPath, "--start", "latest")
 	waitFor(t, j, hook, 35)
 	time.Sleep(2 * time.Second) // time for a copy or an earlier record to arrive, if one were sent
-	if code := j.stop(); code != 0 {
-		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
-	}
-	if st := hook.Status(); st.UniqueEvents != 35 || st.Duplicates != 0 {
-		t.Errorf("%d unique impressions, %d sent again; want 35, 0", st.UniqueEvents, st.Duplicates)
-	}
+	stopDelivered(t, j, hook, 35)
 	for _, e := range hook.Events() {
 		if bytes.Contains(e.Body, []byte(`"before-`)) {
 			t.Errorf("an impression produced before the first start was delivered: %s", e.Body)
@@ -676,12 +661,7 @@ func TestStreamReadsAddedPartition(t *testing.T) {
 			t.Fatalf("the added partition's offsets: committed %v, want 40 for partition 3\n%s", tp.committed(), j.stderr.String())
 		}
 	}
-	if code := j.stop(); code != 0 {
-		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
-	}
-	if st := hook.Status(); st.UniqueEvents != 100 || st.Duplicates != 0 {
-		t.Errorf("%d unique impressions, %d sent again; want 100, 0", st.UniqueEvents, st.Duplicates)
-	}
+	stopDelivered(t, j, hook, 100)
 	if !strings.Contains(j.stderr.String(), "reading a partition added to the topic") {
 		t.Errorf("no word of the added partition\n%s", j.stderr.String())
 	}

@@ -31,15 +31,7 @@ func TestStreamMetrics(t *testing.T) {
 	_, slowCfg := webhook(t, "acme", destsim.Options{RateLimit: 0.2, Burst: 1}, ", delivery: {max_batch_events: 5}")
 	addr := testenv.FreeAddr(t)
 	j := startConfig(t, tp, writeConfig(t, healthyCfg+slowCfg), "--metrics-addr", addr)
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if code, _ := testenv.Get(addr, "/readyz"); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			code, body := testenv.Get(addr, "/readyz")
-			t.Fatalf("/readyz: %d %s after 60 s\n%s", code, body, j.stderr.String())
-		}
-	}
+	waitReady(t, j, addr)
 	if code, _ := testenv.Get(addr, "/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}
