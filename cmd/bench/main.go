@@ -4,7 +4,7 @@
 //	go run ./cmd/bench -mode s3 -n 1000000   # backfill to S3 vs a plain Go loop (the ceiling); -runner-args: and on another runner
 //	go run ./cmd/bench -mode goodput         # HTTP delivery vs a destination's rate limit
 //	go run ./cmd/bench -mode isolation       # healthy destinations with and without a throttled one
-//	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay
+//	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay beside a throttled webhook
 //	go run ./cmd/bench -mode catchup         # catch-up to 9 rate-limited HTTP destinations, then a Retry-After pause
 //	go run ./cmd/bench -mode surge           # the stream job through R, 10 × R, R: delay, drain, RSS, catch-up vs backfill
 //	go run ./cmd/bench -mode outage          # the stream job while one webhook answers 503 for 10 min: RSS, healthy delay, nothing lost
@@ -43,7 +43,7 @@ import (
 func main() {
 	var (
 		mode     = flag.String("mode", "s3", "s3, goodput, isolation, stream, catchup, surge or outage")
-		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second; outage: impressions/s produced (default 2000)")
+		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second; outage: impressions/s produced (default 2000); stream: one live phase at this many impressions/s")
 		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
 		n        = flag.Int("n", 1000000, "s3: impressions; stream, surge: the backlog to catch up on (surge: default 200000); catchup: the catch-up's impressions (default 200000)")
 		files    = flag.Int("files", 8, "input files (s3: default 12, half of them gzip)")
@@ -75,7 +75,11 @@ func main() {
 	case "isolation":
 		err = benchIsolation(dir)
 	case "stream":
-		err = benchStream(*n, *tenants, *seconds, dir, strings.Fields(*runner))
+		live := 0.0
+		if flagGiven("rate") {
+			live = *rate
+		}
+		err = benchStream(*n, *tenants, *seconds, live, *surgeThrottled, dir, strings.Fields(*runner))
 	case "catchup":
 		err = benchCatchup(*n, *tenants, *files, *rate, dir)
 	case "surge":

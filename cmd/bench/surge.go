@@ -38,7 +38,7 @@ var (
 	surgeFactor    = flag.Float64("surge-factor", 10, "surge: the surge's input as a multiple of R")
 	surgeWindow    = flag.Duration("window", 10*time.Second, "surge: every integration's window")
 	surgeWarmup    = flag.Duration("warmup", 15*time.Second, "surge: steady input at R after the job's first deliveries, before the first phase")
-	surgeThrottled = flag.Bool("throttled", true, "surge: add a second Amplitude for tenant 0 whose destination takes 1 request/s")
+	surgeThrottled = flag.Bool("throttled", true, "surge: add a second Amplitude for tenant 0 whose destination takes 1 request/s; stream: a second webhook for tenant 0 that takes 1 request/s")
 )
 
 const (

@@ -48,6 +48,10 @@ type Report struct {
 	Error    string    `json:"error,omitempty"`
 	// Running marks the report of a stream still running, rewritten every few seconds.
 	Running bool `json:"running,omitempty"`
+	// Incomplete says which counts are missing and why: a job cancelled on remote
+	// workers returns no metrics, so only what the dead-letter store holds is known.
+	// A count it names is unknown, not zero.
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 // Integration is one integration's line of the report.
@@ -175,7 +179,8 @@ func metricsOf(res beam.PipelineResult) (m metrics.Results, ok bool) {
 type Counts map[string]map[string]int64
 
 // CountsOf returns the committed counter totals of a finished job; ok is false when
-// the runner returned no metrics.
+// the runner returned no counters: Beam's Flink runner answers a cancelled job with
+// an empty set, which is no count of zero.
 func CountsOf(res beam.PipelineResult) (c Counts, ok bool) {
 	results, ok := metricsOf(res)
 	if !ok {
@@ -188,7 +193,7 @@ func CountsOf(res beam.PipelineResult) (c Counts, ok bool) {
 		}
 		c[m.Namespace()][m.Name()] += m.Result() // summed over steps
 	}
-	return c, true
+	return c, len(c) > 0
 }
 
 // Get returns the total of name in namespace ns.

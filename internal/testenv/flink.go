@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,19 @@ var flink struct {
 	server   *script
 	err      error
 	log      SyncBuffer // the job server's output, for a failure's message
+	dir      string     // its --flink-conf-dir
 }
+
+// flinkConf is the Flink configuration the tests' job server runs every job with, as
+// an operator would (scripts/flink-job-server --flink-conf-dir): a failed job is
+// restarted, twice at most, a second apart, and reads on from the commits
+// (TestStreamRecoversOnFlink). No checkpointing: the stream's checkpoints cannot
+// complete on Beam 2.62's Flink runner (README, Running on Flink), and nothing of
+// outflow's progress lives in Flink's state.
+const flinkConf = `restart-strategy.type: fixed-delay
+restart-strategy.fixed-delay.attempts: 2
+restart-strategy.fixed-delay.delay: 1 s
+`
 
 // FlinkJobServer returns the endpoint of a Beam portable Flink job server with an
 // embedded Flink cluster: $OUTFLOW_TEST_FLINK_ENDPOINT, or one scripts/flink-job-server
@@ -78,12 +91,18 @@ func startFlink() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if flink.dir, err = os.MkdirTemp("", "outflow-flink-"); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(flink.dir, "config.yaml"), []byte(flinkConf), 0o644); err != nil {
+		return "", err
+	}
 	var endpoint string
 	flink.server, err = startScript(&flink.log, nil, flinkStartLimit, func(line string) bool {
 		var ok bool
 		endpoint, ok = strings.CutPrefix(line, "endpoint ")
 		return ok
-	}, "flink-job-server", "--port", strconv.Itoa(port))
+	}, "flink-job-server", "--port", strconv.Itoa(port), "--flink-conf-dir", flink.dir)
 	return endpoint, err
 }
 
@@ -92,6 +111,9 @@ func stopFlink() {
 	if flink.server != nil {
 		flink.server.stop()
 		flink.server = nil
+	}
+	if flink.dir != "" {
+		os.RemoveAll(flink.dir)
 	}
 }
 

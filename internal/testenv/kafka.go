@@ -38,19 +38,28 @@ func NewKafka(t testing.TB) *Kafka {
 	if _, err := exec.LookPath("java"); err != nil && os.Getenv(RequireJavaEnv) == "" {
 		t.Skipf("no Kafka broker: java not found (set %s to fail instead)", RequireJavaEnv)
 	}
-	// Four ports in a row: plain, SASL_SSL, controller, SSL.
-	port, err := freePorts(4)
-	if err != nil {
-		t.Fatal(err)
+	k := &Kafka{User: "outflow", Pass: "outflow-test-secret"}
+	// Four ports in a row: plain, SASL_SSL, controller, SSL. Another process may take
+	// one between the look and the broker's bind: then new ports, a fresh log.
+	for attempt := 1; ; attempt++ {
+		port, err := freePorts(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.port, k.dir, k.log = port, t.TempDir(), SyncBuffer{}
+		err = k.start()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(k.log.String(), "Address already in use") {
+			t.Fatalf("%v\n%s", err, k.log.String())
+		}
 	}
-	k := &Kafka{User: "outflow", Pass: "outflow-test-secret", port: port, dir: t.TempDir()}
-	k.start(t)
 	t.Cleanup(func() { k.broker.stop() })
 	return k
 }
 
-func (k *Kafka) start(t testing.TB) {
-	t.Helper()
+func (k *Kafka) start() error {
 	broker, err := startScript(&k.log, []string{"OUTFLOW_KAFKA_PASSWORD=" + k.Pass}, kafkaStartLimit, func(line string) bool {
 		f := strings.Fields(line)
 		switch {
@@ -64,18 +73,18 @@ func (k *Kafka) start(t testing.TB) {
 		}
 		return false
 	}, "kafka", "--port", strconv.Itoa(k.port), "--dir", k.dir)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, k.log.String())
-	}
 	k.broker = broker
+	return err
 }
 
-// Restart kills the broker (SIGKILL, as a crash) and starts it again on the same
-// ports and log: what it had written survives, as on a real restart.
+// Restart stops the broker and starts it again on the same ports and log: what it
+// had written survives, as on a real restart.
 func (k *Kafka) Restart(t testing.TB) {
 	t.Helper()
 	k.broker.stop()
-	k.start(t)
+	if err := k.start(); err != nil {
+		t.Fatalf("%v\n%s", err, k.log.String())
+	}
 }
 
 // freePorts returns the first of n consecutive ports free on loopback.

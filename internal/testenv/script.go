@@ -64,7 +64,18 @@ func startScript(log io.Writer, env []string, limit time.Duration, ready func(li
 }
 
 // stop kills the script and everything it started.
+// stop ends the script and what it started: SIGTERM, so that they clean up after
+// themselves (the job server's staged artifacts), then SIGKILL after stopWait.
 func (s *script) stop() {
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	s.cmd.Wait()
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopWait):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }
+
+const stopWait = 15 * time.Second

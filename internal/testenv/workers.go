@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os/exec"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,8 +21,10 @@ import (
 type Workers struct {
 	// Flags are the runner flags that send a launcher's job there.
 	Flags []string
+	bin   string
+	port  int
 	pool  *exec.Cmd
-	out   strings.Builder
+	out   SyncBuffer
 	ended chan struct{}
 }
 
@@ -46,36 +47,50 @@ func ExternalWorkers(t testing.TB, bin string) *Workers {
 // there (--environment_type EXTERNAL --environment_config localhost:PORT).
 func WorkerPool(t testing.TB, bin string) *Workers {
 	t.Helper()
-	poolPort := mustFreePort(t)
-	w := &Workers{pool: exec.Command(bin, "--worker-pool", strconv.Itoa(poolPort)), ended: make(chan struct{})}
+	w := &Workers{bin: bin, port: mustFreePort(t)}
+	w.start(t)
+	t.Cleanup(func() {
+		w.Kill()
+		t.Logf("worker pool %d:\n%s", w.port, w.out.String())
+	})
+	w.Flags = []string{"--environment_type", "EXTERNAL", "--environment_config", "localhost:" + strconv.Itoa(w.port)}
+	return w
+}
+
+// start starts the pool's process on w.port and waits until it accepts work.
+func (w *Workers) start(t testing.TB) {
+	t.Helper()
+	w.pool, w.ended = exec.Command(w.bin, "--worker-pool", strconv.Itoa(w.port)), make(chan struct{})
 	w.pool.Stderr = &w.out
 	if err := w.pool.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { w.pool.Wait(); close(w.ended) }()
-	t.Cleanup(func() {
-		w.Kill()
-		t.Logf("worker pool %d:\n%s", poolPort, w.out.String())
-	})
+	go func(pool *exec.Cmd, ended chan struct{}) { pool.Wait(); close(ended) }(w.pool, w.ended)
 	// Ready when the pool answers a request to start a worker: one with no endpoints,
 	// which it refuses with a reason. Listening alone is not enough.
 	const patience = 90 * time.Second // a loaded machine is slow to start a large binary
 	var last error
 	for deadline := time.Now().Add(patience); ; time.Sleep(100 * time.Millisecond) {
-		if last = probePool(poolPort); last == nil {
-			break
+		if last = probePool(w.port); last == nil {
+			return
 		}
 		select {
 		case <-w.ended:
-			t.Fatalf("the worker pool on port %d exited before it accepted work (%v):\n%s", poolPort, w.pool.ProcessState, w.out.String())
+			t.Fatalf("the worker pool on port %d exited before it accepted work (%v):\n%s", w.port, w.pool.ProcessState, w.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the worker pool on port %d did not accept work within %v: %v", poolPort, patience, last) // its output: see Cleanup
+			t.Fatalf("the worker pool on port %d did not accept work within %v: %v", w.port, patience, last) // its output: see Cleanup
 		}
 	}
-	w.Flags = []string{"--environment_type", "EXTERNAL", "--environment_config", "localhost:" + strconv.Itoa(poolPort)}
-	return w
+}
+
+// Restart kills the pool's process, and the workers in it, and starts a new one on
+// the same port: a machine of the cluster lost and replaced.
+func (w *Workers) Restart(t testing.TB) {
+	t.Helper()
+	w.Kill()
+	w.start(t)
 }
 
 // probePool asks the worker pool on port to start a worker without endpoints: a

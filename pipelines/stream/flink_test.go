@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,4 +42,50 @@ func TestStreamToHTTPOnFlink(t *testing.T) {
 	waitCommitted(t, j, tp)
 	t.Logf("restarted and caught up after %v", time.Since(start))
 	stopDelivered(t, j, hook, 90)
+}
+
+// Flink's restart strategy, set in the job server's configuration (the tests' sets
+// fixed-delay), recovers the stream by itself when its SDK workers die: the worker
+// pool is killed mid-flight and replaced on the same port, as a lost machine would be,
+// and Flink restarts the job, which reads on from the group's commits. Had Flink not
+// restarted it, the job would have failed and its launcher exited (waitForWithin
+// fails then). Every impression reaches the S3 prefix exactly once and the webhook at
+// least once.
+func TestStreamRecoversOnFlink(t *testing.T) {
+	t.Parallel()
+	endpoint := testenv.FlinkJobServer(t)
+	tp := topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf(
+		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint))
+	workers := testenv.WorkerPool(t, testenv.Build(t, "./pipelines/stream"))
+	j := startConfig(t, tp, cfgPath, append([]string{"--runner=flink", "--endpoint=" + endpoint, "--shutdown-timeout", "5s"}, workers.Flags...)...)
+	const patience = 5 * time.Minute
+	tp.produce("acme", keys("a", 0, 40)...)
+	waitForWithin(t, j, hook, 40, patience)
+	waitCommittedWithin(t, j, tp, patience)
+
+	workers.Restart(t)
+	tp.produce("acme", keys("b", 0, 40)...)
+	waitForWithin(t, j, hook, 80, patience)
+	stored := copies(t, s3, bucket, "acme/")
+	for deadline := time.Now().Add(patience); len(stored) < 80 && time.Now().Before(deadline); time.Sleep(time.Second) {
+		stored = copies(t, s3, bucket, "acme/")
+	}
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if len(stored) != 80 {
+		t.Errorf("%d of 80 impressions stored", len(stored))
+	}
+	for k, c := range stored {
+		if c != 1 {
+			t.Errorf("impression %s is in %d objects", k, c)
+		}
+	}
+	if st := hook.Status(); st.UniqueEvents != 80 {
+		t.Errorf("the webhook got %d unique impressions, want 80", st.UniqueEvents)
+	}
 }

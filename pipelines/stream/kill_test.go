@@ -1,15 +1,18 @@
 package main
 
 import (
-	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/kafkaio"
-	"github.com/outflow/outflow/transforms/encode"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Killed (SIGKILL) after S3 objects are written, while a slow webhook still holds
@@ -21,7 +24,9 @@ import (
 // from the process that launched it. And once on Beam's portable Flink runner with
 // the SDK workers in a worker pool, as on a cluster: the workers are killed, then the
 // launcher, which ends the job (its workers gone), and a new job is submitted; there
-// the topic is on a real Kafka broker.
+// the topic is on a real Kafka broker. A second webhook refuses everything (400): its
+// impressions are dead-lettered, and the last run exits 3 and reports what it
+// dead-lettered even where SIGINT ends in a cancel, which leaves no runner metrics.
 func TestStreamKilledMidFlight(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"embedded", "external-workers", "flink"} {
@@ -46,8 +51,10 @@ func testKilledMidFlight(t *testing.T, mode string) {
 	// 10 impressions a second: the webhook's copies are in flight long after the
 	// objects are stored.
 	hook, hookCfg := webhook(t, "acme", destsim.Options{RateLimit: 1, Burst: 1}, ", delivery: {max_batch_events: 10}")
+	refuses := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Status: 400})
 	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf(
-		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint))
+		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint)+
+		fmt.Sprintf("  - {id: acme-refused, tenant: acme, type: webhook, window: 2s, webhook: {url: %q, secret: %q}}\n", refuses.URL()+"/h", hookSecret))
 	bin := testenv.Build(t, "./pipelines/stream")
 	// How long each step may take: on Flink, with the job submitted again and CI's
 	// other tests beside it, longer.
@@ -71,19 +78,7 @@ func testKilledMidFlight(t *testing.T, mode string) {
 		// has passed, which need not be the default minute here.
 		return startConfig(t, tp, cfgPath, append(w.Flags, "--shutdown-timeout", "5s")...), w
 	}
-	stored := func() map[string]int { // impression key -> objects holding it
-		held := map[string]int{}
-		for key, body := range s3.DataObjects(t, bucket, "acme/") {
-			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
-			if err != nil {
-				t.Fatalf("%s: %v", key, err)
-			}
-			for _, r := range recs {
-				held[r.Key]++
-			}
-		}
-		return held
-	}
+	stored := func() map[string]int { return copies(t, s3, bucket, "acme/") }
 	waitStored := func(j *streamJob, want int) {
 		t.Helper()
 		for deadline := time.Now().Add(patience); len(stored()) < want; time.Sleep(200 * time.Millisecond) {
@@ -129,12 +124,40 @@ func testKilledMidFlight(t *testing.T, mode string) {
 
 	j, _ = start()
 	tp.produce("acme", keys("b", 0, 50)...)
+	for range 3 {
+		if err := tp.cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte("not an impression")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitStored(j, 180)
 	waitForWithin(t, j, hook, 180, patience)
 	time.Sleep(3 * time.Second) // time for a copy to arrive, if one were sent
-	if code := j.stop(); code != 0 {
-		t.Errorf("exit code %d after SIGINT\n%s", code, j.stderr.String())
+	if code := j.stop(); code != 3 {
+		t.Errorf("exit code %d after SIGINT, want 3 (impressions dead-lettered)\n%s", code, j.stderr.String())
 	}
+	// The last run read the b lot and whatever the kill left uncommitted: the
+	// refusing webhook's dead letters are at least the b lot, whoever counted them.
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(cfgPath), "report.json"))
+	var rep struct {
+		InvalidLines int64  `json:"invalid_lines"`
+		Incomplete   string `json:"incomplete"`
+		Integrations []struct {
+			ID           string `json:"id"`
+			DeadLettered int64  `json:"dead_lettered"`
+		} `json:"integrations"`
+	}
+	if err != nil || json.Unmarshal(data, &rep) != nil {
+		t.Fatalf("report: %s (%v)", data, err)
+	}
+	for _, in := range rep.Integrations {
+		if in.ID == "acme-refused" && in.DeadLettered < 50 {
+			t.Errorf("report: acme-refused dead-lettered %d, want ≥ 50\n%s", in.DeadLettered, data)
+		}
+	}
+	if rep.InvalidLines != 3 {
+		t.Errorf("report: %d invalid lines, want 3\n%s", rep.InvalidLines, data)
+	}
+	t.Logf("counts incomplete: %q", rep.Incomplete)
 	for k, n := range stored() {
 		if n != 1 {
 			t.Errorf("impression %s is in %d objects", k, n)

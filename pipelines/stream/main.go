@@ -16,7 +16,9 @@
 // no offset for (--start): a restart resumes every partition, even one nothing was
 // read from. A pipeline reads the partitions listed when it starts; when the topic
 // has more, the launcher drains it as below and runs a new one, which reads the new
-// partitions from their earliest offsets (runGrowing).
+// partitions from their earliest offsets (runGrowing). It does the same every
+// --restart-every, for Flink job servers that keep state for every checkpoint a
+// reader takes until the job ends.
 //
 // Kafka flags beyond CONTRACT §3: TLS (--kafka-tls, --kafka-ca, --kafka-cert,
 // --kafka-key), SASL (--kafka-sasl, --kafka-user, the password in
@@ -79,6 +81,8 @@ var (
 	kafkaUser = flag.String("kafka-user", "", "SASL user")
 	isolation = flag.String("isolation", kafkaio.ReadCommitted, "which records are read: "+kafkaio.ReadCommitted+
 		" (records of aborted or open transactions never are) or "+kafkaio.ReadUncommitted)
+	restartEvery = flag.Duration("restart-every", 0, "start a new pipeline this often, as when partitions are added (0: never). "+
+		"For Flink job servers older than Beam 2.76, which keep state for every checkpoint a Kafka reader takes until the job ends (apache/beam#27648)")
 	outOfRange = flag.String("offset-out-of-range", kafkaio.FailLost, "when the offset to read next is no longer in the log "+
 		"(retention passed it): "+kafkaio.FailLost+" (exit 1, naming the records lost) or "+kafkaio.SkipLost+
 		" (go on from the earliest offset held, with an ERROR line)")
@@ -93,7 +97,7 @@ const usage = `usage: stream --config CONFIG --brokers HOST:PORT[,…] --topic T
               [--kafka-tls] [--kafka-ca PEM] [--kafka-cert PEM --kafka-key PEM]
               [--kafka-sasl plain|scram-sha-256|scram-sha-512 --kafka-user NAME]
               [--isolation read_committed|read_uncommitted] [--offset-out-of-range fail|earliest]
-              [--metrics-addr HOST:PORT] [runner flags]`
+              [--restart-every D] [--metrics-addr HOST:PORT] [runner flags]`
 
 func main() { os.Exit(run()) }
 
@@ -135,6 +139,8 @@ func run() int {
 		problems = append(problems, fmt.Sprintf("--start-timeout must be positive, not %v", *startWait))
 	case *shutdown <= 0:
 		problems = append(problems, fmt.Sprintf("--shutdown-timeout must be positive, not %v", *shutdown))
+	case *restartEvery < 0 || (*restartEvery > 0 && *restartEvery < 10*time.Second):
+		problems = append(problems, fmt.Sprintf("--restart-every must be 0 (never) or at least 10s, not %v", *restartEvery))
 	}
 	src.Security = kafkaio.Security{TLS: *kafkaTLS || *kafkaCA != "" || *kafkaCert != "", SASL: *kafkaSASL, User: *kafkaUser,
 		Password: os.Getenv(kafkaPasswordEnv)}
@@ -210,6 +216,9 @@ func run() int {
 		log.Info("starting offset committed: the group had none", "topic", src.Topic, "partition", p.Partition,
 			"offset", p.Start, "start", src.Start)
 	}
+	// What the job dead-letters decides exit 3 even when the runner returns no
+	// metrics (a job cancelled on remote workers): each file written leaves a receipt.
+	runID := fmt.Sprintf("stream-%d", time.Now().UnixNano())
 	go drainOnSignal(ctx, cancel)
 	stopReports := func() {}
 	if *reportPath != "" {
@@ -221,7 +230,7 @@ func run() int {
 	}
 	log.Info("stream starting", "brokers", *brokers, "topic", src.Topic, "group", src.Group)
 	srv.Ready()
-	results, err := runGrowing(ctx, cfg, src, committer, partitions)
+	results, err := runGrowing(ctx, cfg, src, committer, partitions, runID)
 	srv.Close()
 	lostLease := errors.Is(context.Cause(ctx), job.ErrLeaseLost) // another run writes there now
 	if ctx.Err() != nil && err != nil && !lostLease {
@@ -231,25 +240,64 @@ func run() int {
 	}
 	logCommitted(committer)
 	stopReports()
-	for _, res := range results {
-		rep.AddMetrics(res)
-	}
-	if live := metricname.Live(); len(live) > 0 {
-		// This process's workers ran the job: their counts are complete, where a
-		// runner's metrics were seen to miss a last bundle, or are absent after a
-		// cancel.
-		rep.SetCounts(live)
-	}
+	tally, terr := countDeadLettered(rep, results, cfg.DeadLetter, runID)
 	code = job.ExitOK
 	switch {
 	case lostLease:
 		code, err = job.ExitFailed, context.Cause(ctx)
 	case err != nil:
 		code, err = job.ExitFailed, job.Failure(ctx, err)
-	case rep.DeadLettered() > 0:
+	case terr != nil:
+		code, err = job.ExitFailed, terr
+	case rep.DeadLettered() > 0 || tally.Impressions() > 0:
 		code = job.ExitDeadLettered
 	}
 	return job.End("stream", rep, code, err, *reportPath)
+}
+
+// countDeadLettered fills the report's counts once the pipelines have ended, and
+// returns what the run wrote to the dead-letter store (its receipts). Counts come
+// from this process's workers if they ran the job (complete, where a runner's
+// metrics were seen to miss a last bundle), else from the runner. A runner that
+// returned none for a pipeline (a job cancelled on remote workers) leaves the
+// store's counts, and the report says the others miss its work. An error means the
+// counts were needed from the store and could not be read.
+func countDeadLettered(rep *report.Report, results []beam.PipelineResult, deadLetter, run string) (deadletterio.Tally, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tally, err := deadletterio.ReadTally(ctx, deadLetter, run)
+	if err == nil {
+		if err := deadletterio.ClearReceipts(ctx, deadLetter, run); err != nil {
+			oplog.L().Warn("could not remove this run's dead-letter receipts; they are harmless", "run", run, "error", err)
+		}
+	}
+	complete := len(results) > 0 // every pipeline's counts known
+	for _, res := range results {
+		if _, ok := report.CountsOf(res); !ok {
+			complete = false
+		}
+		rep.AddMetrics(res)
+	}
+	if live := metricname.Live(); len(live) > 0 {
+		rep.SetCounts(live)
+		complete = true
+	}
+	switch {
+	case complete:
+		if err != nil {
+			oplog.L().Warn("could not read this run's dead-letter receipts; the counts are the workers'", "error", err)
+		}
+		return tally, nil
+	case err != nil:
+		return tally, fmt.Errorf("the runner returned no metrics, and what the job dead-lettered cannot be counted from the store %s: %w", deadLetter, err)
+	}
+	rep.InvalidLines, rep.FileErrors = tally.InvalidLines, tally.FileErrors
+	for i := range rep.Integrations {
+		rep.Integrations[i].DeadLettered = tally.DeadLettered[rep.Integrations[i].ID]
+	}
+	rep.Incomplete = "the runner returned no metrics for a pipeline (a job cancelled on remote workers): dead_lettered and " +
+		"invalid_lines come from the dead-letter store; the other counts miss that pipeline's work (unknown, not zero)"
+	return tally, nil
 }
 
 const (
@@ -282,45 +330,59 @@ const partitionsEvery = 10 * time.Second
 
 // errRestart ends a pipeline whose drain for a restart took longer than
 // --shutdown-timeout.
-var errRestart = errors.New("restarting to read the partitions added to the topic")
+var errRestart = errors.New("restarting the pipeline")
+
+// restartDrain bounds how long a restart waits for the pipeline to drain before it
+// cancels it: while it drains, nothing is read, and a destination that is behind
+// would hold every other one up to --shutdown-timeout. What a cancel leaves
+// uncommitted the next pipeline reads again.
+const restartDrain = 10 * time.Second
 
 // runGrowing runs the pipeline until ctx ends or the pipeline fails, and returns each
 // run's result. A pipeline reads the partitions listed when it starts: when the topic
-// has more, runGrowing drains the pipeline as a signal would (cancelling it if that
-// takes longer than --shutdown-timeout), commits the new partitions' earliest offsets
-// and runs a new pipeline, which reads them from there and the others from their
-// commits.
-func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *kafkaio.Committer, partitions int) ([]beam.PipelineResult, error) {
+// has more, or when the pipeline has run for --restart-every, runGrowing drains the
+// pipeline as a signal would (cancelling it if that takes longer than restartDrain
+// or --shutdown-timeout), commits the new partitions' earliest offsets and runs a new
+// pipeline, which reads them from there and the others from their commits.
+// --restart-every bounds what Beam's Flink runner keeps for the Kafka readers'
+// checkpoints before 2.76 (apache/beam#27648, fixed by apache/beam#39191): a state
+// descriptor for each, every second or two per partition, until the job ends.
+func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *kafkaio.Committer, partitions int, runID string) ([]beam.PipelineResult, error) {
 	var results []beam.PipelineResult
 	for {
-		run, cancelRun := context.WithCancelCause(ctx)
+		running, cancelRun := context.WithCancelCause(ctx)
 		var restart atomic.Bool
 		were := partitions
 		go func() {
-			n, ok := waitForPartitions(run, c, were)
+			n, ok := waitForRestart(running, c, were, *restartEvery)
 			if !ok {
 				return
 			}
 			restart.Store(true)
-			oplog.L().Info("partitions added to the topic: draining the pipeline to start one that reads them",
-				"topic", src.Topic, "partitions", n, "were", were)
+			if n > were {
+				oplog.L().Info("partitions added to the topic: draining the pipeline to start one that reads them",
+					"topic", src.Topic, "partitions", n, "were", were)
+			} else {
+				oplog.L().Info("the pipeline has run for --restart-every: draining it to start a new one",
+					"restart_every", *restartEvery)
+			}
 			kafkaio.Drain()
 			select {
-			case <-run.Done():
-			case <-time.After(*shutdown):
+			case <-running.Done():
+			case <-time.After(min(*shutdown, restartDrain)):
 				cancelRun(errRestart)
 			}
 		}()
-		res, err := runners.Run(run, pipeline(cfg, src))
-		cause := context.Cause(run)
+		res, err := runners.Run(running, pipeline(cfg, src, runID))
+		cause := context.Cause(running)
 		cancelRun(nil)
 		results = append(results, res)
 		if !restart.Load() || ctx.Err() != nil || (err != nil && !errors.Is(cause, errRestart)) {
 			return results, err
 		}
 		if err != nil {
-			oplog.L().Warn("the pipeline did not drain within --shutdown-timeout: what it had not delivered stays uncommitted, and the next one reads it again",
-				"shutdown_timeout", *shutdown)
+			oplog.L().Warn("the pipeline did not drain in time: what it had not delivered stays uncommitted, and the next one reads it again",
+				"waited", min(*shutdown, restartDrain))
 		}
 		kafkaio.Resume()
 		if stopping.Load() {
@@ -340,15 +402,24 @@ func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *
 	}
 }
 
-// waitForPartitions waits until the topic has more than partitions partitions, and
-// returns how many, or false when ctx ends first.
-func waitForPartitions(ctx context.Context, c *kafkaio.Committer, partitions int) (int, bool) {
+// waitForRestart waits until the topic has more than partitions partitions, or every
+// has passed (if > 0), and returns how many partitions it has then (as many, for
+// the latter), or false when ctx ends first.
+func waitForRestart(ctx context.Context, c *kafkaio.Committer, partitions int, every time.Duration) (int, bool) {
 	tick := time.NewTicker(partitionsEvery)
 	defer tick.Stop()
+	var due <-chan time.Time
+	if every > 0 {
+		timer := time.NewTimer(every)
+		defer timer.Stop()
+		due = timer.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return 0, false
+		case <-due:
+			return partitions, true
 		case <-tick.C:
 		}
 		if n, err := c.Partitions(ctx); err == nil && n > partitions {
@@ -400,7 +471,7 @@ func drainOnSignal(ctx context.Context, cancel context.CancelCauseFunc) {
 
 // pipeline is the stream's Beam graph: read the topic, parse, route, window and
 // deliver, dead-letter what cannot be, and commit the offsets of what is finished.
-func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
+func pipeline(cfg *config.Config, src kafkaio.Config, runID string) *beam.Pipeline {
 	p, s := beam.NewPipelineWithRoot()
 
 	parts := kafkaio.Partitions(s, src)
@@ -409,7 +480,8 @@ func pipeline(cfg *config.Config, src kafkaio.Config) *beam.Pipeline {
 	out := sinks.Deliver(s, cfg, func(s beam.Scope, targets []route.Target) beam.PCollection {
 		return route.Fanout(s, targets, imps)
 	})
-	stored := deadletterio.WriteLive(s, cfg.DeadLetter, beam.Flatten(s, append(out.Dead, invalid)...))
+	stored := deadletterio.WriteLive(s, cfg.DeadLetter, beam.Flatten(s, append(out.Dead, invalid)...),
+		deadletterio.Receipts(runID))
 	// Every stage that finishes what was read says so; the offsets follow.
 	kafkaio.Commit(s, src, parts, append(out.Marks, read, stored)...)
 	return p

@@ -667,6 +667,41 @@ func TestStreamReadsAddedPartition(t *testing.T) {
 	}
 }
 
+// --restart-every drains the pipeline and starts a new one from the commits, while
+// impressions keep arriving: each reaches the webhook once and the S3 prefix once.
+func TestStreamRestartsEvery(t *testing.T) {
+	t.Parallel()
+	tp := newTopic(t)
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	s3 := testenv.NewS3(t)
+	bucket := s3.Bucket(t)
+	j := startConfig(t, tp, writeConfig(t, hookCfg+fmt.Sprintf(
+		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint)),
+		"--restart-every", "10s")
+	const n = 150
+	for i := 0; i < n; i += 5 { // for 30 s: across at least two restarts
+		tp.produce("acme", keys("a", i, i+5)...)
+		time.Sleep(time.Second)
+	}
+	waitFor(t, j, hook, n)
+	stored := copies(t, s3, bucket, "acme/")
+	for deadline := time.Now().Add(60 * time.Second); len(stored) < n && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		stored = copies(t, s3, bucket, "acme/")
+	}
+	stopDelivered(t, j, hook, n)
+	if restarts := strings.Count(j.stderr.String(), "the pipeline has run for --restart-every"); restarts < 2 {
+		t.Errorf("%d restarts in 30 s, want ≥ 2\n%s", restarts, j.stderr.String())
+	}
+	if len(stored) != n {
+		t.Errorf("%d of %d impressions stored", len(stored), n)
+	}
+	for k, c := range stored {
+		if c != 1 {
+			t.Errorf("impression %s is in %d objects", k, c)
+		}
+	}
+}
+
 // Brokers that cannot be reached, or a topic they do not have, fail the job at
 // startup, before it commits or reads anything: exit 1 once --start-timeout has
 // passed, naming the cause.
@@ -704,6 +739,33 @@ func TestStreamStartFailsClearly(t *testing.T) {
 	}
 }
 
+// Bad flags are exit 2 before anything is reached, each named.
+func TestStreamBadFlags(t *testing.T) {
+	t.Parallel()
+	_, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	cfgPath := writeConfig(t, hookCfg)
+	bin := testenv.Build(t, "./pipelines/stream")
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--start", "middle"}, `--start: "middle"`},
+		{[]string{"--isolation", "dirty"}, `--isolation: "dirty"`},
+		{[]string{"--offset-out-of-range", "skip"}, `--offset-out-of-range: "skip"`},
+		{[]string{"--shutdown-timeout", "0s"}, "--shutdown-timeout must be positive"},
+		{[]string{"--restart-every", "1s"}, "--restart-every must be 0 (never) or at least 10s, not 1s"},
+		{[]string{"--restart-every", "-1h"}, "--restart-every must be 0 (never) or at least 10s, not -1h0m0s"},
+	} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(bin, append([]string{"--config", cfgPath, "--brokers", "127.0.0.1:1", "--topic", "impressions"}, c.flags...)...)
+		cmd.Stderr = &stderr
+		cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d; want 2 saying %q\n%s", c.flags, code, c.want, stderr.String())
+		}
+	}
+}
+
 // addPartition adds a partition to the topic: number 3, the first time.
 func (tp *kafkaTopic) addPartition() {
 	tp.t.Helper()
@@ -714,6 +776,23 @@ func (tp *kafkaTopic) addPartition() {
 	if err != nil {
 		tp.t.Fatal(err)
 	}
+}
+
+// copies returns, for each impression stored under prefix, how many NDJSON objects
+// hold it.
+func copies(t *testing.T, s3 *testenv.S3, bucket, prefix string) map[string]int {
+	t.Helper()
+	held := map[string]int{}
+	for key, body := range s3.DataObjects(t, bucket, prefix) {
+		recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		for _, r := range recs {
+			held[r.Key]++
+		}
+	}
+	return held
 }
 
 // stopDelivered stops j with SIGINT, and fails unless it exits 0 and s holds want

@@ -11,5 +11,5 @@ import (
 func TestPortableState(t *testing.T) {
 	cfg := pipetest.AllTypes(t)
 	cfg.Live = true
-	pipetest.Portable(t, pipeline(cfg, kafkaio.Config{Brokers: []string{"127.0.0.1:9"}, Topic: "impressions", Group: "outflow"}))
+	pipetest.Portable(t, pipeline(cfg, kafkaio.Config{Brokers: []string{"127.0.0.1:9"}, Topic: "impressions", Group: "outflow"}, "stream-test"))
 }
