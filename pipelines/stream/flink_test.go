@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,43 @@ func TestStreamRecoversOnFlink(t *testing.T) {
 		if c != 1 {
 			t.Errorf("impression %s is in %d objects", k, c)
 		}
+	}
+	if st := hook.Status(); st.UniqueEvents != 80 {
+		t.Errorf("the webhook got %d unique impressions, want 80", st.UniqueEvents)
+	}
+}
+
+// A partition added while the stream runs on Flink with its workers in a worker pool,
+// beyond the reach of a drain: the launcher cancels the pipeline (after
+// --shutdown-timeout, here 5 s) and submits a new one, which reads the new partition
+// from its start and the others from their commits. Every impression reaches the
+// webhook, and the new partition's offsets are committed.
+func TestStreamReadsAddedPartitionOnFlink(t *testing.T) {
+	t.Parallel()
+	endpoint := testenv.FlinkJobServer(t)
+	tp := topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
+	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
+	workers := testenv.WorkerPool(t, testenv.Build(t, "./pipelines/stream"))
+	j := startConfig(t, tp, writeConfig(t, hookCfg),
+		append([]string{"--runner=flink", "--endpoint=" + endpoint, "--shutdown-timeout", "5s"}, workers.Flags...)...)
+	const patience = 5 * time.Minute
+	tp.produce("acme", keys("a", 0, 30)...)
+	waitForWithin(t, j, hook, 30, patience)
+	tp.addPartition()
+	tp.produceTo(3, "acme", keys("added", 0, 20)...)
+	waitForWithin(t, j, hook, 50, patience)
+	tp.produce("acme", keys("a", 30, 60)...)
+	waitForWithin(t, j, hook, 80, patience)
+	for deadline := time.Now().Add(patience); tp.committed()[3] != 20; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the added partition's offsets: committed %v, want 20 for partition 3\n%s", tp.committed(), j.stderr.String())
+		}
+	}
+	if code := j.stop(); code != 0 {
+		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())
+	}
+	if !strings.Contains(j.stderr.String(), "reading a partition added to the topic") {
+		t.Errorf("no word of the added partition\n%s", j.stderr.String())
 	}
 	if st := hook.Status(); st.UniqueEvents != 80 {
 		t.Errorf("the webhook got %d unique impressions, want 80", st.UniqueEvents)
