@@ -106,6 +106,7 @@ type dest struct {
 	pending                                                                                           metricname.Counter // impressions held, up and down
 	rate, oldest                                                                                      metricname.Gauge
 	delay                                                                                             *delaywatch.Watch
+	down                                                                                              bool // the limiter's circuit was open after the last drain
 }
 
 func newDeliverFn(targets []Target) *deliverFn {
@@ -217,6 +218,15 @@ func (fn *deliverFn) drain(sp state.Provider, tp timers.Provider, d *dest, in *a
 		fx.finished.Emit(marks)
 	}
 	d.rate.Set(fx.ctx, int64(d.lim.current()*1000))
+	if down := d.lim.isDown(); down != d.down {
+		d.down = down
+		if down {
+			oplog.L().WarnContext(fx.ctx, "the destination fails every request: only probes go out, further and further apart, until it answers; what was never sent waits without spending its retries",
+				"integration", d.ID)
+		} else {
+			oplog.L().InfoContext(fx.ctx, "the destination answers again: sending, one request at a time at first", "integration", d.ID)
+		}
+	}
 	if !wake.IsZero() {
 		fn.Wake.Set(tp, wake)
 	}

@@ -560,3 +560,59 @@ func TestMaxPendingOverflowsToDeadLetters(t *testing.T) {
 		}
 	}
 }
+
+// A destination down for 90 minutes, answering 500 to everything, behind a backlog of
+// 200 batches, with an hour of retries per batch: after five failures in a row only
+// probes go out, one at a time and further and further apart, so the destination
+// sees a few dozen requests rather than the backlog again and again; the batches
+// never sent spend none of their hour, so only those sent during the outage can run
+// out of it; once it answers, the rest is delivered, each impression once, and the
+// limiter starts again carefully (one request on the wire at a time).
+func TestOutageOpensCircuit(t *testing.T) {
+	const n = 2000
+	var back time.Time
+	during := 0
+	h := newHarness(Config{RequestsPerSecond: 50, MaxInFlight: 4, MaxBatchEvents: 10, MaxRetryDuration: configkit.Duration(time.Hour)},
+		func(now time.Time, b Batch) (Outcome, time.Duration) {
+			if now.Before(back) {
+				during++
+				return Outcome{Kind: Retry, Status: 500, Reason: "HTTP 500 Internal Server Error"}, 0
+			}
+			return Outcome{Kind: Delivered, Status: 200}, 0
+		})
+	start := h.now
+	back = start.Add(90 * time.Minute)
+	h.arrive(0, n)
+	h.runUntil(back)
+	if during > 40 {
+		t.Errorf("the destination was sent %d requests while it was down; want a few dozen at most (probes)", during)
+	}
+	if open, _ := h.circuit(); !open {
+		t.Error("the circuit is not open after 90 minutes of 500s")
+	}
+	h.runUntil(back.Add(time.Hour))
+	dead := len(h.tally.dead)
+	if dead > 10*during {
+		t.Errorf("%d impressions dead-lettered; only the %d requests sent during the outage could have run out of retries", dead, during)
+	}
+	if got := len(h.tally.delivered) + dead; got != n {
+		t.Errorf("%d impressions delivered or dead-lettered, want %d", got, n)
+	}
+	for k, c := range h.calls.events {
+		if c != 1 {
+			t.Errorf("%s accepted %d times", k, c)
+		}
+	}
+	if open, careful := h.circuit(); open || !careful.After(back) {
+		t.Errorf("after the outage: circuit open %v, careful until %v; want closed, and careful after %v", open, careful, back)
+	}
+	t.Logf("%d requests during the outage, %d impressions dead-lettered, %d delivered", during, dead, len(h.tally.delivered))
+}
+
+// circuit returns whether the limiter's circuit is open, and until when it sends one
+// request at a time.
+func (h *harness) circuit() (open bool, careful time.Time) {
+	h.d.lim.mu.Lock()
+	defer h.d.lim.mu.Unlock()
+	return h.d.lim.open, h.d.lim.careful
+}

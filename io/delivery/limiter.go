@@ -2,6 +2,8 @@ package delivery
 
 import (
 	"math"
+	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
@@ -20,6 +22,8 @@ import (
 // goes to 95% of the rate the destination was seen to accept over the last seconds,
 // so the rate settles just under the destination's real limit instead of see-sawing
 // between half and all of it. Retry-After, on any answer, pauses the destination.
+// Failed answers in a row open a circuit (see circuit): a destination that is down is
+// only probed.
 type limiter struct {
 	mu          sync.Mutex
 	wire        *sync.Cond    // signalled when a request leaves the wire
@@ -50,6 +54,17 @@ type limiter struct {
 	throttledAt float64
 	rtt         float64 // EWMA of latency, seconds
 	samples     int
+
+	// The circuit: after openAfter failed answers in a row (5xx, timeouts, connection
+	// errors, 503 without Retry-After) the destination counts as down, and only one
+	// request at a time goes out, a probe, each after a longer wait (probeWait). What
+	// was never sent waits in the queue without spending its retry budget; the first
+	// answer that is not a failure closes the circuit.
+	failures  int
+	open      bool
+	openUntil time.Time // no probe before
+	probing   bool      // a probe is scheduled or on the wire
+	opened    int       // probes failed since the circuit opened, plus one
 }
 
 const (
@@ -65,7 +80,21 @@ const (
 	carefulFor   = 30 * time.Second
 	belowRefused = 0.97             // of the rate last refused, the highest to go back to
 	probeAfter   = 60 * time.Second // without a refusal: try above it again
+
+	openAfter    = 5               // failed answers in a row that open the circuit
+	probeFirst   = 5 * time.Second // the wait before the first probe, doubled after each failed one
+	probeWaitMax = 5 * time.Minute // and never longer
 )
+
+// probeWait is the wait before probe n (1, 2, …) of an open circuit: exponential,
+// capped, with jitter so that destinations down together are not probed together.
+func probeWait(n int) time.Duration {
+	d := probeWaitMax
+	if n < 20 {
+		d = min(probeWaitMax, probeFirst<<(n-1))
+	}
+	return d/2 + rand.N(d/2+1)
+}
 
 func newLimiter(p Config) *limiter {
 	// Each of several workers takes its share of the destination's limits.
@@ -104,6 +133,9 @@ func (l *limiter) acquire(now time.Time, maxWait time.Duration) (at time.Time, w
 		l.limited = true
 	}
 	l.scheduled++
+	if l.open {
+		l.probing = true
+	}
 	return now.Add(d), 0, true
 }
 
@@ -140,6 +172,10 @@ func (l *limiter) held(now time.Time) (wait time.Duration, held bool) {
 		return minPoll, true
 	case now.Before(l.pausedUntil):
 		return l.pausedUntil.Sub(now), true
+	case l.open && now.Before(l.openUntil):
+		return l.openUntil.Sub(now), true
+	case l.open && (l.probing || l.scheduled > 0):
+		return l.answerWait(), true // the probe's answer decides
 	case l.scheduled >= l.maxScheduled():
 		return l.answerWait(), true
 	}
@@ -155,7 +191,7 @@ func (l *limiter) enter() bool {
 	defer l.mu.Unlock()
 	for {
 		now := time.Now()
-		if now.Before(l.pausedUntil) || l.gone != "" {
+		if _, paused := l.heldAt(now); paused {
 			return false
 		}
 		limit := l.maxInFlight
@@ -170,18 +206,29 @@ func (l *limiter) enter() bool {
 	}
 }
 
-// pausedAt reports whether the destination is paused at t: a request that waited for
-// its slot must not go out once a Retry-After has come in meanwhile.
+// pausedAt reports whether a request scheduled at t must not go out, and until when:
+// a Retry-After came in, or the circuit opened, while it waited for its slot.
 func (l *limiter) pausedAt(t time.Time) (until time.Time, paused bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.pausedUntil, t.Before(l.pausedUntil) || l.gone != ""
+	return l.heldAt(t)
+}
+
+// heldAt is pausedAt with l.mu held. The circuit's probe is scheduled at or after
+// openUntil; what was scheduled before it does not go out.
+func (l *limiter) heldAt(t time.Time) (until time.Time, paused bool) {
+	until = l.pausedUntil
+	if l.open && l.openUntil.After(until) {
+		until = l.openUntil
+	}
+	return until, t.Before(until) || l.gone != ""
 }
 
 // cancel releases a scheduled request that was not sent.
 func (l *limiter) cancel() {
 	l.mu.Lock()
 	l.scheduled--
+	l.probing = false // a probe not sent: the next request is one
 	l.mu.Unlock()
 }
 
@@ -201,6 +248,10 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 	if o.Kind == Gone && l.gone == "" {
 		l.gone = o.Reason
 	}
+	failed := o.Kind == Retry || (o.Kind == Throttle && o.Status == http.StatusServiceUnavailable && retryAfter == 0)
+	if l.circuit(now, failed) {
+		return // a destination that is down says nothing of its rate
+	}
 	slow := l.observe(latency)
 	switch {
 	case o.Kind == Throttle && retryAfter > 0 && !l.acceptedSinceCut && !l.lastCut.IsZero():
@@ -219,6 +270,44 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 		l.trim(now)
 		l.raise(now)
 	}
+}
+
+// circuit counts an answer, failed or not, opening the circuit after openAfter
+// failures in a row and closing it at the first answer that is not one. It reports
+// whether the answer came while the circuit was open, or opened it.
+func (l *limiter) circuit(now time.Time, failed bool) bool {
+	if !failed {
+		l.failures = 0
+		if !l.open {
+			return false
+		}
+		// Back: one request at a time for a while, then the rate it had.
+		l.open, l.probing, l.opened = false, false, 0
+		l.careful = now.Add(carefulFor)
+		return true
+	}
+	l.failures++
+	switch {
+	case l.open && l.probing:
+		l.probing = false
+		l.opened++
+		l.openUntil = now.Add(probeWait(l.opened))
+	case l.open:
+		// A request that left before the circuit opened.
+	case l.failures >= openAfter:
+		l.open, l.opened = true, 1
+		l.openUntil = now.Add(probeWait(1))
+	default:
+		return false
+	}
+	return true
+}
+
+// isDown reports whether the circuit is open.
+func (l *limiter) isDown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open
 }
 
 // observe folds a latency into the average and says whether it was unusually slow.
