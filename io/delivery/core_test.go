@@ -45,7 +45,8 @@ func TestDefaultClassify(t *testing.T) {
 		{Response{Status: 413}, Split},
 		{Response{Status: 408}, Retry},
 		{Response{Status: 500}, Retry},
-		{Response{Status: 504}, Retry},
+		{Response{Status: 504}, Throttle},
+		{Response{Status: 502}, Throttle},
 		{Response{Status: 400, Body: []byte(`{"error":"bad"}`)}, Reject},
 		{Response{Status: 401}, Reject},
 		{Response{Status: 410}, Reject},
@@ -329,5 +330,43 @@ func TestLimiterHistoryTrimmed(t *testing.T) {
 	}
 	if n := len(l.accepted); n > int(history/(10*time.Millisecond))+1 {
 		t.Errorf("%d accepted requests remembered; want those of the last %v only", n, history)
+	}
+}
+
+// What opens the circuit: five failed answers in a row, 502/503/504 without
+// Retry-After among them; a 503 with Retry-After (a pause, which the destination asked
+// for) and a 429 (a rate) are no failures, and any answer that is not one starts the
+// count again.
+func TestCircuitCountsFailures(t *testing.T) {
+	now := time.Unix(1000, 0)
+	answer := func(l *limiter, o Outcome, retryAfter time.Duration) {
+		l.acquire(now, time.Hour)
+		l.done(now, o, retryAfter, time.Millisecond)
+		now = now.Add(2 * time.Second)
+	}
+	for _, c := range []struct {
+		name    string
+		answers []Outcome
+		pauses  []time.Duration
+		open    bool
+	}{
+		{"five 502s", []Outcome{{Kind: Throttle, Status: 502}, {Kind: Throttle, Status: 502}, {Kind: Throttle, Status: 504},
+			{Kind: Retry, Status: 500}, {Kind: Retry}}, nil, true},
+		{"a 429 between", []Outcome{{Kind: Retry, Status: 500}, {Kind: Retry, Status: 500}, {Kind: Throttle, Status: 429},
+			{Kind: Retry, Status: 500}, {Kind: Retry, Status: 500}, {Kind: Retry, Status: 500}}, nil, false},
+		{"503s with Retry-After", []Outcome{{Kind: Throttle, Status: 503}, {Kind: Throttle, Status: 503}, {Kind: Throttle, Status: 503},
+			{Kind: Throttle, Status: 503}, {Kind: Throttle, Status: 503}}, []time.Duration{time.Second, time.Second, time.Second, time.Second, time.Second}, false},
+	} {
+		l := newLimiter(Config{RequestsPerSecond: 100, MinRequestsPerSecond: 1, MaxInFlight: 4})
+		for i, o := range c.answers {
+			var pause time.Duration
+			if c.pauses != nil {
+				pause = c.pauses[i]
+			}
+			answer(l, o, pause)
+		}
+		if l.isDown() != c.open {
+			t.Errorf("%s: circuit open %v, want %v", c.name, l.isDown(), c.open)
+		}
 	}
 }

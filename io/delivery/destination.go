@@ -58,7 +58,7 @@ type Kind int
 const (
 	Delivered Kind = iota // accepted
 	Retry                 // try again after a backoff: 5xx, 408, timeouts, resets
-	Throttle              // 429/503: back off and lower the rate
+	Throttle              // 429, 502/503/504: back off and lower the rate
 	Split                 // 413: send the halves
 	Partial               // some items held back (Hold) and/or rejected (Rejected); the rest delivered or resent
 	Reject                // dead-letter the batch: other 4xx
@@ -94,7 +94,7 @@ func DefaultClassify(r *Response) Outcome {
 		return Outcome{Kind: Retry, Reason: r.Err.Error()}
 	case s >= 200 && s < 300:
 		return Outcome{Kind: Delivered, Status: s}
-	case s == http.StatusTooManyRequests || s == http.StatusServiceUnavailable:
+	case s == http.StatusTooManyRequests || pushBack(s):
 		return Outcome{Kind: Throttle, Status: s, Reason: statusReason(r)}
 	case s == http.StatusRequestEntityTooLarge:
 		return Outcome{Kind: Split, Status: s, Reason: statusReason(r)}
@@ -102,6 +102,14 @@ func DefaultClassify(r *Response) Outcome {
 		return Outcome{Kind: Retry, Status: s, Reason: statusReason(r)}
 	}
 	return Outcome{Kind: Reject, Status: s, Reason: statusReason(r)}
+}
+
+// pushBack reports whether status is a server's push-back (CONTRACT §5): 503, and the
+// 502 and 504 of the proxies and gateways in front of an overloaded server. They
+// lower the rate as a 429 does; without a Retry-After they count as failures too
+// (limiter.circuit).
+func pushBack(status int) bool {
+	return status == http.StatusServiceUnavailable || status == http.StatusBadGateway || status == http.StatusGatewayTimeout
 }
 
 // statusReason describes an answer by its status and the start of its body, which

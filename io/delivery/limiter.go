@@ -3,7 +3,6 @@ package delivery
 import (
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
@@ -56,7 +55,7 @@ type limiter struct {
 	samples     int
 
 	// The circuit: after openAfter failed answers in a row (5xx, timeouts, connection
-	// errors, 503 without Retry-After) the destination counts as down, and only one
+	// errors, 502/503/504 without Retry-After) the destination counts as down, and only one
 	// request at a time goes out, a probe, each after a longer wait (probeWait). What
 	// was never sent waits in the queue without spending its retry budget; the first
 	// answer that is not a failure closes the circuit.
@@ -248,7 +247,7 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 	if o.Kind == Gone && l.gone == "" {
 		l.gone = o.Reason
 	}
-	failed := o.Kind == Retry || (o.Kind == Throttle && o.Status == http.StatusServiceUnavailable && retryAfter == 0)
+	failed := o.Kind == Retry || (o.Kind == Throttle && pushBack(o.Status) && retryAfter == 0)
 	if l.circuit(now, failed) {
 		return // a destination that is down says nothing of its rate
 	}

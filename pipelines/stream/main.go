@@ -328,8 +328,8 @@ func commitStarts(ctx context.Context, c *kafkaio.Committer, start string, srv *
 // partitionsEvery is how often the topic is looked at for partitions added to it.
 const partitionsEvery = 10 * time.Second
 
-// errRestart ends a pipeline whose drain for a restart took longer than
-// --shutdown-timeout.
+// errRestart ends a pipeline whose drain for a restart took longer than restartDrain
+// (or --shutdown-timeout, if shorter).
 var errRestart = errors.New("restarting the pipeline")
 
 // restartDrain bounds how long a restart waits for the pipeline to drain before it
