@@ -82,7 +82,7 @@ var (
 	isolation = flag.String("isolation", kafkaio.ReadCommitted, "which records are read: "+kafkaio.ReadCommitted+
 		" (records of aborted or open transactions never are) or "+kafkaio.ReadUncommitted)
 	restartEvery = flag.Duration("restart-every", 0, "start a new pipeline this often, as when partitions are added (0: never). "+
-		"For Flink job servers older than Beam 2.76, which keep state for every checkpoint a Kafka reader takes until the job ends (apache/beam#27648)")
+		"For Flink job servers without apache/beam#39191 (2.73 and older), which keep state for every checkpoint a Kafka reader takes until the job ends (apache/beam#27648)")
 	outOfRange = flag.String("offset-out-of-range", kafkaio.FailLost, "when the offset to read next is no longer in the log "+
 		"(retention passed it): "+kafkaio.FailLost+" (exit 1, naming the records lost) or "+kafkaio.SkipLost+
 		" (go on from the earliest offset held, with an ERROR line)")
@@ -345,7 +345,7 @@ const restartDrain = 10 * time.Second
 // or --shutdown-timeout), commits the new partitions' earliest offsets and runs a new
 // pipeline, which reads them from there and the others from their commits.
 // --restart-every bounds what Beam's Flink runner keeps for the Kafka readers'
-// checkpoints before 2.76 (apache/beam#27648, fixed by apache/beam#39191): a state
+// checkpoints up to 2.73 at least (apache/beam#27648, fixed by apache/beam#39191): a state
 // descriptor for each, every second or two per partition, until the job ends.
 func runGrowing(ctx context.Context, cfg *config.Config, src kafkaio.Config, c *kafkaio.Committer, partitions int, runID string) ([]beam.PipelineResult, error) {
 	var results []beam.PipelineResult
