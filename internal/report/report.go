@@ -186,14 +186,19 @@ func CountsOf(res beam.PipelineResult) (c Counts, ok bool) {
 	if !ok {
 		return nil, false
 	}
-	c = Counts{}
+	c = countsIn(results)
+	return c, len(c) > 0
+}
+
+func countsIn(results metrics.Results) Counts {
+	c := Counts{}
 	for _, m := range results.AllMetrics().Counters() {
 		if c[m.Namespace()] == nil {
 			c[m.Namespace()] = map[string]int64{}
 		}
 		c[m.Namespace()][m.Name()] += m.Result() // summed over steps
 	}
-	return c, len(c) > 0
+	return c
 }
 
 // Get returns the total of name in namespace ns.
@@ -211,15 +216,17 @@ func (r *Report) AddCounts(c Counts) {
 }
 
 // AddMetrics adds a finished job's committed metrics to the counts; a backfill made
-// of several jobs calls it once for each.
-func (r *Report) AddMetrics(res beam.PipelineResult) {
+// of several jobs calls it once for each. It reports whether the runner returned
+// counters (CountsOf).
+func (r *Report) AddMetrics(res beam.PipelineResult) (counted bool) {
 	results, ok := metricsOf(res)
 	if !ok {
-		return
+		return false
 	}
-	c, _ := CountsOf(res)
+	c := countsIn(results)
 	r.AddCounts(c)
 	r.addOthers(results)
+	return len(c) > 0
 }
 
 // AddDistributionsAndGauges adds a finished job's delay distributions and rate-limit

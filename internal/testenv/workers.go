@@ -42,6 +42,16 @@ func ExternalWorkers(t testing.TB, bin string) *Workers {
 	return w
 }
 
+// FlinkWorkers starts the worker pool of the pipeline binary bin, for FlinkJobServer's
+// job server: its Flags send a launcher's job there, with its workers in the pool.
+func FlinkWorkers(t testing.TB, bin string) *Workers {
+	t.Helper()
+	endpoint := FlinkJobServer(t)
+	w := WorkerPool(t, bin)
+	w.Flags = append([]string{"--runner=flink", "--endpoint=" + endpoint}, w.Flags...)
+	return w
+}
+
 // WorkerPool starts the worker pool of the pipeline binary bin, for a job server the
 // test chooses: its Flags are only the environment flags that send a job's workers
 // there (--environment_type EXTERNAL --environment_config localhost:PORT).

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -54,15 +53,13 @@ func TestStreamToHTTPOnFlink(t *testing.T) {
 // least once.
 func TestStreamRecoversOnFlink(t *testing.T) {
 	t.Parallel()
-	endpoint := testenv.FlinkJobServer(t)
+	testenv.FlinkJobServer(t) // or skip before starting anything
 	tp := topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
+	s3, bucket, s3Cfg := acmeS3(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
-	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf(
-		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint))
-	workers := testenv.WorkerPool(t, testenv.Build(t, "./pipelines/stream"))
-	j := startConfig(t, tp, cfgPath, append([]string{"--runner=flink", "--endpoint=" + endpoint, "--shutdown-timeout", "5s"}, workers.Flags...)...)
+	cfgPath := writeConfig(t, hookCfg+s3Cfg)
+	workers := testenv.FlinkWorkers(t, testenv.Build(t, "./pipelines/stream"))
+	j := startConfig(t, tp, cfgPath, append(workers.Flags, "--shutdown-timeout", "5s")...)
 	const patience = 5 * time.Minute
 	tp.produce("acme", keys("a", 0, 40)...)
 	waitForWithin(t, j, hook, 40, patience)
@@ -71,21 +68,11 @@ func TestStreamRecoversOnFlink(t *testing.T) {
 	workers.Restart(t)
 	tp.produce("acme", keys("b", 0, 40)...)
 	waitForWithin(t, j, hook, 80, patience)
-	stored := copies(t, s3, bucket, "acme/")
-	for deadline := time.Now().Add(patience); len(stored) < 80 && time.Now().Before(deadline); time.Sleep(time.Second) {
-		stored = copies(t, s3, bucket, "acme/")
-	}
+	stored := waitCopies(t, j, s3, bucket, "acme/", 80, patience)
 	if code := j.stop(); code != 0 {
 		t.Errorf("exit %d after SIGINT\n%s", code, j.stderr.String())
 	}
-	if len(stored) != 80 {
-		t.Errorf("%d of 80 impressions stored", len(stored))
-	}
-	for k, c := range stored {
-		if c != 1 {
-			t.Errorf("impression %s is in %d objects", k, c)
-		}
-	}
+	onceEach(t, stored, 80)
 	if st := hook.Status(); st.UniqueEvents != 80 {
 		t.Errorf("the webhook got %d unique impressions, want 80", st.UniqueEvents)
 	}
@@ -98,12 +85,11 @@ func TestStreamRecoversOnFlink(t *testing.T) {
 // webhook, and the new partition's offsets are committed.
 func TestStreamReadsAddedPartitionOnFlink(t *testing.T) {
 	t.Parallel()
-	endpoint := testenv.FlinkJobServer(t)
+	testenv.FlinkJobServer(t) // or skip before starting anything
 	tp := topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
-	workers := testenv.WorkerPool(t, testenv.Build(t, "./pipelines/stream"))
-	j := startConfig(t, tp, writeConfig(t, hookCfg),
-		append([]string{"--runner=flink", "--endpoint=" + endpoint, "--shutdown-timeout", "5s"}, workers.Flags...)...)
+	workers := testenv.FlinkWorkers(t, testenv.Build(t, "./pipelines/stream"))
+	j := startConfig(t, tp, writeConfig(t, hookCfg), append(workers.Flags, "--shutdown-timeout", "5s")...)
 	const patience = 5 * time.Minute
 	tp.produce("acme", keys("a", 0, 30)...)
 	waitForWithin(t, j, hook, 30, patience)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/kafkaio"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Killed (SIGKILL) after S3 objects are written, while a slow webhook still holds
@@ -39,21 +37,18 @@ func TestStreamKilledMidFlight(t *testing.T) {
 
 func testKilledMidFlight(t *testing.T, mode string) {
 	var tp *kafkaTopic
-	var flinkEndpoint string
 	if mode == "flink" { // where users run it: a real broker too
-		flinkEndpoint = testenv.FlinkJobServer(t) // or skip before starting anything
+		testenv.FlinkJobServer(t) // or skip before starting anything
 		tp = topicOn(t, testenv.NewKafka(t).Plain, kafkaio.Security{})
 	} else {
 		tp = newTopic(t)
 	}
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
+	s3, bucket, s3Cfg := acmeS3(t)
 	// 10 impressions a second: the webhook's copies are in flight long after the
 	// objects are stored.
 	hook, hookCfg := webhook(t, "acme", destsim.Options{RateLimit: 1, Burst: 1}, ", delivery: {max_batch_events: 10}")
 	refuses := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Status: 400})
-	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf(
-		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint)+
+	cfgPath := writeConfig(t, hookCfg+s3Cfg+
 		fmt.Sprintf("  - {id: acme-refused, tenant: acme, type: webhook, window: 2s, webhook: {url: %q, secret: %q}}\n", refuses.URL()+"/h", hookSecret))
 	bin := testenv.Build(t, "./pipelines/stream")
 	// How long each step may take: on Flink, with the job submitted again and CI's
@@ -68,8 +63,7 @@ func testKilledMidFlight(t *testing.T, mode string) {
 		case "embedded":
 			return startConfig(t, tp, cfgPath), nil
 		case "flink":
-			w = testenv.WorkerPool(t, bin)
-			w.Flags = append([]string{"--runner=flink", "--endpoint=" + flinkEndpoint}, w.Flags...)
+			w = testenv.FlinkWorkers(t, bin)
 		default:
 			w = testenv.ExternalWorkers(t, bin)
 		}
@@ -78,20 +72,7 @@ func testKilledMidFlight(t *testing.T, mode string) {
 		// has passed, which need not be the default minute here.
 		return startConfig(t, tp, cfgPath, append(w.Flags, "--shutdown-timeout", "5s")...), w
 	}
-	stored := func() map[string]int { return copies(t, s3, bucket, "acme/") }
-	waitStored := func(j *streamJob, want int) {
-		t.Helper()
-		for deadline := time.Now().Add(patience); len(stored()) < want; time.Sleep(200 * time.Millisecond) {
-			select {
-			case <-j.exited:
-				t.Fatalf("the job ended (exit code %d) with %d of %d impressions stored\n%s", j.cmd.ProcessState.ExitCode(), len(stored()), want, j.stderr.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d impressions stored\n%s", len(stored()), want, j.stderr.String())
-			}
-		}
-	}
+	waitStored := func(j *streamJob, want int) { waitCopies(t, j, s3, bucket, "acme/", want, patience) }
 
 	j, workers := start()
 	// The pipeline commits: all of a first lot finished, the group's offsets reach
@@ -124,11 +105,7 @@ func testKilledMidFlight(t *testing.T, mode string) {
 
 	j, _ = start()
 	tp.produce("acme", keys("b", 0, 50)...)
-	for range 3 {
-		if err := tp.cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte("not an impression")}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp.produceInvalid(3)
 	waitStored(j, 180)
 	waitForWithin(t, j, hook, 180, patience)
 	time.Sleep(3 * time.Second) // time for a copy to arrive, if one were sent
@@ -158,11 +135,7 @@ func testKilledMidFlight(t *testing.T, mode string) {
 		t.Errorf("report: %d invalid lines, want 3\n%s", rep.InvalidLines, data)
 	}
 	t.Logf("counts incomplete: %q", rep.Incomplete)
-	for k, n := range stored() {
-		if n != 1 {
-			t.Errorf("impression %s is in %d objects", k, n)
-		}
-	}
+	onceEach(t, copies(t, s3, bucket, "acme/"), 180)
 	st := hook.Status()
 	if st.UniqueEvents != 180 {
 		t.Errorf("the webhook got %d unique impressions, want 180", st.UniqueEvents)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -30,11 +29,9 @@ import (
 func TestStreamImpressionsFarFromRecordTime(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
+	s3, bucket, s3Cfg := acmeS3(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
-	cfgPath := writeConfig(t, hookCfg+fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
-		bucket, s3.Endpoint))
+	cfgPath := writeConfig(t, hookCfg+s3Cfg)
 	j := startConfig(t, tp, cfgPath)
 
 	now := time.Now()

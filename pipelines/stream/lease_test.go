@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/outflow/outflow/internal/testenv"
 	"github.com/outflow/outflow/io/objectio"
 )
 
@@ -18,10 +16,8 @@ import (
 func TestStreamStopsWhenItsLeaseIsBroken(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
-	cfgPath := writeConfig(t, fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
-		bucket, s3.Endpoint))
+	s3, bucket, s3Cfg := acmeS3(t)
+	cfgPath := writeConfig(t, s3Cfg)
 	target := s3.ObjectTarget("acme-s3", bucket, "acme")
 	store, err := objectio.NewStore(context.Background(), target.Kind, target.Settings)
 	if err != nil {

@@ -273,10 +273,9 @@ func countDeadLettered(rep *report.Report, results []beam.PipelineResult, deadLe
 	}
 	complete := len(results) > 0 // every pipeline's counts known
 	for _, res := range results {
-		if _, ok := report.CountsOf(res); !ok {
+		if !rep.AddMetrics(res) {
 			complete = false
 		}
-		rep.AddMetrics(res)
 	}
 	if live := metricname.Live(); len(live) > 0 {
 		rep.SetCounts(live)

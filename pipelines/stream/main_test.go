@@ -220,11 +220,9 @@ func TestStreamToHTTP(t *testing.T) {
 func TestStreamToObjects(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
+	s3, bucket, s3Cfg := acmeS3(t)
 	hook, hookCfg := webhook(t, "globex", destsim.Options{}, "")
-	j := startJob(t, tp, hookCfg+fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
-		bucket, s3.Endpoint))
+	j := startJob(t, tp, hookCfg+s3Cfg)
 	at := time.Now()
 	tp.produceAt(at, "acme", keys("a", 0, 30)...)
 	tp.produceAt(at, "globex", keys("g", 0, 30)...)
@@ -383,9 +381,7 @@ func TestStreamKilledResumesFromCommits(t *testing.T) {
 	tp := newTopic(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
 	tp.produce("acme", keys("a", 0, 50)...)
-	if err := tp.cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte("not an impression")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	tp.produceInvalid(1)
 	j := startJob(t, tp, hookCfg)
 	waitFor(t, j, hook, 50)
 	invalid := filepath.Join(filepath.Dir(j.config), "dead", "invalid")
@@ -673,10 +669,8 @@ func TestStreamRestartsEvery(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
 	hook, hookCfg := webhook(t, "acme", destsim.Options{}, "")
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
-	j := startConfig(t, tp, writeConfig(t, hookCfg+fmt.Sprintf(
-		"  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n", bucket, s3.Endpoint)),
+	s3, bucket, s3Cfg := acmeS3(t)
+	j := startConfig(t, tp, writeConfig(t, hookCfg+s3Cfg),
 		"--restart-every", "10s")
 	const n = 150
 	for i := 0; i < n; i += 5 { // for 30 s: across at least two restarts
@@ -684,22 +678,12 @@ func TestStreamRestartsEvery(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	waitFor(t, j, hook, n)
-	stored := copies(t, s3, bucket, "acme/")
-	for deadline := time.Now().Add(60 * time.Second); len(stored) < n && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		stored = copies(t, s3, bucket, "acme/")
-	}
+	stored := waitCopies(t, j, s3, bucket, "acme/", n, 60*time.Second)
 	stopDelivered(t, j, hook, n)
 	if restarts := strings.Count(j.stderr.String(), "the pipeline has run for --restart-every"); restarts < 2 {
 		t.Errorf("%d restarts in 30 s, want ≥ 2\n%s", restarts, j.stderr.String())
 	}
-	if len(stored) != n {
-		t.Errorf("%d of %d impressions stored", len(stored), n)
-	}
-	for k, c := range stored {
-		if c != 1 {
-			t.Errorf("impression %s is in %d objects", k, c)
-		}
-	}
+	onceEach(t, stored, n)
 }
 
 // Brokers that cannot be reached, or a topic they do not have, fail the job at
@@ -775,6 +759,60 @@ func (tp *kafkaTopic) addPartition() {
 	}
 	if err != nil {
 		tp.t.Fatal(err)
+	}
+}
+
+// acmeS3 starts an S3 API server with a bucket for the test, and returns them and
+// the config line of integration acme-s3: tenant acme's impressions in 2 s windows
+// under prefix acme/.
+func acmeS3(t *testing.T) (s3 *testenv.S3, bucket, cfg string) {
+	t.Helper()
+	s3 = testenv.NewS3(t)
+	bucket = s3.Bucket(t)
+	return s3, bucket, fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
+		bucket, s3.Endpoint)
+}
+
+// waitCopies waits at most limit until want impressions are stored under prefix, and
+// returns copies then; it fails if the job ends first.
+func waitCopies(t *testing.T, j *streamJob, s3 *testenv.S3, bucket, prefix string, want int, limit time.Duration) map[string]int {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(200 * time.Millisecond) {
+		held := copies(t, s3, bucket, prefix)
+		if len(held) >= want {
+			return held
+		}
+		select {
+		case <-j.exited:
+			t.Fatalf("the job ended (exit code %d) with %d of %d impressions stored\n%s", j.cmd.ProcessState.ExitCode(), len(held), want, j.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d impressions stored\n%s", len(held), want, j.stderr.String())
+		}
+	}
+}
+
+// onceEach fails unless held (copies) has want impressions, each in one object.
+func onceEach(t *testing.T, held map[string]int, want int) {
+	t.Helper()
+	if len(held) != want {
+		t.Errorf("%d of %d impressions stored", len(held), want)
+	}
+	for k, n := range held {
+		if n != 1 {
+			t.Errorf("impression %s is in %d objects", k, n)
+		}
+	}
+}
+
+// produceInvalid writes n records that hold no impression.
+func (tp *kafkaTopic) produceInvalid(n int) {
+	tp.t.Helper()
+	for range n {
+		if err := tp.cl.ProduceSync(context.Background(), &kgo.Record{Topic: "impressions", Value: []byte("not an impression")}).FirstErr(); err != nil {
+			tp.t.Fatal(err)
+		}
 	}
 }
 

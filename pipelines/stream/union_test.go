@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/outflow/outflow/internal/testenv"
-	"github.com/outflow/outflow/transforms/encode"
 )
 
 // A stream, then a backfill over a file that holds what the stream stored and more,
@@ -20,36 +19,10 @@ import (
 func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 	t.Parallel()
 	tp := newTopic(t)
-	s3 := testenv.NewS3(t)
-	bucket := s3.Bucket(t)
-	cfgPath := writeConfig(t, fmt.Sprintf("  - {id: acme-s3, tenant: acme, type: s3, window: 2s, s3: {bucket: %s, prefix: acme, endpoint: %s}}\n",
-		bucket, s3.Endpoint))
-	stored := func() (map[string]int, map[string][]byte) { // impression key -> objects holding it
-		held := map[string]int{}
-		objects := s3.DataObjects(t, bucket, "acme/")
-		for key, body := range objects {
-			recs, err := encode.ReadObject(bytes.NewReader(body), encode.NDJSON)
-			if err != nil {
-				t.Fatalf("%s: %v", key, err)
-			}
-			for _, r := range recs {
-				held[r.Key]++
-			}
-		}
-		return held, objects
-	}
-	waitStored := func(j *streamJob, want int) {
-		t.Helper()
-		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			if held, _ := stored(); len(held) >= want {
-				return
-			}
-			if time.Now().After(deadline) {
-				held, _ := stored()
-				t.Fatalf("after 90 s, %d of %d impressions stored\n%s", len(held), want, j.stderr.String())
-			}
-		}
-	}
+	s3, bucket, s3Cfg := acmeS3(t)
+	cfgPath := writeConfig(t, s3Cfg)
+	stored := func() map[string]int { return copies(t, s3, bucket, "acme/") }
+	objects := func() map[string][]byte { return s3.DataObjects(t, bucket, "acme/") }
 	at := time.Now().Add(-time.Minute)
 	var lines []string
 	for _, k := range keys("a", 0, 50) {
@@ -63,7 +36,7 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 
 	j := startConfig(t, tp, cfgPath)
 	tp.produceAt(at, "acme", keys("a", 0, 30)...)
-	waitStored(j, 30)
+	waitCopies(t, j, s3, bucket, "acme/", 30, 90*time.Second)
 	// One writer at a time: while the stream runs, the backfill is refused before it
 	// writes, naming the stream.
 	backfill := testenv.Run(t, backfillBin, "--config", cfgPath, "--input", input)
@@ -71,20 +44,20 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 		!strings.Contains(backfill.Stderr, "acme/_outflow.lease") || !strings.Contains(backfill.Stderr, "--break-lease") {
 		t.Fatalf("a backfill while the stream runs: exit %d, want 2 naming the stream's lease\n%s", backfill.Code, backfill.Stderr)
 	}
-	if held, _ := stored(); len(held) != 30 {
+	if held := stored(); len(held) != 30 {
 		t.Fatalf("the refused backfill stored something: %d impressions held, want 30", len(held))
 	}
 	if code := j.stop(); code != 0 {
 		t.Fatalf("stream: exit %d\n%s", code, j.stderr.String())
 	}
-	_, afterStream := stored()
+	afterStream := objects()
 
 	// The backfill reads the stream's 30 and 20 more, of the same windows.
 	backfill = testenv.Run(t, backfillBin, "--config", cfgPath, "--input", input)
 	if backfill.Code != 0 {
 		t.Fatalf("backfill: exit %d\n%s", backfill.Code, backfill.Stderr)
 	}
-	held, afterBackfill := stored()
+	afterBackfill := objects()
 	for key, body := range afterStream {
 		if !bytes.Equal(afterBackfill[key], body) {
 			t.Errorf("the backfill replaced the stream's object %s", key)
@@ -95,12 +68,12 @@ func TestStreamAndBackfillShareAPrefix(t *testing.T) {
 	j = startConfig(t, tp, cfgPath)
 	tp.produceAt(at, "acme", keys("a", 20, 50)...)
 	tp.produce("acme", keys("b", 0, 10)...)
-	waitStored(j, 60)
+	waitCopies(t, j, s3, bucket, "acme/", 60, 90*time.Second)
 	time.Sleep(3 * time.Second) // time for a copy to be stored, if one were
 	if code := j.stop(); code != 0 {
 		t.Errorf("stream: exit %d\n%s", code, j.stderr.String())
 	}
-	held, _ = stored()
+	held := stored()
 	for _, k := range append(keys("a", 0, 50), keys("b", 0, 10)...) {
 		if held[k] != 1 {
 			t.Errorf("impression %s is in %d objects, want 1", k, held[k])
