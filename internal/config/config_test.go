@@ -112,6 +112,7 @@ integrations:
     tenant: acme
     type: segment
     segment: {write_key: "${SET_BUT_EMPTY}"}
+    delivery: {retry_schedule: [5s, 0s]}
   - id: half-second
     tenant: acme
     type: gcs
@@ -148,6 +149,7 @@ integrations:
 		`integration "hook": webhook.secret: must be whsec_`,
 		`integration "hook": s3: section given, but the type is "webhook"`,
 		`integration "seg": segment.write_key: is required`,
+		`integration "seg": delivery.retry_schedule[1]: must be > 0; got 0s`,
 		`integration "half-second": window: 1.5s must be a whole number of seconds for an object store`,
 	} {
 		if !strings.Contains(all, want) {

@@ -46,17 +46,19 @@ func (b *Batch) part(idx []int) Batch {
 	return p
 }
 
-// halves splits b in two, for a 413.
-func (b *Batch) halves() (Batch, Batch) {
-	mid := len(b.Imps) / 2
-	first, second := make([]int, mid), make([]int, len(b.Imps)-mid)
-	for i := range first {
-		first[i] = i
+// pieces splits b, for a 413, into parts of at most size events (and at most half of
+// b's).
+func (b *Batch) pieces(size int) []Batch {
+	size = max(1, min(size, len(b.Imps)/2))
+	var out []Batch
+	for from := 0; from < len(b.Imps); from += size {
+		idx := make([]int, 0, size)
+		for i := from; i < min(from+size, len(b.Imps)); i++ {
+			idx = append(idx, i)
+		}
+		out = append(out, b.part(idx))
 	}
-	for i := range second {
-		second[i] = mid + i
-	}
-	return b.part(first), b.part(second)
+	return out
 }
 
 func marshalBatch(b Batch) ([]byte, error) {

@@ -2,6 +2,7 @@
 package delivery
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/outflow/outflow/internal/configkit"
@@ -19,17 +20,21 @@ type Config struct {
 	MaxBatchBytes        int     `yaml:"max_batch_bytes" json:"max_batch_bytes"`
 	// Timeout bounds one request.
 	Timeout configkit.Duration `yaml:"timeout" json:"timeout"`
-	// MaxRetryDuration is how long a batch is retried before it is dead-lettered.
+	// MaxRetryDuration is how long a batch is retried, from its first send, before it
+	// is dead-lettered.
 	MaxRetryDuration configkit.Duration `yaml:"max_retry_duration" json:"max_retry_duration"`
+	// RetrySchedule is the wait before each retry of one batch (the first retry waits
+	// the first), with ±10% jitter; the last repeats. Empty: 1 s doubling to 5 min,
+	// with jitter.
+	RetrySchedule []configkit.Duration `yaml:"retry_schedule" json:"retry_schedule,omitempty"`
 	// MaxPendingImpressions bounds, in a stream, the impressions held for the
 	// destination while it does not keep up (an outage): past it, what arrives is
 	// dead-lettered for replay, so memory stays bounded and other destinations keep
 	// their freshness. Batch jobs, whose input is bounded, ignore it.
 	MaxPendingImpressions int `yaml:"max_pending_impressions" json:"max_pending_impressions"`
-	// Workers is how many worker processes send to the destination at once (a runner
-	// with several workers): each takes this share of requests_per_second and
-	// max_in_flight, so together they stay under the limits. Default 1.
-	Workers int `yaml:"workers" json:"workers"`
+	// Workers is accepted and ignored: it divided the rate between workers, but one
+	// worker at a time sends to an integration (its key), so it only cut the rate.
+	Workers int `yaml:"workers" json:"-"`
 }
 
 // Validate records every problem under path.
@@ -58,12 +63,17 @@ func (c *Config) Validate(p *configkit.Problems, path string) {
 	if c.MaxRetryDuration < 0 {
 		p.Addf(path+".max_retry_duration", "must be > 0")
 	}
+	for i, d := range c.RetrySchedule {
+		if d <= 0 {
+			p.Addf(fmt.Sprintf("%s.retry_schedule[%d]", path, i), "must be > 0; got %v", d.D())
+		}
+	}
 }
 
 // Defaults the core applies when neither the destination nor the config says.
 const (
 	DefaultTimeout          = 30 * time.Second
-	DefaultMaxRetryDuration = time.Hour
+	DefaultMaxRetryDuration = 24 * time.Hour
 	DefaultMaxInFlight      = 4
 	// DefaultMaxPending holds about a quarter of a GiB of impressions per integration.
 	DefaultMaxPending = 250_000
@@ -101,8 +111,11 @@ func (c Config) WithDefaults(d Config) Config {
 		MaxBatchBytes:         ori(c.MaxBatchBytes, d.MaxBatchBytes),
 		Timeout:               ord(c.Timeout, d.Timeout, DefaultTimeout),
 		MaxRetryDuration:      ord(c.MaxRetryDuration, d.MaxRetryDuration, DefaultMaxRetryDuration),
-		Workers:               max(1, c.Workers),
+		RetrySchedule:         c.RetrySchedule,
 		MaxPendingImpressions: ori(ori(c.MaxPendingImpressions, d.MaxPendingImpressions), DefaultMaxPending),
+	}
+	if len(out.RetrySchedule) == 0 {
+		out.RetrySchedule = d.RetrySchedule
 	}
 	if out.RequestsPerSecond == 0 {
 		out.RequestsPerSecond = 10

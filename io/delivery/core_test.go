@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outflow/outflow/internal/configkit"
 	"github.com/outflow/outflow/internal/impression"
 )
 
@@ -130,12 +131,51 @@ func TestBatchCoding(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
+	var exp Config
 	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 5: 16 * time.Second, 12: backoffMax, 40: backoffMax} {
 		for range 50 {
-			if d := backoff(n); d < want/2 || d > want {
+			if d := exp.backoff(n); d < want/2 || d > want {
 				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", n, d, want/2, want)
 			}
 		}
+	}
+	// A schedule: each wait within 10% of its entry, the last repeated.
+	svix := Config{RetrySchedule: []configkit.Duration{configkit.Duration(5 * time.Second), configkit.Duration(5 * time.Minute), configkit.Duration(2 * time.Hour)}}
+	for n, want := range map[int]time.Duration{1: 5 * time.Second, 2: 5 * time.Minute, 3: 2 * time.Hour, 9: 2 * time.Hour} {
+		for range 50 {
+			if d := svix.backoff(n); d < want*9/10 || d > want*11/10 {
+				t.Fatalf("schedule backoff(%d) = %v, want within 10%% of %v", n, d, want)
+			}
+		}
+	}
+}
+
+// A batch that keeps failing is tried on its schedule until max_retry_duration from
+// its first send, the last time at that horizon, then dead-lettered.
+func TestRetryHorizon(t *testing.T) {
+	p := Config{MaxRetryDuration: configkit.Duration(24 * time.Hour),
+		RetrySchedule: []configkit.Duration{configkit.Duration(5 * time.Second), configkit.Duration(5 * time.Hour), configkit.Duration(10 * time.Hour)}}
+	start := time.Unix(1_000_000, 0)
+	now, b := start, Batch{ID: "b", Imps: make([]impression.Impression, 3)}
+	var tries []time.Duration
+	for range 20 {
+		tries = append(tries, now.Sub(start).Round(time.Hour))
+		v := decide(now, now, b, Outcome{Kind: Retry, Status: 500, Reason: "500"}, 0, p)
+		if len(v.dead) == 1 {
+			if got := v.dead[0].reason; !strings.Contains(got, "gave up after") {
+				t.Fatalf("reason %q", got)
+			}
+			break
+		}
+		if len(v.again) != 1 {
+			t.Fatalf("after %d tries: %+v", len(tries), v)
+		}
+		b = v.again[0]
+		now = time.UnixMilli(b.NotBefore)
+	}
+	// 0, 5 s, ~5 h, ~15 h, then the horizon (24 h) rather than ~25 h.
+	if len(tries) != 5 || tries[4] != 24*time.Hour || tries[2] < 4*time.Hour || tries[2] > 6*time.Hour {
+		t.Fatalf("attempts at %v", tries)
 	}
 }
 
@@ -157,6 +197,18 @@ func TestLimiterRetryAfterPausesDestination(t *testing.T) {
 	}
 	if l.current() >= 100 {
 		t.Errorf("rate %v not lowered by a 429", l.current())
+	}
+}
+
+// After a long Retry-After, requests go one at a time from the end of the pause on:
+// what waited for it does not leave at once.
+func TestLimiterCarefulAfterLongPause(t *testing.T) {
+	l := newLimiter(Config{RequestsPerSecond: 100, MinRequestsPerSecond: 1, MaxInFlight: 4})
+	now := time.Unix(1000, 0)
+	l.acquire(now, time.Second)
+	l.done(now, Outcome{Kind: Throttle, Status: 429}, 2*time.Minute, time.Millisecond)
+	if end := now.Add(2*time.Minute + carefulFor); !l.careful.Equal(end) {
+		t.Errorf("careful until %v; want the end of the pause plus %v, %v", l.careful, carefulFor, end)
 	}
 }
 
@@ -310,11 +362,11 @@ func TestOneLimiterPerDestination(t *testing.T) {
 	}
 }
 
-// With several workers, each takes its share of the destination's limits.
-func TestLimiterWorkersShare(t *testing.T) {
+// delivery.workers divides nothing.
+func TestLimiterWorkersIgnored(t *testing.T) {
 	l := newLimiter(Config{RequestsPerSecond: 30, MinRequestsPerSecond: 3, MaxInFlight: 4, Workers: 3})
-	if l.current() != 10 || l.floor != 1 || l.maxInFlight != 2 {
-		t.Errorf("rate %v, floor %v, in flight %d; want 10, 1 and 2 for a third of 30/s, 3/s and 4", l.current(), l.floor, l.maxInFlight)
+	if l.current() != 30 || l.floor != 3 || l.maxInFlight != 4 {
+		t.Errorf("rate %v, floor %v, in flight %d; want the config's 30/s, 3/s and 4: one worker at a time sends to a destination", l.current(), l.floor, l.maxInFlight)
 	}
 }
 

@@ -106,7 +106,10 @@ type dest struct {
 	pending                                                                                           metricname.Counter // impressions held, up and down
 	rate, oldest                                                                                      metricname.Gauge
 	delay                                                                                             *delaywatch.Watch
-	down                                                                                              bool // the limiter's circuit was open after the last drain
+	// What the last drain saw of the limiter, to log each change once.
+	down     bool      // the circuit was open
+	gone     bool      // the endpoint answered 410
+	pausedTo time.Time // the end of the last long pause logged
 }
 
 func newDeliverFn(targets []Target) *deliverFn {
@@ -218,19 +221,40 @@ func (fn *deliverFn) drain(sp state.Provider, tp timers.Provider, d *dest, in *a
 		fx.finished.Emit(marks)
 	}
 	d.rate.Set(fx.ctx, int64(d.lim.current()*1000))
-	if down := d.lim.isDown(); down != d.down {
-		d.down = down
-		if down {
-			oplog.L().WarnContext(fx.ctx, "the destination fails every request: only probes go out, further and further apart, until it answers; what was never sent waits without spending its retries",
-				"integration", d.ID)
-		} else {
-			oplog.L().InfoContext(fx.ctx, "the destination answers again: sending, one request at a time at first", "integration", d.ID)
-		}
-	}
+	d.logChanges(fx.ctx)
 	if !wake.IsZero() {
 		fn.Wake.Set(tp, wake)
 	}
 	return nil
+}
+
+// longPause is a Retry-After long enough to be logged: deliveries stop for a while.
+const longPause = time.Minute
+
+// logChanges logs, once each, what operators must hear of: the destination down
+// (its circuit open) and back, gone (410), or pausing deliveries for longPause or
+// more.
+func (d *dest) logChanges(ctx context.Context) {
+	log := oplog.L()
+	if down := d.lim.isDown(); down != d.down {
+		d.down = down
+		if down {
+			log.WarnContext(ctx, "the destination fails every request: only probes go out, further and further apart (at most 30 s), until it answers; what was never sent waits without spending its retries",
+				"integration", d.ID)
+		} else {
+			log.InfoContext(ctx, "the destination answers again: sending, one request at a time at first", "integration", d.ID)
+		}
+	}
+	if reason := d.lim.goneReason(); reason != "" && !d.gone {
+		d.gone = true
+		log.ErrorContext(ctx, "the endpoint is gone (410): nothing more is sent to it in this run; what it was due is dead-lettered for replay once it is fixed",
+			"integration", d.ID, "reason", reason)
+	}
+	if until := d.lim.retryAfterUntil(); until.After(d.pausedTo) && time.Until(until) >= longPause {
+		d.pausedTo = until
+		log.WarnContext(ctx, "the destination asked for a long pause (Retry-After): nothing is sent to it until then",
+			"integration", d.ID, "until", until.UTC().Format(time.RFC3339), "pause", time.Until(until).Round(time.Second).String())
+	}
 }
 
 // beamStore is a key's state in Beam.

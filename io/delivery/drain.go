@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -94,6 +95,7 @@ func (r *drainRun) run(in *arrival) error {
 	if err := r.collect(); err != nil {
 		return err
 	}
+	r.afterRecovery()
 	if reason := r.d.lim.goneReason(); reason != "" {
 		if err := r.abandon("the endpoint is gone: " + reason); err != nil {
 			return err
@@ -149,7 +151,12 @@ func (r *drainRun) collect() error {
 			continue
 		}
 		r.fx.answered(r.d, c)
-		v := decide(r.now, c.sentAt, c.batch, c.outcome, c.retryAfter, r.d.Policy)
+		p := r.d.Policy
+		if c.outcome.Kind == Split {
+			r.d.lim.shrink(len(c.batch.Imps))
+			p.MaxBatchEvents = r.d.current().Limits().MaxEvents
+		}
+		v := decide(r.now, c.sentAt, c.batch, c.outcome, c.retryAfter, p)
 		if v.delivered != nil {
 			r.fx.delivered(r.d, v.delivered, r.now)
 		}
@@ -162,18 +169,75 @@ func (r *drainRun) collect() error {
 	}
 	r.sc.Entries = next
 	for i, b := range again {
-		w, tag := from[i].where, from[i].Tag // sent again whole: same place, same tag
-		if b.ID != from[i].ID {              // a part: its contents go in the parts Bag
-			w, tag = where{Part: true, Pos: r.sc.PartsLen}, 0
-			if err := r.append(w, b); err != nil {
-				return err
-			}
-			r.sc.PartsLen++
+		if err := r.again(from[i], b); err != nil {
+			return err
 		}
-		r.addEntry(entry{ID: b.ID, Tag: tag, where: w, N: len(b.Imps), Oldest: oldestOf(b.Imps),
-			NotBefore: b.NotBefore, FirstTry: b.FirstTry, Attempts: b.Attempts, Status: b.Status, Reason: b.Reason})
 	}
 	return nil
+}
+
+// again schedules b, which came from entry e: whole, in e's place under e's tag; a
+// part of it, in the parts Bag.
+func (r *drainRun) again(e entry, b Batch) error {
+	w, tag := e.where, e.Tag
+	if b.ID != e.ID {
+		w, tag = where{Part: true, Pos: r.sc.PartsLen}, 0
+		if err := r.append(w, b); err != nil {
+			return err
+		}
+		r.sc.PartsLen++
+	}
+	r.addEntry(entry{ID: b.ID, Tag: tag, where: w, N: len(b.Imps), Oldest: oldestOf(b.Imps),
+		NotBefore: b.NotBefore, FirstTry: b.FirstTry, Attempts: b.Attempts, Status: b.Status, Reason: b.Reason})
+	return nil
+}
+
+// fit splits the batch of entry e into requests the destination takes, if a 413
+// taught that it takes fewer events than e has since it was packed: sending it
+// whole would only draw another 413. It reports whether it did.
+func (r *drainRun) fit(e *entry) (bool, error) {
+	limit := r.d.current().Limits().MaxEvents
+	if limit == 0 || e.N <= limit {
+		return false, nil
+	}
+	b, err := r.contents(e.where)
+	if err != nil {
+		return false, err
+	}
+	b.ID = e.ID
+	e.history(&b)
+	from := *e
+	r.sc.Entries = slices.DeleteFunc(r.sc.Entries, func(x entry) bool { return x.Tag == from.Tag })
+	for _, piece := range b.pieces(limit) {
+		if err := r.again(from, piece); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// afterRecovery makes every batch waiting to be retried after a failure due now, once
+// the destination is back from an outage (its circuit closed since this key last
+// looked): their waits were spent on the outage, and a schedule's long ones (hours,
+// for a webhook) would otherwise hold them long after it ended.
+func (r *drainRun) afterRecovery() {
+	rec := r.d.lim.recoveredAt().UnixMilli()
+	if rec <= r.sc.Recovered {
+		return
+	}
+	r.sc.Recovered = rec
+	for i := range r.sc.Entries {
+		e := &r.sc.Entries[i]
+		if e.NotBefore > r.now.UnixMilli() && failure(e.Status) && r.calls.get(e.key()) == nil {
+			e.NotBefore = 0
+		}
+	}
+}
+
+// failure reports whether an answer of status (0: none came) is one that counts
+// towards an outage.
+func failure(status int) bool {
+	return status == 0 || status == http.StatusRequestTimeout || status >= 500
 }
 
 // addEntry adds e to the schedule, with a new tag unless it has one.
@@ -228,6 +292,12 @@ func (r *drainRun) send() error {
 			if c := r.calls.get(e.key()); c != nil {
 				continue // a pass whose state was not kept (a retried bundle) sent it
 			}
+		}
+		if split, err := r.fit(e); err != nil || split {
+			if err != nil {
+				return err
+			}
+			continue
 		}
 		at, wait, ok := r.d.lim.acquire(r.now, maxSchedule)
 		if !ok {
@@ -313,7 +383,8 @@ func (r *drainRun) packIfDue() (int, error) {
 	if sc.FreshN == 0 || r.packed {
 		return 0, nil
 	}
-	lim := r.d.d.Limits()
+	dest := r.d.current()
+	lim := dest.Limits()
 	full := (lim.MaxEvents > 0 && sc.FreshN >= lim.MaxEvents) || (lim.MaxBytes > 0 && sc.FreshBytes >= lim.MaxBytes)
 	due := !r.now.Before(r.flushAt())
 	if !full && !due {
@@ -335,7 +406,7 @@ func (r *drainRun) packIfDue() (int, error) {
 	slices.SortFunc(imps, func(a, b impression.Impression) int {
 		return cmp.Or(cmp.Compare(a.Time, b.Time), bytes.Compare(a.ID[:], b.ID[:]))
 	})
-	batches, tooBig, reason, err := pack(r.d.d, r.d.ID, imps)
+	batches, tooBig, reason, err := pack(dest, r.d.ID, imps)
 	if err != nil {
 		return 0, err
 	}

@@ -562,41 +562,44 @@ func TestMaxPendingOverflowsToDeadLetters(t *testing.T) {
 }
 
 // A destination down for 90 minutes, answering 500 to everything, behind a backlog of
-// 200 batches, with an hour of retries per batch: after five failures in a row only
-// probes go out, one at a time and further and further apart, so the destination
-// sees a few dozen requests rather than the backlog again and again; the batches
-// never sent spend none of their hour, so only those sent during the outage can run
-// out of it; once it answers, the rest is delivered, each impression once, and the
-// limiter starts again carefully (one request on the wire at a time).
+// 200 batches, with a webhook's retry schedule (retries hours apart): after five
+// failures in a row only probes go out, one at a time, at most one every 15 s, so the
+// destination sees a few a minute rather than the backlog again and again; the
+// batches never sent spend none of their retries; once it answers, the batches whose
+// retries were hours away are due at once, the rest follows, each impression is
+// delivered once and none is dead-lettered, and the limiter starts again carefully
+// (one request on the wire at a time) at the rate it had before the outage.
 func TestOutageOpensCircuit(t *testing.T) {
 	const n = 2000
 	var back time.Time
-	during := 0
-	h := newHarness(Config{RequestsPerSecond: 50, MaxInFlight: 4, MaxBatchEvents: 10, MaxRetryDuration: configkit.Duration(time.Hour)},
+	perMinute := map[int]int{} // requests during the outage, by minute
+	h := newHarness(Config{RequestsPerSecond: 50, MaxInFlight: 4, MaxBatchEvents: 10, RetrySchedule: webhookSchedule},
 		func(now time.Time, b Batch) (Outcome, time.Duration) {
 			if now.Before(back) {
-				during++
+				perMinute[int(now.Sub(back.Add(-90*time.Minute))/time.Minute)]++
 				return Outcome{Kind: Retry, Status: 500, Reason: "HTTP 500 Internal Server Error"}, 0
 			}
 			return Outcome{Kind: Delivered, Status: 200}, 0
 		})
-	start := h.now
-	back = start.Add(90 * time.Minute)
+	back = h.now.Add(90 * time.Minute)
 	h.arrive(0, n)
 	h.runUntil(back)
-	if during > 40 {
-		t.Errorf("the destination was sent %d requests while it was down; want a few dozen at most (probes)", during)
+	during := 0
+	for m, k := range perMinute {
+		during += k
+		if m > 0 && k > 5 {
+			t.Errorf("minute %d of the outage: %d requests; want at most 5 (probes at least 15 s apart)", m, k)
+		}
 	}
 	if open, _ := h.circuit(); !open {
 		t.Error("the circuit is not open after 90 minutes of 500s")
 	}
-	h.runUntil(back.Add(time.Hour))
-	dead := len(h.tally.dead)
-	if dead > 10*during {
-		t.Errorf("%d impressions dead-lettered; only the %d requests sent during the outage could have run out of retries", dead, during)
+	if r := h.d.lim.current(); r != 50 {
+		t.Errorf("rate %v/s during the outage; want the 50/s it had: failures say nothing of the rate", r)
 	}
-	if got := len(h.tally.delivered) + dead; got != n {
-		t.Errorf("%d impressions delivered or dead-lettered, want %d", got, n)
+	h.runUntil(back.Add(5 * time.Minute))
+	if got := len(h.tally.delivered); got != n || len(h.tally.dead) != 0 {
+		t.Errorf("5 minutes after the outage: %d of %d impressions delivered, %d dead-lettered (%v)", got, n, len(h.tally.dead), h.tally.reasons)
 	}
 	for k, c := range h.calls.events {
 		if c != 1 {
@@ -606,8 +609,45 @@ func TestOutageOpensCircuit(t *testing.T) {
 	if open, careful := h.circuit(); open || !careful.After(back) {
 		t.Errorf("after the outage: circuit open %v, careful until %v; want closed, and careful after %v", open, careful, back)
 	}
-	t.Logf("%d requests during the outage, %d impressions dead-lettered, %d delivered", during, dead, len(h.tally.delivered))
+	t.Logf("%d requests during the outage", during)
 }
+
+// A destination that answers 413 to requests of more than 100 events: the batches
+// that drew one are split, and later requests carry at most half of what was refused,
+// so only the first batch's requests draw 413s, not every batch's.
+func TestTooLargeLearnt(t *testing.T) {
+	const n = 20000
+	var tooLarge, late int
+	var first time.Time
+	h := newHarness(Config{RequestsPerSecond: 1000, MaxInFlight: 4}, func(now time.Time, b Batch) (Outcome, time.Duration) {
+		if len(b.Imps) > 100 {
+			tooLarge++
+			if now.Sub(first) > 10*time.Second {
+				late++
+			}
+			return Outcome{Kind: Split, Status: 413, Reason: "HTTP 413"}, 0
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	first = h.now
+	for i := range 20 { // 1,000 impressions every 10 s: a full request each time
+		h.arrive(i*n/20, n/20)
+		h.runUntil(h.now.Add(10 * time.Second))
+	}
+	h.runUntil(h.now.Add(time.Minute))
+	h.exactlyOnce(t, n)
+	if late > 0 || tooLarge > 15 {
+		t.Errorf("%d requests answered 413, %d of them after the first batch's; want only the first batch's (≤ 15)", tooLarge, late)
+	}
+	if c := h.d.lim.maxEvents(1000); c > 100 || c < 50 {
+		t.Errorf("learnt %d events a request; want 50–100", c)
+	}
+}
+
+// webhookSchedule is Svix's retry schedule.
+var webhookSchedule = []configkit.Duration{configkit.Duration(5 * time.Second), configkit.Duration(5 * time.Minute),
+	configkit.Duration(30 * time.Minute), configkit.Duration(2 * time.Hour), configkit.Duration(5 * time.Hour),
+	configkit.Duration(10 * time.Hour)}
 
 // circuit returns whether the limiter's circuit is open, and until when it sends one
 // request at a time.

@@ -60,10 +60,16 @@ type limiter struct {
 	// was never sent waits in the queue without spending its retry budget; the first
 	// answer that is not a failure closes the circuit.
 	failures  int
+	streak    float64 // the rate when the failures in a row began
 	open      bool
 	openUntil time.Time // no probe before
 	probing   bool      // a probe is scheduled or on the wire
 	opened    int       // probes failed since the circuit opened, plus one
+	recovered time.Time // when the circuit last closed
+
+	// batchCap is the most events a request may carry, learnt from the destination's
+	// 413s (0: the configured limit).
+	batchCap int
 }
 
 const (
@@ -80,9 +86,11 @@ const (
 	belowRefused = 0.97             // of the rate last refused, the highest to go back to
 	probeAfter   = 60 * time.Second // without a refusal: try above it again
 
-	openAfter    = 5               // failed answers in a row that open the circuit
-	probeFirst   = 5 * time.Second // the wait before the first probe, doubled after each failed one
-	probeWaitMax = 5 * time.Minute // and never longer
+	openAfter  = 5               // failed answers in a row that open the circuit
+	probeFirst = 5 * time.Second // the wait before the first probe, doubled after each failed one
+	// probeWaitMax caps the wait between probes: at most one probe every 15–30 s
+	// however long the outage, so a destination that comes back is found within 30 s.
+	probeWaitMax = 30 * time.Second
 )
 
 // probeWait is the wait before probe n (1, 2, …) of an open circuit: exponential,
@@ -96,11 +104,8 @@ func probeWait(n int) time.Duration {
 }
 
 func newLimiter(p Config) *limiter {
-	// Each of several workers takes its share of the destination's limits.
-	workers := float64(max(1, p.Workers))
-	r := p.RequestsPerSecond / workers
-	l := &limiter{rate: r, ceiling: r, floor: min(r, p.MinRequestsPerSecond/workers),
-		maxInFlight: max(1, int(math.Ceil(float64(p.MaxInFlight)/workers)))}
+	r := p.RequestsPerSecond
+	l := &limiter{rate: r, ceiling: r, floor: min(r, p.MinRequestsPerSecond), maxInFlight: max(1, p.MaxInFlight)}
 	l.pace = rate.NewLimiter(rate.Limit(l.rate), burst(l.rate))
 	l.wire = sync.NewCond(&l.mu)
 	return l
@@ -223,6 +228,16 @@ func (l *limiter) heldAt(t time.Time) (until time.Time, paused bool) {
 	return until, t.Before(until) || l.gone != ""
 }
 
+// exit releases a request that entered but was not sent.
+func (l *limiter) exit() {
+	l.mu.Lock()
+	l.scheduled--
+	l.sending--
+	l.probing = false
+	l.wire.Broadcast()
+	l.mu.Unlock()
+}
+
 // cancel releases a scheduled request that was not sent.
 func (l *limiter) cancel() {
 	l.mu.Lock()
@@ -242,7 +257,9 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 		l.pausedUntil = now.Add(retryAfter)
 	}
 	if retryAfter > 0 || o.Kind == Throttle {
-		l.careful = now.Add(carefulFor)
+		// One request at a time from the end of the pause on, not from its start, so
+		// that what waited for it does not leave all at once.
+		l.careful = laterOf(now, l.pausedUntil).Add(carefulFor)
 	}
 	if o.Kind == Gone && l.gone == "" {
 		l.gone = o.Reason
@@ -282,10 +299,13 @@ func (l *limiter) circuit(now time.Time, failed bool) bool {
 		}
 		// Back: one request at a time for a while, then the rate it had.
 		l.open, l.probing, l.opened = false, false, 0
-		l.careful = now.Add(carefulFor)
+		l.careful, l.recovered = laterOf(now, l.pausedUntil).Add(carefulFor), now
 		return true
 	}
 	l.failures++
+	if l.failures == 1 {
+		l.streak = l.rate
+	}
 	switch {
 	case l.open && l.probing:
 		l.probing = false
@@ -296,10 +316,54 @@ func (l *limiter) circuit(now time.Time, failed bool) bool {
 	case l.failures >= openAfter:
 		l.open, l.opened = true, 1
 		l.openUntil = now.Add(probeWait(1))
+		// The 503s that opened it said the destination was down, not that it was sent
+		// too much: it comes back at the rate it had.
+		l.setRate(now, l.streak)
 	default:
 		return false
 	}
 	return true
+}
+
+// retryAfterUntil is the end of the destination's latest Retry-After.
+func (l *limiter) retryAfterUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pausedUntil
+}
+
+// recoveredAt is when the circuit last closed (zero: never).
+func (l *limiter) recoveredAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.recovered
+}
+
+// shrink learns from a 413 to a request of n events: no request carries more than
+// half of them from now on.
+func (l *limiter) shrink(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := max(1, n/2); l.batchCap == 0 || c < l.batchCap {
+		l.batchCap = c
+	}
+}
+
+// maxEvents narrows a request's event limit to what the destination was seen to take.
+func (l *limiter) maxEvents(limit int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.batchCap > 0 && (limit == 0 || l.batchCap < limit) {
+		return l.batchCap
+	}
+	return limit
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // isDown reports whether the circuit is open.

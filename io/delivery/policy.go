@@ -36,7 +36,8 @@ func (v *verdict) deadLetter(b Batch, status int, reason string) {
 }
 
 // decide applies an answer o, which came with Retry-After pause, to b, sent at sentAt;
-// b carries its history before this attempt.
+// b carries its history before this attempt. A 413 splits b into halves, or into
+// p.MaxBatchEvents (what the destination was seen to take) if smaller.
 func decide(now, sentAt time.Time, b Batch, o Outcome, pause time.Duration, p Config) verdict {
 	var v verdict
 	b.Attempts++
@@ -48,15 +49,16 @@ func decide(now, sentAt time.Time, b Batch, o Outcome, pause time.Duration, p Co
 	case Delivered:
 		v.delivered = &b
 	case Retry, Throttle:
-		v.retry(now, b, max(backoff(b.Attempts), pause), p)
+		v.retry(now, b, max(p.backoff(b.Attempts), pause), p)
 	case Split:
 		if len(b.Imps) == 1 {
 			v.deadLetter(b, o.Status, "the destination refuses even a single event as too large: "+o.Reason)
 			break
 		}
-		first, second := b.halves()
-		first.NotBefore, second.NotBefore = 0, 0
-		v.again = append(v.again, first, second)
+		for _, piece := range b.pieces(p.MaxBatchEvents) {
+			piece.NotBefore = 0
+			v.again = append(v.again, piece)
+		}
 	case Partial:
 		v.partial(now, b, o, pause, p)
 	case Gone:
@@ -68,20 +70,26 @@ func decide(now, sentAt time.Time, b Batch, o Outcome, pause time.Duration, p Co
 }
 
 // retry sends b again after wait, unless its retries have run out
-// (max_retry_duration since its first attempt).
+// (max_retry_duration from its first send). The last attempt is at that horizon,
+// however long the wait the schedule asks for.
 func (v *verdict) retry(now time.Time, b Batch, wait time.Duration, p Config) {
-	if spent := now.Sub(time.UnixMilli(b.FirstTry)); spent >= p.MaxRetryDuration.D() {
+	spent, limit := now.Sub(time.UnixMilli(b.FirstTry)), p.MaxRetryDuration.D()
+	if spent >= limit {
 		v.deadLetter(b, b.Status, fmt.Sprintf("gave up after %d attempts over %v: %s",
 			b.Attempts, spent.Round(time.Second), b.Reason))
 		return
 	}
-	b.NotBefore = now.Add(wait).UnixMilli()
+	b.NotBefore = now.Add(min(wait, limit-spent)).UnixMilli()
 	v.again = append(v.again, b)
 }
 
-// backoff is the wait before attempt n+1: exponential, with jitter so that batches
-// failed together do not retry together.
-func backoff(n int) time.Duration {
+// backoff is the wait before attempt n+1 (retry_schedule, or exponential), with
+// jitter so that batches failed together do not retry together.
+func (p Config) backoff(n int) time.Duration {
+	if s := p.RetrySchedule; len(s) > 0 {
+		d := s[min(n, len(s))-1].D()
+		return d - d/10 + rand.N(d/5+1)
+	}
 	d := backoffMax
 	if n < 20 {
 		d = min(backoffMax, backoffBase<<(n-1))

@@ -56,6 +56,9 @@ type schedule struct {
 	FreshOldest int64
 	QueueOldest []int64
 	Entries     []entry
+	// Recovered is the end of the destination's last outage (Unix ms) this key saw:
+	// its failed batches were made due then (drainRun.afterRecovery).
+	Recovered int64
 }
 
 // oldest is the impression time (Unix ms) of the oldest impression the key holds, 0
@@ -211,7 +214,7 @@ func marshalSchedule(sc schedule) ([]byte, error) {
 	b = binary.AppendUvarint(b, sc.Gen)
 	b = binary.AppendUvarint(b, sc.Seq)
 	for _, v := range []int64{int64(sc.Next), int64(sc.QueueLen), int64(sc.QueuedN), int64(sc.PartsLen), int64(sc.FreshN), int64(sc.FreshBytes),
-		sc.FreshSince, sc.FreshLast, sc.FreshOldest, int64(len(sc.QueueOldest))} {
+		sc.FreshSince, sc.FreshLast, sc.FreshOldest, sc.Recovered, int64(len(sc.QueueOldest))} {
 		b = binary.AppendVarint(b, v)
 	}
 	for _, t := range sc.QueueOldest {
@@ -238,7 +241,7 @@ func unmarshalSchedule(data []byte) (schedule, error) {
 	sc := schedule{Gen: s.uvarint(), Seq: s.uvarint()}
 	sc.Next, sc.QueueLen, sc.QueuedN, sc.PartsLen = int(s.varint()), int(s.varint()), int(s.varint()), int(s.varint())
 	sc.FreshN, sc.FreshBytes = int(s.varint()), int(s.varint())
-	sc.FreshSince, sc.FreshLast, sc.FreshOldest = s.varint(), s.varint(), s.varint()
+	sc.FreshSince, sc.FreshLast, sc.FreshOldest, sc.Recovered = s.varint(), s.varint(), s.varint(), s.varint()
 	q := s.varint()
 	if s.err != nil || q < 0 || q > int64(len(s.b)) {
 		return schedule{}, errCorruptSchedule

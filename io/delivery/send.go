@@ -3,7 +3,6 @@ package delivery
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -54,26 +53,32 @@ func (r *inflight) get(id string) *call {
 
 func (r *inflight) forget(id string) { r.m.Delete(id) }
 
-// start sends b at time at (within maxSchedule) in the background. The request is
-// encoded first, then waits for a place on the wire (limiter.enter), which checks the
-// destination's pause last, immediately before it leaves: no request goes out after
-// a Retry-After came in while it waited.
+// start sends b at time at (within maxSchedule) in the background. The body is
+// encoded first, then the request waits for a place on the wire (limiter.enter),
+// which checks the destination's pause last, and only then is the request built:
+// no request goes out after a Retry-After came in while it waited, and a signature's
+// timestamp is the time it leaves.
 func (r *inflight) start(d *dest, key string, b Batch, at time.Time) *call {
 	c := &call{batch: b, at: at, done: make(chan struct{})}
 	r.m.Store(key, c)
 	go func() {
 		defer close(c.done)
 		time.Sleep(time.Until(at))
-		req, err := d.request(&b, time.Now())
+		body, err := d.body(&b)
 		if err != nil {
 			d.lim.cancel()
-			c.sentAt, c.resp = time.Now(), &Response{Err: err}
-			c.outcome = d.d.Classify(c.resp, &b)
+			c.fail(d, err)
 			return
 		}
 		if !d.lim.enter() {
 			d.lim.cancel()
 			c.notSent = true
+			return
+		}
+		req, err := d.d.Request(&b, body, time.Now())
+		if err != nil {
+			d.lim.exit()
+			c.fail(d, fmt.Errorf("build request: %w", err))
 			return
 		}
 		c.sentAt, c.bytes = time.Now(), req.ContentLength
@@ -87,8 +92,14 @@ func (r *inflight) start(d *dest, key string, b Batch, at time.Time) *call {
 	return c
 }
 
-// request encodes b's events once and builds the request from them.
-func (d *dest) request(b *Batch, now time.Time) (*http.Request, error) {
+// fail answers c with err, a request that could not be made.
+func (c *call) fail(d *dest, err error) {
+	c.sentAt, c.resp = time.Now(), &Response{Err: err}
+	c.outcome = d.d.Classify(c.resp, &c.batch)
+}
+
+// body encodes b's events in the destination's frame.
+func (d *dest) body(b *Batch) ([]byte, error) {
 	items := make([][]byte, len(b.Imps))
 	for i := range b.Imps {
 		item, err := d.d.Item(&b.Imps[i])
@@ -97,11 +108,7 @@ func (d *dest) request(b *Batch, now time.Time) (*http.Request, error) {
 		}
 		items[i] = item
 	}
-	req, err := d.d.Request(b, Body(d.d, items), now)
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	return req, nil
+	return Body(d.d, items), nil
 }
 
 // Body is a request body of d: its frame around the items, joined by commas, built

@@ -58,3 +58,13 @@ func newLimited(d Destination, policy Config) limited {
 }
 
 func (l limited) Limits() Limits { return l.limits }
+
+// current is the destination with the event limit it was seen to take (its 413s).
+func (d *dest) current() Destination {
+	lim := d.d.Limits()
+	if n := d.lim.maxEvents(lim.MaxEvents); n != lim.MaxEvents {
+		lim.MaxEvents = n
+		return limited{d.d, lim}
+	}
+	return d.d
+}
