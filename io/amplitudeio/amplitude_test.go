@@ -96,8 +96,15 @@ func TestEventShape(t *testing.T) {
 func TestClassify(t *testing.T) {
 	d := &destination{}
 	o := d.Classify(&delivery.Response{Status: 429, Body: []byte(`{"code":429,"throttled_events":[1,3],"throttled_users":{"u":31}}`)}, nil)
-	if o.Kind != delivery.Partial || len(o.Held) != 2 || !o.Resend || o.HoldFor != throttleHold {
+	if o.Kind != delivery.Partial || len(o.Held) != 2 || !o.Resend || o.HoldFor != throttleHold || o.HeldKeys["u"] != throttleHold || o.KeyRate != batchEPS {
 		t.Errorf("partial 429 -> %+v", o)
+	}
+	// A device over its daily quota waits for the next UTC day; the threshold named
+	// paces the keys.
+	o = d.Classify(&delivery.Response{Status: 429, Body: []byte(`{"code":429,"eps_threshold":30,"throttled_events":[0,1],"throttled_devices":{"d1":40},"exceeded_daily_quota_devices":{"d2":500001}}`)}, nil)
+	if left := time.Until(time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)); o.KeyRate != 30 || o.HeldKeys["d1"] != throttleHold ||
+		o.HeldKeys["d2"] < left-time.Minute || o.HeldKeys["d2"] > left+time.Minute {
+		t.Errorf("429 naming a device over its quota -> %+v; want d2 held %v", o, left)
 	}
 	o = d.Classify(&delivery.Response{Status: 400, Body: []byte(`{"code":400,"events_with_invalid_fields":{"time":[0]},"events_with_missing_fields":{"event_type":[2]}}`)}, nil)
 	if o.Kind != delivery.Partial || len(o.Rejected) != 2 || !o.Resend || !strings.Contains(o.Reason, "HTTP 400") {

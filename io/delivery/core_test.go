@@ -422,3 +422,24 @@ func TestCircuitCountsFailures(t *testing.T) {
 		}
 	}
 }
+
+// A 429 that held some events back is push-back, never a success: it does not raise
+// the rate; one that held every event of its request cuts it like any 429.
+func TestLimiterPartialThrottle(t *testing.T) {
+	l := newLimiter(Config{RequestsPerSecond: 100, MinRequestsPerSecond: 1, MaxInFlight: 4})
+	now := time.Unix(1000, 0)
+	l.setRate(now, 50)
+	b := Batch{Imps: make([]impression.Impression, 4)}
+	for range 30 { // partial 429s for 30 s, with requests held back by the pace
+		l.limited = true
+		now = now.Add(time.Second)
+		l.done(now, settle(Outcome{Kind: Partial, Status: 429, Held: []int{0}, Resend: true}, &b), 0, time.Millisecond)
+	}
+	if r := l.current(); r != 50 {
+		t.Errorf("rate %v after partial 429s; want 50, neither raised nor cut", r)
+	}
+	l.done(now.Add(2*time.Second), settle(Outcome{Kind: Partial, Status: 429, Held: []int{0, 1, 2, 3}, Resend: true}, &b), 0, time.Millisecond)
+	if r := l.current(); r >= 50 {
+		t.Errorf("rate %v after a 429 that held every event; want it cut", r)
+	}
+}

@@ -82,6 +82,20 @@ type Outcome struct {
 	// Resend: for Partial, whether the items neither held nor rejected must be sent
 	// again (a 400 that accepted nothing) rather than counted as delivered.
 	Resend bool
+	// HeldKeys: for Partial, the impression keys (users or devices) the destination
+	// throttles, each with the least time to hold them: their held items wait that
+	// long, and so do the key's new impressions, which then go at most KeyRate a
+	// second, while other keys' impressions flow at the destination's rate.
+	HeldKeys map[string]time.Duration
+	KeyRate  float64
+
+	heldAll bool // a Partial that held back every item of its request (settle)
+}
+
+// settle completes what the destination said of b with what the core derives.
+func settle(o Outcome, b *Batch) Outcome {
+	o.heldAll = o.Kind == Partial && len(o.Held) > 0 && len(o.Held) >= len(b.Imps)
+	return o
 }
 
 // DefaultClassify is the meaning of a response for most destinations (CONTRACT §5).

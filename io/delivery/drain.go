@@ -78,19 +78,10 @@ func (r *drainRun) run(in *arrival) error {
 	if in != nil && r.d.MaxPending > 0 {
 		in = r.bound(in)
 	}
-	if in != nil && len(in.imps) > 0 {
-		if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: in.imps}); err != nil {
+	if in != nil {
+		if err := r.addFresh(*in); err != nil {
 			return err
 		}
-		if o := oldestOf(in.imps); r.sc.FreshN == 0 || o < r.sc.FreshOldest {
-			r.sc.FreshOldest = o
-		}
-		if r.sc.FreshN == 0 {
-			r.sc.FreshSince = r.now.UnixMilli()
-		}
-		r.sc.FreshLast = r.now.UnixMilli()
-		r.sc.FreshN += len(in.imps)
-		r.sc.FreshBytes += in.bytes
 	}
 	if err := r.collect(); err != nil {
 		return err
@@ -104,6 +95,26 @@ func (r *drainRun) run(in *arrival) error {
 		return err
 	}
 	return r.compact()
+}
+
+// addFresh adds impressions to fresh, where they wait to be packed.
+func (r *drainRun) addFresh(in arrival) error {
+	if len(in.imps) == 0 {
+		return nil
+	}
+	if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: in.imps}); err != nil {
+		return err
+	}
+	if o := oldestOf(in.imps); r.sc.FreshN == 0 || o < r.sc.FreshOldest {
+		r.sc.FreshOldest = o
+	}
+	if r.sc.FreshN == 0 {
+		r.sc.FreshSince = r.now.UnixMilli()
+	}
+	r.sc.FreshLast = r.now.UnixMilli()
+	r.sc.FreshN += len(in.imps)
+	r.sc.FreshBytes += in.bytes
+	return nil
 }
 
 // bound keeps of what arrived what fits under max_pending_impressions; the rest is
@@ -165,6 +176,15 @@ func (r *drainRun) collect() error {
 		}
 		for _, b := range v.again {
 			again, from = append(again, b), append(from, e)
+		}
+		if len(v.fresh) > 0 {
+			back := arrival{imps: v.fresh}
+			for i := range v.fresh {
+				back.bytes += len(impression.AppendBinary(nil, v.fresh[i]))
+			}
+			if err := r.addFresh(back); err != nil {
+				return err
+			}
 		}
 	}
 	r.sc.Entries = next
@@ -406,6 +426,8 @@ func (r *drainRun) packIfDue() (int, error) {
 	slices.SortFunc(imps, func(a, b impression.Impression) int {
 		return cmp.Or(cmp.Compare(a.Time, b.Time), bytes.Compare(a.ID[:], b.ID[:]))
 	})
+	// Those of keys the destination throttles stay in fresh until their key may go.
+	imps, waiting := r.d.lim.admit(r.now, imps)
 	batches, tooBig, reason, err := pack(dest, r.d.ID, imps)
 	if err != nil {
 		return 0, err
@@ -418,6 +440,7 @@ func (r *drainRun) packIfDue() (int, error) {
 		rest = batches[len(batches)-1].Imps
 		batches = batches[:len(batches)-1]
 	}
+	rest = slices.Concat(rest, waiting)
 	if err := r.st.clearFresh(); err != nil {
 		return 0, err
 	}
@@ -428,6 +451,9 @@ func (r *drainRun) packIfDue() (int, error) {
 		}
 		for i := range rest {
 			sc.FreshBytes += len(impression.AppendBinary(nil, rest[i]))
+		}
+		if len(waiting) > 0 { // looked at again within flushAfter
+			sc.FreshSince, sc.FreshLast = r.now.UnixMilli(), r.now.UnixMilli()
 		}
 	} else {
 		sc.FreshSince, sc.FreshLast = 0, 0

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/outflow/outflow/internal/configkit"
 	"github.com/outflow/outflow/internal/impression"
 )
@@ -99,6 +101,7 @@ func (f *fakeCalls) get(id string) *call {
 			fc.sentAt = fc.at
 			f.sent = append(f.sent, fc.at)
 			fc.outcome, fc.retryAfter = f.answer(fc.at, fc.batch)
+			fc.outcome = settle(fc.outcome, &fc.batch)
 			fc.resp = &Response{Status: fc.outcome.Status}
 			if fc.outcome.Kind == Delivered {
 				for _, imp := range fc.batch.Imps {
@@ -642,6 +645,78 @@ func TestTooLargeLearnt(t *testing.T) {
 	if c := h.d.lim.maxEvents(1000); c > 100 || c < 50 {
 		t.Errorf("learnt %d events a request; want 50–100", c)
 	}
+}
+
+// One user sends four times what the destination takes per user (Amplitude: a 429
+// naming the user, over 60 events a second averaged over 30 s), beside 200 other
+// users a second: the user's events are held, then paced at the rate the answer
+// names, while the others' flow at the destination's rate, delayed by no hold; the
+// destination answers 429 a few times, not at every request that carries the user.
+func TestThrottledUserPacedAlone(t *testing.T) {
+	const seconds, perSecond = 20, 200
+	var hot []time.Time // accepted events of the hot user, for the 30 s average
+	arrived, delivered := map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
+	var throttled int
+	var worstOther time.Duration
+	h := newHarness(Config{RequestsPerSecond: 20, MaxInFlight: 4, MaxBatchEvents: 100}, func(now time.Time, b Batch) (Outcome, time.Duration) {
+		var held []int
+		recent := 0
+		for _, at := range hot {
+			if now.Sub(at) < 30*time.Second {
+				recent++
+			}
+		}
+		for i := range b.Imps {
+			if b.Imps[i].Key == "hot" {
+				held = append(held, i)
+			}
+		}
+		if recent+len(held) > 60*30 {
+			throttled++
+			return Outcome{Kind: Partial, Status: 429, Held: held, HoldFor: 15 * time.Second, Resend: true,
+				HeldKeys: map[string]time.Duration{"hot": 15 * time.Second}, KeyRate: 50}, 0
+		}
+		for i := range b.Imps {
+			delivered[b.Imps[i].ID]++
+			if b.Imps[i].Key == "hot" {
+				hot = append(hot, now)
+			} else if d := now.Sub(arrived[b.Imps[i].ID]); d > worstOther {
+				worstOther = d
+			}
+		}
+		return Outcome{Kind: Delivered, Status: 200}, 0
+	})
+	for s := range seconds {
+		in := &arrival{}
+		for i := range 2 * perSecond {
+			key := "hot"
+			if i%2 == 1 {
+				key = fmt.Sprintf("user-%d-%d", s, i)
+			}
+			imp := impression.Impression{Tenant: "acme", Key: key, Time: h.now.UnixMilli() + int64(i)}
+			imp.ID = imp.ComputeID()
+			arrived[imp.ID] = h.now
+			in.imps = append(in.imps, imp)
+		}
+		h.drain(in)
+		h.runUntil(h.now.Add(time.Second))
+	}
+	h.runUntil(h.now.Add(5 * time.Minute))
+	if len(delivered) != len(arrived) || len(h.tally.dead) != 0 {
+		t.Fatalf("%d of %d impressions delivered, %d dead-lettered", len(delivered), len(arrived), len(h.tally.dead))
+	}
+	for id, n := range delivered {
+		if n != 1 {
+			t.Fatalf("%s delivered %d times", id, n)
+		}
+	}
+	if throttled > 5 {
+		t.Errorf("%d requests answered 429; want a few: the user's events are held, then paced", throttled)
+	}
+	if worstOther > 5*time.Second {
+		t.Errorf("other users' events waited up to %v; want ≤ 5 s: the user's hold holds only the user", worstOther)
+	}
+	t.Logf("%d answers 429; other users' longest wait %v; the hot user's last event at +%v", throttled, worstOther, hot[len(hot)-1].Sub(time.Unix(1_800_000_000, 0)).Round(time.Second))
 }
 
 // webhookSchedule is Svix's retry schedule.

@@ -3,10 +3,13 @@ package delivery
 import (
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/outflow/outflow/internal/impression"
 )
 
 // limiter paces one destination, process-wide: every bundle and job sending there
@@ -66,6 +69,10 @@ type limiter struct {
 	probing   bool      // a probe is scheduled or on the wire
 	opened    int       // probes failed since the circuit opened, plus one
 	recovered time.Time // when the circuit last closed
+
+	// keys are the impression keys (users, devices) the destination throttled of late
+	// (Outcome.HeldKeys): held, then paced, each on its own.
+	keys map[string]*keyPace
 
 	// batchCap is the most events a request may carry, learnt from the destination's
 	// 413s (0: the configured limit).
@@ -264,6 +271,7 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 	if o.Kind == Gone && l.gone == "" {
 		l.gone = o.Reason
 	}
+	l.holdKeys(now, o, retryAfter)
 	failed := o.Kind == Retry || (o.Kind == Throttle && pushBack(o.Status) && retryAfter == 0)
 	if l.circuit(now, failed) {
 		return // a destination that is down says nothing of its rate
@@ -277,6 +285,13 @@ func (l *limiter) done(now time.Time, o Outcome, retryAfter, latency time.Durati
 		// for minutes, once it is back.
 	case o.Kind == Throttle:
 		l.cut(now)
+	case o.Kind == Partial && o.Status == http.StatusTooManyRequests:
+		// Push-back for the items it held, never a success; one that held every item
+		// lowers the rate like any 429 (CONTRACT §4). The keys it named are held and
+		// paced on their own (holdKeys).
+		if o.heldAll {
+			l.cut(now)
+		}
 	case slow && now.Sub(l.lastCut) >= slowCutEvery:
 		l.setRate(now, l.rate*slowCutShare)
 		l.lastCut = now
@@ -323,6 +338,64 @@ func (l *limiter) circuit(now time.Time, failed bool) bool {
 		return false
 	}
 	return true
+}
+
+// keyPace is how one throttled key may be sent: not before until, then at its pace.
+type keyPace struct {
+	until time.Time
+	pace  *rate.Limiter
+}
+
+// keyMemory is how long a key is remembered once its hold ended and its pace is idle.
+const keyMemory = time.Minute
+
+// holdKeys holds the keys o names for their time (at least retryAfter), and paces
+// them after at o.KeyRate events a second each.
+func (l *limiter) holdKeys(now time.Time, o Outcome, retryAfter time.Duration) {
+	if len(o.HeldKeys) == 0 {
+		return
+	}
+	if l.keys == nil {
+		l.keys = map[string]*keyPace{}
+	}
+	r := o.KeyRate
+	if r <= 0 {
+		r = 1
+	}
+	for key, hold := range o.HeldKeys {
+		k := l.keys[key]
+		if k == nil {
+			k = &keyPace{pace: rate.NewLimiter(rate.Limit(r), max(1, int(math.Ceil(r))))}
+			l.keys[key] = k
+		}
+		if until := now.Add(max(hold, retryAfter)); until.After(k.until) {
+			k.until = until
+		}
+	}
+}
+
+// admit splits imps into those that may be sent now and those whose key the
+// destination throttles: held until their hold ends, then paced at the key's rate.
+func (l *limiter) admit(now time.Time, imps []impression.Impression) (ok, wait []impression.Impression) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.keys) == 0 {
+		return imps, nil
+	}
+	for i := range imps {
+		k := l.keys[imps[i].Key]
+		if k != nil && (now.Before(k.until) || !k.pace.AllowN(now, 1)) {
+			wait = append(wait, imps[i])
+			continue
+		}
+		ok = append(ok, imps[i])
+	}
+	for key, k := range l.keys {
+		if now.Sub(k.until) > keyMemory && k.pace.TokensAt(now) >= float64(k.pace.Burst()) {
+			delete(l.keys, key)
+		}
+	}
+	return ok, wait
 }
 
 // retryAfterUntil is the end of the destination's latest Retry-After.

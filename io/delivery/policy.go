@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/outflow/outflow/internal/impression"
 )
 
 // The delivery policy of CONTRACT §5, as pure functions of the clock: what an answer
@@ -18,11 +20,13 @@ const (
 )
 
 // verdict is what to do with a batch after its answer: at most one part delivered,
-// parts to dead-letter, parts to send again (with their history and NotBefore).
+// parts to dead-letter, parts to send again (with their history and NotBefore), and
+// impressions to treat as new.
 type verdict struct {
 	delivered *Batch
 	dead      []deadPart
 	again     []Batch
+	fresh     []impression.Impression // back among the new impressions
 }
 
 type deadPart struct {
@@ -126,8 +130,19 @@ func (v *verdict) partial(now time.Time, b Batch, o Outcome, pause time.Duration
 	if len(rejected) > 0 {
 		v.deadLetter(b.part(rejected), o.Status, o.Reason)
 	}
-	if len(held) > 0 {
-		v.retry(now, b.part(held), max(o.HoldFor, pause), p)
+	// Held items of a key the destination named go back among the new impressions,
+	// where the key's hold and pace decide when they go (limiter.admit): a throttled
+	// user is not a failed batch, and spends no retry budget. The others wait HoldFor.
+	var others []int
+	for _, i := range held {
+		if _, named := o.HeldKeys[b.Imps[i].Key]; named {
+			v.fresh = append(v.fresh, b.Imps[i])
+		} else {
+			others = append(others, i)
+		}
+	}
+	if len(others) > 0 {
+		v.retry(now, b.part(others), max(o.HoldFor, pause), p)
 	}
 	if len(rest) > 0 {
 		r := b.part(rest)

@@ -83,7 +83,7 @@ func (r *inflight) start(d *dest, key string, b Batch, at time.Time) *call {
 		}
 		c.sentAt, c.bytes = time.Now(), req.ContentLength
 		c.resp = send(context.Background(), d.client, req, d.Policy.Timeout.D())
-		c.outcome = d.d.Classify(c.resp, &b)
+		c.outcome = settle(d.d.Classify(c.resp, &b), &b)
 		if c.resp.Header != nil {
 			c.retryAfter = RetryAfter(c.resp.Header, time.Now())
 		}

@@ -48,9 +48,9 @@ var (
 
 	planOnly     = flag.Bool("plan", false, "print the plan (jobs, estimated sizes, order) and exit")
 	parallelJobs = flag.Int("parallel-jobs", 2, "object store (s3, gcs) jobs to run at once")
-	parallelHTTP = flag.Int("parallel-http-jobs", 4, "HTTP destination (amplitude, segment, webhook) jobs to run at once, in slots of their own")
+	parallelHTTP = flag.Int("parallel-http-jobs", 0, "HTTP destination (amplitude, segment, webhook) jobs to run at once, in slots of their own, never two of one destination; 0: one slot per destination")
 	slice        = flag.Duration("slice", 24*time.Hour, "time slice of a job (UTC-aligned); 0: the whole range in one")
-	jobsBy       = flag.String("jobs-by", "group", "group: one job per group of integrations sharing a type, window and format; integration: one job per integration")
+	jobsBy       = flag.String("jobs-by", "group", "group: one job for all object store integrations; integration: a job each (HTTP integrations always have a job each)")
 	breakLease   = job.BreakLease()
 	restart      = flag.Bool("restart", false, "ignore what an earlier run of the same backfill finished, and do it all")
 	maxJob       = flag.Int64("max-job-impressions", 4_000_000, "cut slices so that no job is estimated above this many impressions (bounds a job's memory on the embedded runner); 0: no bound")
@@ -170,9 +170,13 @@ func parallelism() [numPools]int {
 // printPlan shows the jobs in the order they would run: largest first within each
 // pool, each pool in its own slots.
 func printPlan(w io.Writer, jobs []planJob, files int, lines int64, o planOptions) {
+	httpSlots := "a slot per destination"
+	if *parallelHTTP > 0 {
+		httpSlots = fmt.Sprintf("at most %d at a time", *parallelHTTP)
+	}
 	fmt.Fprintf(w, "plan: %d jobs over %d files (~%d lines), slices of %v, largest first: "+
-		"object store jobs %d at a time, HTTP jobs %d at a time in slots of their own\n",
-		len(jobs), files, lines, o.Slice, *parallelJobs, *parallelHTTP)
+		"object store jobs %d at a time, HTTP jobs one at a time per destination, %s\n",
+		len(jobs), files, lines, o.Slice, *parallelJobs, httpSlots)
 	shards := map[string]int{}
 	for i, j := range jobs {
 		fmt.Fprintf(w, "%3d  %-6s  %-60s ~%d impressions\n", i+1, poolOf(j), j.ID, j.Estimate)
@@ -250,8 +254,8 @@ func readFlags() (planOptions, []string) {
 	if *parallelJobs < 1 {
 		problems = append(problems, fmt.Sprintf("--parallel-jobs must be at least 1; got %d", *parallelJobs))
 	}
-	if *parallelHTTP < 1 {
-		problems = append(problems, fmt.Sprintf("--parallel-http-jobs must be at least 1; got %d", *parallelHTTP))
+	if *parallelHTTP < 0 {
+		problems = append(problems, fmt.Sprintf("--parallel-http-jobs must be 0 (a slot per destination) or more; got %d", *parallelHTTP))
 	}
 	if *slice < 0 || (*slice > 0 && *slice < time.Minute) {
 		problems = append(problems, fmt.Sprintf("--slice must be 0 or at least 1m; got %v", *slice))

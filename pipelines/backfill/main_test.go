@@ -537,8 +537,8 @@ integrations:
 		"sub-second until":    {[]string{"--config", good, "--input", sampleGlob, "--until", "2026-01-01T00:30:00.5Z"}, []string{`--until: "2026-01-01T00:30:00.5Z" must be a whole second`}},
 		"empty range": {[]string{"--config", good, "--input", sampleGlob, "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"},
 			[]string{"--since must be before --until"}},
-		"no HTTP slots": {[]string{"--config", good, "--input", sampleGlob, "--parallel-http-jobs", "0"},
-			[]string{"--parallel-http-jobs must be at least 1; got 0"}},
+		"negative HTTP slots": {[]string{"--config", good, "--input", sampleGlob, "--parallel-http-jobs", "-1"},
+			[]string{"--parallel-http-jobs must be 0 (a slot per destination) or more; got -1"}},
 		"no input match": {[]string{"--config", good, "--input", "/nonexistent/*.ndjson"}, []string{"--input /nonexistent/*.ndjson: no files match"}},
 		"unknown flag":   {[]string{"--config", good, "--inptu", sampleGlob}, []string{"flag provided but not defined: -inptu"}},
 		// Left to Beam: exit 1 without a word, leases held; every job failed.

@@ -25,11 +25,10 @@ import (
 
 // A backfill runs as independent Beam jobs, so that a slow destination's job never
 // holds up the others (the incident this project answers: one queue of batch work,
-// one slow job, 36 hours behind). A job is one group of integrations (a type, window
-// and format, as the pipeline groups them; or single integrations with --jobs-by
-// integration) over one time slice. Jobs run largest first, object store jobs
-// --parallel-jobs at a time and HTTP destination jobs --parallel-http-jobs at a time,
-// in slots of their own (poolOf, dispatch).
+// one slow job, 36 hours behind). A job is the object store integrations (or one of
+// them, with --jobs-by integration), or one HTTP integration, over one time slice
+// (jobGroups). Jobs run largest first, object store jobs --parallel-jobs at a time,
+// HTTP jobs one at a time per destination, in slots of their own (poolOf, dispatch).
 
 // planJob is one job of the plan.
 type planJob struct {
@@ -126,29 +125,23 @@ func sizeShards(cfg *config.Config, est *estimate) {
 
 // jobGroups returns the integrations of each job: all object store integrations in
 // one, which reads and parses the input once for all of them (the reader routes and
-// encodes as it parses: impressionio.ReadObjects); HTTP integrations a job per group,
-// so that a slow destination holds up only its own jobs. With byIntegration, a job
+// encodes as it parses: impressionio.ReadObjects); each HTTP integration a job of its
+// own, so that a slow or down destination holds up only its own jobs, never those of
+// another destination of its type. With byIntegration, object stores too get a job
 // per integration.
 func jobGroups(cfg *config.Config, byIntegration bool) [][]config.Integration {
-	var out [][]config.Integration
-	if byIntegration {
-		for _, in := range cfg.Integrations {
+	var out, objects [][]config.Integration
+	for _, in := range cfg.Integrations {
+		switch {
+		case !in.Type.IsObjectStore() || byIntegration:
 			out = append(out, []config.Integration{in})
+		case objects == nil:
+			objects = [][]config.Integration{{in}}
+		default:
+			objects[0] = append(objects[0], in)
 		}
-		return out
 	}
-	var objects []config.Integration
-	for _, g := range sinks.Groups(cfg.Integrations) {
-		if g.Type.IsObjectStore() {
-			objects = append(objects, g.Integrations...)
-			continue
-		}
-		out = append(out, g.Integrations)
-	}
-	if objects != nil {
-		out = append([][]config.Integration{objects}, out...)
-	}
-	return out
+	return append(objects, out...)
 }
 
 // commonWindow is the shortest duration that the window of every object store

@@ -155,8 +155,7 @@ func (p pool) String() string {
 }
 
 // poolOf is the pool a job runs in. A plan's job never mixes object stores and HTTP
-// destinations (object stores share a job of their own, an HTTP group shares a type;
-// --jobs-by integration has one integration);
+// destinations (object stores share a job of their own, an HTTP integration has one);
 // were it to, the job would go to the HTTP pool: it finishes only when its HTTP
 // destination has taken everything, so in the object pool it would hold an object
 // slot for as long as that destination makes it wait.
@@ -168,25 +167,26 @@ func poolOf(j planJob) pool {
 }
 
 // dispatch starts the jobs todo (indices, in the plan's order), each as soon as its
-// pool has a free slot, at most slots[p] at a time in pool p: within a pool, jobs
-// start in the plan's order (largest first); a job waits only for jobs of its own
-// pool, and a later job of another pool starts ahead of it. start is called in
-// dispatch's goroutine as a job starts, and returns the job's work, which runs in a
+// pool has a free slot, at most slots[p] at a time in pool p (0: no bound): within a
+// pool, jobs start in the plan's order (largest first); a job waits only for jobs of
+// its own pool, and a later job of another pool starts ahead of it. start is called
+// in dispatch's goroutine as a job starts, and returns the job's work, which runs in a
 // goroutine of its own. Once ctx is done no job starts; dispatch returns when every
 // job started has ended.
 //
-// Jobs of one HTTP destination share its rate (one limiter per destination), so more
-// of them at once only hold slots: at most half the HTTP slots (at least one) go to
-// jobs of one destination, and a throttled one leaves the rest to the others.
+// The jobs of one HTTP destination run one at a time: they would share its rate
+// anyway, and with workers on several machines, two jobs at once would each pace
+// themselves with a limiter of their own. So each HTTP destination has a slot of its
+// own, and a destination that is slow or down holds up only its own jobs.
 func dispatch(ctx context.Context, todo []int, classify func(i int) (pool, []string), slots [numPools]int, start func(i int) func()) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	free := slots
-	for p := range free {
-		free[p] = max(1, free[p])
+	free[objectPool] = max(1, free[objectPool])
+	if free[httpPool] <= 0 {
+		free[httpPool] = len(todo) // a slot per destination, whatever their number
 	}
-	perDest := max(1, free[httpPool]/2)
-	busy := map[string]int{} // running jobs by HTTP destination
+	busy := map[string]bool{} // HTTP destinations with a job running
 	type end struct {
 		p     pool
 		dests []string
@@ -195,7 +195,7 @@ func dispatch(ctx context.Context, todo []int, classify func(i int) (pool, []str
 	pending := slices.Clone(todo)
 	startable := func(i int) bool {
 		p, dests := classify(i)
-		return free[p] > 0 && !slices.ContainsFunc(dests, func(d string) bool { return busy[d] >= perDest })
+		return free[p] > 0 && !slices.ContainsFunc(dests, func(d string) bool { return busy[d] })
 	}
 	for len(pending) > 0 && ctx.Err() == nil {
 		k := slices.IndexFunc(pending, startable)
@@ -204,7 +204,7 @@ func dispatch(ctx context.Context, todo []int, classify func(i int) (pool, []str
 			case e := <-ended:
 				free[e.p]++
 				for _, d := range e.dests {
-					busy[d]--
+					delete(busy, d)
 				}
 			case <-ctx.Done():
 			}
@@ -215,7 +215,7 @@ func dispatch(ctx context.Context, todo []int, classify func(i int) (pool, []str
 		pending = slices.Delete(pending, k, k+1)
 		free[p]--
 		for _, d := range dests {
-			busy[d]++
+			busy[d] = true
 		}
 		work := start(i)
 		wg.Add(1)

@@ -15,6 +15,7 @@ import (
 	"github.com/outflow/outflow/internal/destsim"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/transforms/encode"
 )
 
 // No job waits behind a slow destination: jobs bound by an HTTP destination's rate
@@ -45,7 +46,7 @@ integrations:
 	}
 	args := []string{"--config", cfgPath, "--input", sampleGlob, "--jobs-by", "integration", "--slice", "1h", "--parallel-jobs", "2"}
 	plan := runBackfill(t, append(args, "--plan")...)
-	if plan.code != 0 || !strings.Contains(plan.stdout, "object store jobs 2 at a time, HTTP jobs 4 at a time") {
+	if plan.code != 0 || !strings.Contains(plan.stdout, "object store jobs 2 at a time, HTTP jobs one at a time per destination, a slot per destination") {
 		t.Fatalf("--plan: exit %d, does not show the pools' slots\n%s%s", plan.code, plan.stdout, plan.stderr)
 	}
 	for _, line := range strings.Split(plan.stdout, "\n") {
@@ -239,45 +240,121 @@ func TestDispatchPools(t *testing.T) {
 	}
 }
 
-// Jobs of one HTTP destination share its rate, so they take at most half the HTTP
-// slots: four slices of a throttled webhook leave room for another destination's job.
-func TestDispatchHalfTheHTTPSlotsPerDestination(t *testing.T) {
+// The jobs of one HTTP destination run one at a time, and another destination's job
+// starts beside them, even with one HTTP slot fewer than destinations would need.
+func TestDispatchOneJobPerDestination(t *testing.T) {
 	dests := []string{"hook", "hook", "hook", "hook", "amp"} // the plan's order
-	release := make(chan struct{})
-	var mu sync.Mutex
-	running := map[string]int{}
-	most := map[string]int{}
-	ampStarted := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		dispatch(context.Background(), []int{0, 1, 2, 3, 4}, func(i int) (pool, []string) { return httpPool, []string{dests[i]} },
-			[numPools]int{objectPool: 2, httpPool: 4}, func(i int) func() {
-				mu.Lock()
-				running[dests[i]]++
-				most[dests[i]] = max(most[dests[i]], running[dests[i]])
-				mu.Unlock()
-				if dests[i] == "amp" {
-					close(ampStarted)
-				}
-				return func() {
-					if dests[i] == "hook" {
-						<-release // throttled: never done until released
-					}
+	for _, slots := range []int{0, 4} {
+		release := make(chan struct{})
+		var mu sync.Mutex
+		running := map[string]int{}
+		most := map[string]int{}
+		ampStarted := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			dispatch(context.Background(), []int{0, 1, 2, 3, 4}, func(i int) (pool, []string) { return httpPool, []string{dests[i]} },
+				[numPools]int{objectPool: 2, httpPool: slots}, func(i int) func() {
 					mu.Lock()
-					running[dests[i]]--
+					running[dests[i]]++
+					most[dests[i]] = max(most[dests[i]], running[dests[i]])
 					mu.Unlock()
-				}
-			})
-	}()
-	select {
-	case <-ampStarted:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the other destination's job never started while the webhook's jobs waited")
+					if dests[i] == "amp" {
+						close(ampStarted)
+					}
+					return func() {
+						if dests[i] == "hook" {
+							<-release // throttled: never done until released
+						}
+						mu.Lock()
+						running[dests[i]]--
+						mu.Unlock()
+					}
+				})
+		}()
+		select {
+		case <-ampStarted:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("--parallel-http-jobs %d: the other destination's job never started while the webhook's jobs waited", slots)
+		}
+		close(release)
+		<-done
+		if most["hook"] != 1 {
+			t.Errorf("--parallel-http-jobs %d: the webhook ran %d jobs at once; want 1", slots, most["hook"])
+		}
 	}
-	close(release)
-	<-done
-	if most["hook"] != 2 {
-		t.Errorf("the webhook ran %d jobs at once; want 2, half the HTTP slots", most["hook"])
+}
+
+// No destination waits for another: of two webhooks of different tenants, one
+// answers 500 to everything, and the other's backfill, in several slices, finishes
+// while the first is still down. Then the down one comes back: the circuit's next
+// probe finds it, its failed batches (hours from their next retry on the webhook
+// schedule) are due at once, and it gets every impression once, none dead-lettered.
+func TestDownDestinationDelaysNoOther(t *testing.T) {
+	downOpts := destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "initech", Status: 500}
+	down := testenv.Destination(t, downOpts)
+	healthy := testenv.Destination(t, destsim.Options{Kind: destsim.Webhook, Secret: hookSecret, Tenant: "acme", RateLimit: 20,
+		RetryAfterGrace: 100 * time.Millisecond})
+	hook := func(tenant, url string) string {
+		return fmt.Sprintf("  - {id: %s-hook, tenant: %s, type: webhook, window: 1h, shards: 1, delivery: {max_batch_events: 10}, webhook: {url: %q, secret: %q}}\n",
+			tenant, tenant, url+"/hook", hookSecret)
 	}
+	cfgPath := writeConfig(t, "dead_letter: "+t.TempDir()+"\nallow_private_destinations: true\nintegrations:\n"+
+		hook("initech", down.URL())+hook("acme", healthy.URL()))
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := readInput(t, sampleGlob)
+	want := map[string]map[[16]byte]encode.Record{}
+	for _, ic := range cfg.Integrations {
+		want[ic.Tenant] = in.want(ic, time.Time{}, time.Time{})
+	}
+
+	done := make(chan result, 1)
+	go func() { done <- runBackfill(t, "--config", cfgPath, "--input", sampleGlob, "--slice", "1h") }()
+	deadline := time.Now().Add(3 * time.Minute)
+	for len(healthy.Events()) < len(want["acme"]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the healthy webhook got %d of %d impressions in 3 minutes while the other was down", len(healthy.Events()), len(want["acme"]))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // for its last job to end
+	upAt := time.Now()
+	failedWhileDown := down.Status().Failed
+	o := downOpts
+	o.Status = 0
+	down.Set(o)
+	r := <-done
+	if r.code != 0 || r.report == nil {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	var hookJobs int
+	for _, j := range r.report.Jobs {
+		t.Logf("%-40s %s %v to %v", j.ID, j.Status, j.Started.Format("15:04:05.000"), j.Finished.Format("15:04:05.000"))
+		if strings.HasPrefix(j.ID, "acme-hook@") {
+			hookJobs++
+			if !j.Finished.Before(upAt) {
+				t.Errorf("job %s finished at %v, after the other webhook came back (%v): it waited for it", j.ID, j.Finished, upAt)
+			}
+		}
+	}
+	if hookJobs < 2 {
+		t.Fatalf("the healthy webhook had %d jobs; the test needs several slices", hookJobs)
+	}
+	for tenant, sim := range map[string]*destsim.Server{"acme": healthy, "initech": down} {
+		events := sim.Events()
+		if len(events) != len(want[tenant]) {
+			t.Errorf("%s's webhook holds %d impressions, want %d", tenant, len(events), len(want[tenant]))
+		}
+		for id := range want[tenant] {
+			if e := events[uuid.UUID(id).String()]; e.Count != 1 {
+				t.Errorf("%s: impression %x received %d times", tenant, id, e.Count)
+			}
+		}
+	}
+	t.Logf("the down webhook answered %d requests with 500 while down; back at %v, done %v later",
+		failedWhileDown, upAt.Format("15:04:05.000"), down.Status().LastAccepted.Sub(upAt).Round(time.Millisecond))
 }
