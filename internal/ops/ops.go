@@ -173,7 +173,7 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- delayHistogram(in, lv)
 	}
 	if len(r.Jobs) > 0 {
-		byStatus := map[string]int{"planned": len(r.Jobs), "running": 0, "done": 0, "dead_lettered": 0, "failed": 0, "skipped": 0}
+		byStatus := map[string]int{"planned": len(r.Jobs), "running": 0, "done": 0, "dead_lettered": 0, "failed": 0, "incomplete": 0, "skipped": 0}
 		for _, j := range r.Jobs {
 			switch {
 			case j.Status == "not_run" && !j.Started.IsZero():

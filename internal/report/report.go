@@ -109,7 +109,9 @@ type Job struct {
 	From         time.Time `json:"from,omitzero"` // unbounded when absent
 	Until        time.Time `json:"until,omitzero"`
 	Estimate     int64     `json:"estimated_impressions"`
-	// Status is done, dead_lettered, failed, skipped (done by an earlier run) or not_run.
+	// Status is done, dead_lettered, failed, incomplete (it ended holding impressions
+	// it had neither delivered nor dead-lettered: a rerun redoes it), skipped (done by
+	// an earlier run) or not_run.
 	Status string `json:"status"`
 	// PreviousStatus is how a skipped job ended in the earlier run (done or
 	// dead_lettered), whose counts this report includes.
@@ -177,6 +179,28 @@ func metricsOf(res beam.PipelineResult) (m metrics.Results, ok bool) {
 // them with each finished job, so that a rerun which skips the job still reports what
 // it did.
 type Counts map[string]map[string]int64
+
+// Pending is how many impressions the HTTP delivery core still held when the counts
+// were taken, over every integration.
+func (c Counts) Pending() int64 {
+	var n int64
+	for _, names := range c {
+		n += names[metricname.Pending]
+	}
+	return n
+}
+
+// Add adds d to c.
+func (c Counts) Add(d Counts) {
+	for ns, names := range d {
+		if c[ns] == nil {
+			c[ns] = map[string]int64{}
+		}
+		for name, v := range names {
+			c[ns][name] += v
+		}
+	}
+}
 
 // CountsOf returns the committed counter totals of a finished job; ok is false when
 // the runner returned no counters: Beam's Flink runner answers a cancelled job with

@@ -87,11 +87,14 @@ func run() int {
 	ctx, stop := job.Context()
 	defer stop()
 	rep := report.New(cfg, time.Now())
-	// The report of the jobs finished so far; reportMu guards it while jobs run.
+	// The report of the jobs finished so far, and what those running did so far;
+	// reportMu guards both while jobs run.
 	srv, err := job.ServeOps(*metricsAddr, func() *report.Report {
 		reportMu.Lock()
 		defer reportMu.Unlock()
-		return rep.Clone()
+		c := rep.Clone()
+		c.AddCounts(live.running())
+		return c
 	})
 	if err != nil {
 		return job.End("backfill", rep, job.ExitFailed, err, *reportPath)

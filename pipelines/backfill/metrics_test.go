@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,6 +41,7 @@ integrations:
 		return m
 	}
 	var during scraped
+	var hookDuring []float64 // the webhook's deliveries, as scraped while its job ran
 	var r result
 	for r.report == nil {
 		select {
@@ -47,6 +49,7 @@ integrations:
 		case <-time.After(200 * time.Millisecond):
 			if m := scrape(); m["outflow_backfill_jobs"]["done"] == 1 && m["outflow_backfill_jobs"]["running"] == 1 {
 				during = m // the S3 job is done, the slow webhook's runs
+				hookDuring = append(hookDuring, m["outflow_delivered_impressions_total"]["globex-hook"])
 			}
 		}
 	}
@@ -68,5 +71,10 @@ integrations:
 	}
 	if got := during["outflow_impressions_total"]["acme-s3"]; got != float64(in.Impressions) {
 		t.Errorf("outflow_impressions_total{acme-s3} = %v while the webhook ran; the report says %d", got, in.Impressions)
+	}
+	// The running job's deliveries show as they happen, not only once it ends.
+	final := float64(r.report.Integrations[1].Delivered)
+	if !slices.ContainsFunc(hookDuring, func(v float64) bool { return v > 0 && v < final }) {
+		t.Errorf("the webhook's deliveries as scraped while its job ran: %v; want some between 0 and its final %v", hookDuring, final)
 	}
 }

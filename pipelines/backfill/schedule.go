@@ -37,9 +37,10 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 	parallel [numPools]int, st *state, rep *report.Report, totalLines int64) (int, error) {
 	mu := &reportMu // guards rep and the variables below
 	var (
-		failures []string
-		code     = job.ExitOK
-		running  = map[string]*runningJob{}
+		failures   []string
+		incomplete []string // jobs that ended holding impressions
+		code       = job.ExitOK
+		running    = map[string]*runningJob{}
 	)
 	stopProgress := showProgress(log, mu, running, totalLines)
 	defer stopProgress()
@@ -94,21 +95,27 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			rj.Finished = time.Now()
 			rj.Seconds = rj.Finished.Sub(rj.Started).Seconds()
 			rep.AddCounts(counts)
+			live.finished(counts)
 			rep.AddDistributionsAndGauges(res)
-			switch {
-			case err != nil || terr != nil:
-				rj.Status, rj.Error = "failed", job.Failure(ctx, errors.Join(err, terr)).Error()
+			var why string
+			rj.Status, why = jobStatus(errors.Join(err, terr), counts, tally)
+			switch rj.Status {
+			case "failed":
+				rj.Error = job.Failure(ctx, errors.Join(err, terr)).Error()
 				failures = append(failures, j.ID+": "+rj.Error)
 				code = job.ExitFailed
 				log.Error("job failed", "job", j.ID, "error", rj.Error)
 				return
-			case tally.Impressions()+tally.FileErrors > 0:
-				rj.Status = "dead_lettered"
+			case "incomplete":
+				// Not recorded as done, and the record kept: the rerun asked for redoes it.
+				rj.Error = why
+				incomplete = append(incomplete, j.ID)
+				log.Error("job incomplete", "job", j.ID, "error", rj.Error)
+				return
+			case "dead_lettered":
 				if code == job.ExitOK {
 					code = job.ExitDeadLettered
 				}
-			default:
-				rj.Status = "done"
 			}
 			log.Info("job finished", "job", j.ID, "status", rj.Status, "seconds", fmt.Sprintf("%.1f", rj.Seconds))
 			if err := st.markDone(ctx, j.ID, doneJob{Status: rj.Status, Finished: rj.Finished.UTC(), Counts: counts}); err != nil {
@@ -122,6 +129,10 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 	case failures != nil:
 		return job.ExitFailed, fmt.Errorf("%d of %d jobs failed; rerun the same command to redo them:\n  %s",
 			len(failures), len(jobs), strings.Join(failures, "\n  "))
+	case incomplete != nil:
+		log.Error("some jobs ended holding impressions they had neither delivered nor dead-lettered; rerun the same command to redo them",
+			"jobs", strings.Join(incomplete, ","))
+		return job.ExitDeadLettered, nil
 	}
 	// Complete: the record has served its purpose (resuming). Running the same
 	// backfill again delivers it all again: objects are overwritten under the same
@@ -131,6 +142,22 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			"state", st.path, "error", err)
 	}
 	return code, nil
+}
+
+// jobStatus is how a finished job ended: failed (err), incomplete (the runner ended
+// it while the delivery core still held impressions, e.g. its timers dropped: they
+// are in no destination and no dead-letter file), dead_lettered or done; why says
+// what was held.
+func jobStatus(err error, counts report.Counts, tally deadletterio.Tally) (status, why string) {
+	switch {
+	case err != nil:
+		return "failed", err.Error()
+	case counts.Pending() > 0:
+		return "incomplete", fmt.Sprintf("the job ended holding %d impressions it had neither delivered nor dead-lettered; rerun the same command to deliver them", counts.Pending())
+	case tally.Impressions()+tally.FileErrors > 0:
+		return "dead_lettered", ""
+	}
+	return "done", ""
 }
 
 // A pool is a class of jobs with slots of its own (--parallel-jobs,
@@ -274,8 +301,37 @@ func outcome(ctx context.Context, deadLetter, run string, res beam.PipelineResul
 // run in this process) or after submitWait (when they run elsewhere).
 var submitMu sync.Mutex
 
-// reportMu guards a backfill's report while its jobs run: --metrics-addr reads it.
+// reportMu guards a backfill's report, and live, while its jobs run: --metrics-addr
+// reads them.
 var reportMu sync.Mutex
+
+// live is what running jobs did so far, for --metrics-addr (liveCounts).
+var live = liveCounts{accounted: map[[2]string]int64{}}
+
+// liveCounts gives what the jobs still running did so far, as far as their workers
+// run in this process: the process's live counters (metricname.Live) count every job,
+// finished or not, and the finished jobs' share is in the report already.
+type liveCounts struct{ accounted map[[2]string]int64 }
+
+// finished takes a finished job's counts out of what runs.
+func (l *liveCounts) finished(c report.Counts) {
+	for ns, names := range c {
+		for name, v := range names {
+			l.accounted[[2]string{ns, name}] += v
+		}
+	}
+}
+
+// running is what the running jobs counted so far.
+func (l *liveCounts) running() report.Counts {
+	out := report.Counts{}
+	for k, v := range metricname.Live() {
+		if d := v - l.accounted[k]; d > 0 {
+			out.Add(report.Counts{k[0]: {k[1]: d}})
+		}
+	}
+	return out
+}
 
 const submitWait = 10 * time.Second
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/outflow/outflow/internal/config"
 	"github.com/outflow/outflow/internal/destsim"
+	"github.com/outflow/outflow/internal/metricname"
 	"github.com/outflow/outflow/internal/report"
 	"github.com/outflow/outflow/internal/testenv"
+	"github.com/outflow/outflow/io/deadletterio"
 	"github.com/outflow/outflow/transforms/encode"
 )
 
@@ -357,4 +360,27 @@ func TestDownDestinationDelaysNoOther(t *testing.T) {
 	}
 	t.Logf("the down webhook answered %d requests with 500 while down; back at %v, done %v later",
 		failedWhileDown, upAt.Format("15:04:05.000"), down.Status().LastAccepted.Sub(upAt).Round(time.Millisecond))
+}
+
+// A job the runner ended while the delivery core held impressions is incomplete, not
+// done: its impressions are nowhere, so the backfill must not say it delivered them.
+func TestJobStatus(t *testing.T) {
+	held := report.Counts{"acme-hook": {metricname.Delivered: 90, metricname.Pending: 10}}
+	dead := deadletterio.Tally{DeadLettered: map[string]int64{"acme-hook": 2}}
+	for _, c := range []struct {
+		err    error
+		counts report.Counts
+		tally  deadletterio.Tally
+		want   string
+	}{
+		{errors.New("boom"), nil, deadletterio.Tally{}, "failed"},
+		{nil, held, dead, "incomplete"},
+		{nil, report.Counts{"acme-hook": {metricname.Delivered: 98, metricname.Pending: 0}}, dead, "dead_lettered"},
+		{nil, report.Counts{"acme-hook": {metricname.Delivered: 100}}, deadletterio.Tally{}, "done"},
+	} {
+		got, why := jobStatus(c.err, c.counts, c.tally)
+		if got != c.want || (got == "incomplete" && !strings.Contains(why, "holding 10 impressions")) {
+			t.Errorf("jobStatus(%v, %v, %+v) = %s (%s), want %s", c.err, c.counts, c.tally, got, why, c.want)
+		}
+	}
 }

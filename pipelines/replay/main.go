@@ -156,6 +156,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 	if rep.Replayed+rep.Kept == 0 { // every record read is one or the other: no metrics
 		countFromTally(rep, tally)
 	}
+	if held := pendingOf(rep); held > 0 {
+		// The runner ended the job while the delivery core held impressions (its
+		// timers dropped): archiving the files would lose them. They stay staged, and
+		// the next replay takes them up again (destinations drop repeats by id).
+		return job.ExitDeadLettered, fmt.Errorf("the replay ended holding %d impressions it had neither delivered nor dead-lettered; "+
+			"the files stay under %s/%s/, and the next replay sends them again", held, root, replaying)
+	}
 	if err := archive(ctx, root); err != nil {
 		return job.ExitFailed, err
 	}
@@ -163,6 +170,15 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 		return job.ExitDeadLettered, nil
 	}
 	return job.ExitOK, nil
+}
+
+// pendingOf is how many impressions the report says the delivery core still held.
+func pendingOf(rep *report.Report) int64 {
+	var n int64
+	for _, in := range rep.Integrations {
+		n += in.Pending
+	}
+	return n
 }
 
 // newRun returns an id for this replay's receipts, unique to this execution.
