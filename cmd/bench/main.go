@@ -7,7 +7,7 @@
 //	go run ./cmd/bench -mode stream -n 200000 -seconds 20   # the stream job: catch-up rate, live delay beside a throttled webhook
 //	go run ./cmd/bench -mode catchup         # catch-up to 9 rate-limited HTTP destinations, then a Retry-After pause
 //	go run ./cmd/bench -mode surge           # the stream job through R, 10 × R, R: delay, drain, RSS, catch-up vs backfill
-//	go run ./cmd/bench -mode outage          # the stream job while one webhook answers 503 for 10 min: RSS, healthy delay, nothing lost
+//	go run ./cmd/bench -mode outage          # the stream job while one webhook answers 503 for 30 min: probes, recovery, others' events/s, dead letters
 //
 // s3 generates N impressions, then in each of -rounds rounds times (1) a plain Go
 // loop that parses, encodes and gzips them per integration on every core with no
@@ -18,11 +18,13 @@
 // mode (catch-up rate, then delivery delay at half and all of it) in stream.go, the
 // catchup mode (issue 12: full requests at a learned limit, CPU while paused) in
 // catchup.go, the surge mode (issue 13: delay through a tenfold surge, the time to
-// drain it, catch-up against the backfill) in surge.go, the outage mode (bounded
-// memory under an outage: one webhook answering 503 for -outage at -rate, default
-// 2,000 impressions/s; peak RSS, the healthy destinations' delay before, during and
-// after it, and the down webhook's impressions delivered, dead-lettered past
-// max_pending_impressions, or lost) in outage.go.
+// drain it, catch-up against the backfill) in surge.go, the outage mode (issue 26:
+// one webhook answering -down-status, 503 without Retry-After by default, for
+// -outage, 30 min, at -rate, default 300 impressions/s; its probes a minute and its
+// recovery to its limit, the other HTTP destinations' events/s against their ideal,
+// the impressions dead-lettered, peak RSS, the healthy destinations' delay before,
+// during and after it, and the down webhook's impressions delivered, dead-lettered or
+// lost) in outage.go and outageissue.go.
 package main
 
 import (
@@ -43,7 +45,7 @@ import (
 func main() {
 	var (
 		mode     = flag.String("mode", "s3", "s3, goodput, isolation, stream, catchup, surge or outage")
-		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second; outage: impressions/s produced (default 2000); stream: one live phase at this many impressions/s")
+		rate     = flag.Float64("rate", 20, "goodput, catchup: the destination's limit, requests per second; outage: impressions/s produced (default 300); stream: one live phase at this many impressions/s")
 		seconds  = flag.Int("seconds", 60, "goodput: about how long to keep the destination busy; stream: how long each live phase lasts")
 		n        = flag.Int("n", 1000000, "s3: impressions; stream, surge: the backlog to catch up on (surge: default 200000); catchup: the catch-up's impressions (default 200000)")
 		files    = flag.Int("files", 8, "input files (s3: default 12, half of them gzip)")

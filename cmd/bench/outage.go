@@ -27,17 +27,22 @@ import (
 	"github.com/outflow/outflow/transforms/encode"
 )
 
-// Flags of -mode outage; -rate (default 2000 here), -tenants, -window and -warmup
+// Flags of -mode outage; -rate (default 300 here), -tenants, -window and -warmup
 // (default 60 s here) are shared.
 var (
-	outageLen        = flag.Duration("outage", 10*time.Minute, "outage: how long the down webhook answers 503 to everything")
+	outageLen        = flag.Duration("outage", 30*time.Minute, "outage: how long the down webhook answers -down-status to everything")
 	outageRecovery   = flag.Duration("recovery", 2*time.Minute, "outage: input at -rate after the outage, every destination healthy")
 	outageDrain      = flag.Duration("drain", 10*time.Minute, "outage: after the input stops, the longest wait for every impression to be delivered or dead-lettered")
 	outageMaxPending = flag.Int("max-pending", 0, "outage: max_pending_impressions of every HTTP integration (0: the stream's default, 250000)")
+	outageDownStatus = flag.Int("down-status", 503, "outage: what the down webhook answers every request: 503, 500, 502 or 504")
+	outageRetryAfter = flag.Duration("down-retry-after", 0, "outage: the Retry-After of the down webhook's 503s, in whole seconds rounded up (0: none)")
 )
 
 const (
-	outageDefaultRate   = 2000
+	// outageDefaultRate is issue 26's run: about 100 impressions/s a tenant, so that
+	// the down webhook's backlog after 30 min (180,000) stays under the default
+	// max_pending_impressions and nothing need be dead-lettered.
+	outageDefaultRate   = 300
 	outageDefaultWarmup = 60 * time.Second
 	// outageStartLimit bounds the wait for the job's first deliveries everywhere.
 	outageStartLimit = 5 * time.Minute
@@ -56,7 +61,7 @@ type outageDest struct {
 	prefix     string // s3: the objects' prefix in the bucket
 	sim        *destsim.Server
 	opts       destsim.Options // the simulator's healthy options
-	down       bool            // the webhook that answers 503 during the outage
+	down       bool            // the webhook that answers -down-status during the outage
 }
 
 // outageImp is a produced impression: its time (Unix ms) and tenant index.
@@ -69,10 +74,11 @@ type outageImp struct {
 // deliveries everywhere are in none.
 var outagePhases = [3]string{"before", "during", "after"}
 
-// benchOutage runs the stream job at a steady rate while one webhook answers 503 for
-// -outage: the job's memory (bounded by max_pending_impressions, beyond which the
-// down webhook's impressions are dead-lettered), the healthy destinations' delay, and
-// that nothing is lost. See README.md (Benchmarks).
+// benchOutage runs the stream job at a steady rate while one webhook answers
+// -down-status for -outage: the job's memory (bounded by max_pending_impressions,
+// beyond which the down webhook's impressions are dead-lettered), the healthy
+// destinations' delay and events/s, the down webhook's probes and recovery, and that
+// nothing is lost or dead-lettered. See README.md (Benchmarks).
 func benchOutage(rate float64, tenants int, dir string) error {
 	if !flagGiven("rate") {
 		rate = outageDefaultRate
@@ -89,6 +95,9 @@ func benchOutage(rate float64, tenants int, dir string) error {
 		return fmt.Errorf("-rate %v impressions/s is too low", rate)
 	case *outageLen <= 0 || *outageRecovery <= 0 || warmup <= 0:
 		return errors.New("-outage, -recovery and -warmup must be positive")
+	}
+	if err := outageCheckDownFlags(); err != nil {
+		return err
 	}
 	maxPending := *outageMaxPending
 	if maxPending <= 0 {
@@ -131,18 +140,7 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	}
 	defer producer.Close()
 
-	// Integrations: per tenant an S3 prefix, a webhook, and an Amplitude (even tenants)
-	// or a Segment (odd ones); the first tenant's webhook goes down.
-	var ds []*outageDest
-	for i := range tenants {
-		t := gen.TenantName(i)
-		second := &outageDest{id: t + "-amplitude", tenant: t, kind: "amplitude"}
-		if i%2 == 1 {
-			second = &outageDest{id: t + "-segment", tenant: t, kind: "segment"}
-		}
-		ds = append(ds, &outageDest{id: t + "-s3", tenant: t, kind: "s3", prefix: "outage/" + t},
-			&outageDest{id: t + "-hook", tenant: t, kind: "webhook", down: i == 0}, second)
-	}
+	ds, down := outageDests(tenants)
 	defer func() {
 		for _, d := range ds {
 			if d.sim != nil {
@@ -150,54 +148,20 @@ func benchOutage(rate float64, tenants int, dir string) error {
 			}
 		}
 	}()
-	var down *outageDest
 	deadDir := filepath.Join(dir, "outage", "dead-letter")
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "dead_letter: %s\nallow_private_destinations: true\nintegrations:\n", deadDir)
-	pending := ""
-	if *outageMaxPending > 0 {
-		pending = fmt.Sprintf(", delivery: {max_pending_impressions: %d}", *outageMaxPending)
-	}
-	for _, d := range ds {
-		switch d.kind {
-		case "s3":
-			fmt.Fprintf(&cfg, "  - {id: %s, tenant: %s, type: s3, window: %s, s3: {bucket: bench, prefix: %s, endpoint: %q}}\n",
-				d.id, d.tenant, window, d.prefix, s3.Endpoint)
-			continue
-		case "webhook":
-			d.opts = destsim.Options{Kind: destsim.Webhook, Secret: benchSecret, Tenant: d.tenant, RateLimit: surgeHookLimit, NoBodies: true}
-		case "amplitude":
-			d.opts = destsim.Options{Kind: destsim.Amplitude, APIKey: "key-" + d.id, RateLimit: surgeAmpLimit, NoBodies: true}
-		case "segment":
-			d.opts = destsim.Options{Kind: destsim.Segment, WriteKey: "wk-" + d.id, RateLimit: surgeAmpLimit, NoBodies: true}
-		}
-		if d.sim, err = destsim.Start(d.opts); err != nil {
-			return err
-		}
-		switch d.kind {
-		case "webhook":
-			fmt.Fprintf(&cfg, "  - {id: %s, tenant: %s, type: webhook, window: %s, webhook: {url: %q, secret: %q}%s}\n",
-				d.id, d.tenant, window, d.sim.URL()+"/hook", benchSecret, pending)
-		case "amplitude":
-			fmt.Fprintf(&cfg, "  - {id: %s, tenant: %s, type: amplitude, window: %s, amplitude: {api_key: %q, endpoint: %q}%s}\n",
-				d.id, d.tenant, window, d.opts.APIKey, d.sim.URL(), pending)
-		case "segment":
-			fmt.Fprintf(&cfg, "  - {id: %s, tenant: %s, type: segment, window: %s, segment: {write_key: %q, endpoint: %q}%s}\n",
-				d.id, d.tenant, window, d.opts.WriteKey, d.sim.URL(), pending)
-		}
-		if d.down {
-			down = d
-		}
+	cfg, err := outageConfig(ds, s3.Endpoint, deadDir, window)
+	if err != nil {
+		return err
 	}
 	cfgPath := filepath.Join(dir, "outage.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
 	reportPath := filepath.Join(dir, "outage-report.json")
 
-	fmt.Printf("\n== outage: %.0f impressions/s; warm-up %v, %s answers 503 (Retry-After: 1) for %v, recovery %v, then drain (≤ %v); "+
-		"window %v; max_pending_impressions %d; %d tenants × (S3, webhook, Amplitude or Segment) ==\n",
-		rate, warmup, down.id, *outageLen, *outageRecovery, *outageDrain, window, maxPending, tenants)
+	fmt.Printf("\n== outage: %.0f impressions/s; warm-up %v, %s answers %s for %v, recovery %v, then drain (≤ %v); "+
+		"window %v; max_pending_impressions %d; %d tenants × (S3, webhook, Amplitude, Segment) ==\n",
+		rate, warmup, down.id, outageDownDesc(), *outageLen, *outageRecovery, *outageDrain, window, maxPending, tenants)
 
 	// Every impression produced, by id, and how many each tenant got.
 	imps := map[uuid.UUID]outageImp{}
@@ -269,7 +233,7 @@ func benchOutage(rate float64, tenants int, dir string) error {
 			ledger = [2]int64{rep.LedgerBytes, rep.LedgerFirings}
 		}
 		st := down.sim.Status()
-		fmt.Printf("%s; received %d, answered 503 %d times\n", line, st.UniqueEvents, st.Unavailable)
+		fmt.Printf("%s; received %d, refused %d requests\n", line, st.UniqueEvents, st.Unavailable+st.Failed)
 	}
 	tick := func() bool {
 		if time.Since(lastScan) >= time.Second {
@@ -295,17 +259,19 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	}
 	sampleCPU(0)
 	lengths := [3]time.Duration{warmup, *outageLen, *outageRecovery}
+	probes := startDownSampler(down.sim)
+	var downUp [2]time.Time // when the down webhook was set down, and up again: sampled then
 	for i := range 3 {
 		phase = outagePhases[i]
 		rss.mark(i + 1)
 		switch i {
 		case 1:
-			o := down.opts
-			o.Status = 503
-			down.sim.Set(o)
-			fmt.Printf("%s is down: 503 to every request\n", down.id)
+			down.sim.Set(outageDownOptions(down.opts))
+			downUp[0] = probes.sample()
+			fmt.Printf("%s is down: %s to every request\n", down.id, outageDownDesc())
 		case 2:
 			down.sim.Set(down.opts)
+			downUp[1] = probes.sample()
 			fmt.Printf("%s is back up\n", down.id)
 		}
 		k, end, err := run(bounds[i].Add(lengths[i]), tick)
@@ -347,6 +313,7 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	}
 	drainedRSS, _ := procRSS(job.Process.Pid)
 	sampleCPU(4)
+	samples := probes.finish()
 	rssPhase := rss.stop()
 	job.Process.Signal(syscall.SIGINT)
 	if err := job.Wait(); err != nil {
@@ -359,7 +326,7 @@ func benchOutage(rate float64, tenants int, dir string) error {
 	return outageReport(outageRun{ds: ds, down: down, objs: objs, imps: imps, want: want, bounds: bounds, window: window,
 		rate: rate, maxPending: maxPending, deadDir: deadDir, reportPath: reportPath,
 		healthyDone: !healthyDone.IsZero(), rssPhase: rssPhase, rssPeak: peak, rssDrained: drainedRSS,
-		cpu: cpu, cpuAt: cpuAt})
+		cpu: cpu, cpuAt: cpuAt, samples: samples, downUp: downUp})
 }
 
 // outageHealthyComplete says whether every destination but the down one has its
@@ -416,16 +383,23 @@ func (c *deadCounter) count() int {
 	return n
 }
 
-// readIntegration reads a stream report, and an integration's counts in it.
-func readIntegration(path, id string) (*report.Report, report.Integration, bool) {
+// readStreamReport reads a stream report; nil if it cannot.
+func readStreamReport(path string) *report.Report {
 	var rep report.Report
 	b, err := os.ReadFile(path)
 	if err != nil || json.Unmarshal(b, &rep) != nil {
-		return nil, report.Integration{}, false
+		return nil
 	}
-	for _, in := range rep.Integrations {
-		if in.ID == id {
-			return &rep, in, true
+	return &rep
+}
+
+// readIntegration reads a stream report, and an integration's counts in it.
+func readIntegration(path, id string) (*report.Report, report.Integration, bool) {
+	if rep := readStreamReport(path); rep != nil {
+		for _, in := range rep.Integrations {
+			if in.ID == id {
+				return rep, in, true
+			}
 		}
 	}
 	return nil, report.Integration{}, false
@@ -450,6 +424,8 @@ type outageRun struct {
 	rssDrained  int64
 	cpu         [5]time.Duration // the job's CPU time at bounds[0..3] and the end of the drain
 	cpuAt       [5]time.Time
+	samples     []downSample // the down simulator's counts, once a second and at downUp
+	downUp      [2]time.Time // when the down webhook was set down, and up again
 }
 
 // outageReport prints the delays, the down webhook's accounting, the memory and the
@@ -648,7 +624,7 @@ func outageReport(r outageRun) error {
 	}
 
 	st := r.down.sim.Status()
-	fmt.Printf("\n%s, down for %v (503 with Retry-After: 1 to every request):\n", r.down.id, r.bounds[2].Sub(r.bounds[1]).Round(time.Second))
+	fmt.Printf("\n%s, down for %v (%s to every request):\n", r.down.id, r.bounds[2].Sub(r.bounds[1]).Round(time.Second), outageDownDesc())
 	fmt.Printf("  routed to it          %8d impressions (%d produced during the outage)\n", routed, countTenantIn(r.imps, r.down.tenant, r.bounds[1], r.bounds[2]))
 	fmt.Printf("  delivered             %8d (received before the outage %d, during it %d, in the recovery %d, after the input stopped %d)\n",
 		df.got, df.byArrival[0], df.byArrival[1], df.byArrival[2], df.byArrival[3])
@@ -685,7 +661,8 @@ func outageReport(r outageRun) error {
 				rep.LedgerBytes, rep.LedgerFirings, float64(rep.LedgerBytes)/float64(rep.LedgerFirings))
 		}
 	}
-	fmt.Printf("  simulator: %d requests, %d answered 503, %d accepted, %d duplicates\n", st.Requests, st.Unavailable, st.Accepted, st.Duplicates)
+	fmt.Printf("  simulator: %d requests, %d answered 503, %d another 5xx, %d accepted, %d duplicates\n",
+		st.Requests, st.Unavailable, st.Failed, st.Accepted, st.Duplicates)
 	if otherDeadFiles > 0 {
 		fmt.Printf("  (!) %d dead-letter files of other integrations\n", otherDeadFiles)
 	}
@@ -701,12 +678,17 @@ func outageReport(r outageRun) error {
 	}
 	fmt.Println()
 
+	issue, err := outageIssueFigures(r)
+	if err != nil {
+		return err
+	}
+
 	// Targets.
 	fmt.Printf("\n== summary ==\n  %-62s | measured\n", "target")
 	line := func(target, measured string, ok bool) {
-		verdict := "MISSED"
+		verdict := "FAIL"
 		if ok {
-			verdict = "ok"
+			verdict = "PASS"
 		}
 		fmt.Printf("  %-62s | %s  %s\n", target, measured, verdict)
 	}
@@ -718,6 +700,7 @@ func outageReport(r outageRun) error {
 		fmt.Sprintf("%d lost, %d duplicated or stray", healthyLost, healthyDups), healthyLost == 0 && healthyDups == 0 && r.healthyDone)
 	line(fmt.Sprintf("%s: nothing lost (delivered or dead-lettered)", r.down.id),
 		fmt.Sprintf("%d lost of %d (%d delivered, %d dead-lettered)", lost, routed, df.got, len(deadIDs)), lost == 0)
+	issue.summary(line)
 	overflow := "none"
 	if reasons["max_pending_impressions"] > 0 {
 		overflow = fmt.Sprintf("%d dead-lettered beyond max_pending_impressions %d, as designed", reasons["max_pending_impressions"], r.maxPending)

@@ -80,7 +80,8 @@ type Options struct {
 
 	// FailRate answers a random one of 500, 502 and 504 (no Retry-After).
 	FailRate float64
-	// Unavailable answers 503 with Retry-After: 1 (or RetryAfter).
+	// Unavailable answers 503 with Retry-After: 1 (or RetryAfter, or none if
+	// NoRetryAfter).
 	Unavailable float64
 	// ResetRate closes the connection after reading the body, with no response.
 	ResetRate float64
@@ -88,14 +89,18 @@ type Options struct {
 	SlowRate  float64
 	SlowDelay time.Duration
 	// Status, if non-zero, answers every request with this status and a JSON error
-	// body (a 429 or 503 with Retry-After: 1, or RetryAfter); nothing is accepted. The answer is
-	// counted by its status: 429 Throttled, 503 Unavailable, other 5xx Failed, the
-	// rest (even a 2xx) Rejected.
+	// body (a 429 or 503 with Retry-After: 1, or RetryAfter, or none if
+	// NoRetryAfter); nothing is accepted. The answer is counted by its status: 429
+	// Throttled, 503 Unavailable, other 5xx Failed, the rest (even a 2xx) Rejected.
 	Status int
 	// RetryAfter, if > 0, is the Retry-After of the 429s and 503s that Status and
 	// Unavailable give, instead of 1 s: with Status 429 and Set, a destination that
 	// pauses its clients for a minute, then recovers.
 	RetryAfter time.Duration
+	// NoRetryAfter sends the 429s and 503s that Status and Unavailable give with no
+	// Retry-After at all (RetryAfter is then ignored): a destination that gives its
+	// clients no hint when to come back.
+	NoRetryAfter bool
 	// MaxBodyBytes, if > 0, answers 413 to bodies larger than this after gzip decoding.
 	MaxBodyBytes int
 	// ThrottleEvents (Amplitude only) is the share of a request's events rejected with
@@ -549,8 +554,12 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, o Options, key [
 	return s.accept(o, b, received, len(body))
 }
 
-// retryAfter is the pause that Status's and Unavailable's 429s and 503s ask for.
+// retryAfter is the pause that Status's and Unavailable's 429s and 503s ask for; 0
+// sends no Retry-After.
 func retryAfter(o Options) time.Duration {
+	if o.NoRetryAfter {
+		return 0
+	}
 	if o.RetryAfter > 0 {
 		return o.RetryAfter
 	}

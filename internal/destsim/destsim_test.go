@@ -382,6 +382,35 @@ func TestStatusRetryAfter(t *testing.T) {
 	}
 }
 
+// NoRetryAfter: Status's 503s and 429s and Unavailable's 503s carry no Retry-After,
+// so no pause is announced and a request right after one is not counted as ignoring
+// it.
+func TestNoRetryAfter(t *testing.T) {
+	for _, o := range []destsim.Options{
+		{Kind: destsim.Webhook, Status: http.StatusServiceUnavailable, NoRetryAfter: true},
+		{Kind: destsim.Webhook, Status: http.StatusTooManyRequests, NoRetryAfter: true, RetryAfter: time.Minute},
+		{Kind: destsim.Webhook, Unavailable: 1, NoRetryAfter: true},
+	} {
+		t.Run(fmt.Sprintf("status %d unavailable %v", o.Status, o.Unavailable), func(t *testing.T) {
+			s := start(t, o)
+			want := o.Status
+			if want == 0 {
+				want = http.StatusServiceUnavailable
+			}
+			for range 2 {
+				r := post(t, s.URL(), hookBody(t, 0, 1), nil)
+				wantCode(t, r, want)
+				if ra, ok := r.header["Retry-After"]; ok {
+					t.Errorf("Retry-After %q, want none", ra)
+				}
+			}
+			if st := s.Status(); st.Requests != 2 || st.Unavailable+st.Throttled != 2 || st.IgnoredRetryAfter != 0 {
+				t.Errorf("status %+v", st)
+			}
+		})
+	}
+}
+
 func TestFailRate(t *testing.T) {
 	codes := func() []int {
 		s := start(t, destsim.Options{Kind: destsim.Segment, FailRate: 0.5, Seed: 7})
