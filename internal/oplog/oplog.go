@@ -8,16 +8,21 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 var (
 	level  = new(slog.LevelVar) // Info
-	logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger atomic.Pointer[slog.Logger]
 )
 
+func init() {
+	logger.Store(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
 // L returns the operators' logger.
-func L() *slog.Logger { return logger }
+func L() *slog.Logger { return logger.Load() }
 
 // SetLevel sets the lowest level logged.
 func SetLevel(l slog.Level) { level.Set(l) }
@@ -35,4 +40,11 @@ func Due(key string, now time.Time) bool {
 	}
 	lastDue.Store(key, now)
 	return true
+}
+
+// Use makes l the operators' logger until the returned func restores the one before;
+// for tests that read what operators would.
+func Use(l *slog.Logger) (restore func()) {
+	before := logger.Swap(l)
+	return func() { logger.Store(before) }
 }
