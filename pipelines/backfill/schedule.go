@@ -88,6 +88,7 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			run := receiptRun(j.ID)
 			res, err := submit(ctx, j.ID, pipeline(&sub, glob, opts, run))
 			counts, tally, terr := outcome(ctx, cfg.DeadLetter, run, res)
+			heldAtEnd(counts, j)
 
 			mu.Lock()
 			defer mu.Unlock()
@@ -142,6 +143,21 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 			"state", st.path, "error", err)
 	}
 	return code, nil
+}
+
+// heldAtEnd sets, in a finished job's counts, what each of its HTTP integrations
+// still held: impressions that reached the delivery core and were neither delivered
+// nor dead-lettered. It is worked out from the counters that only grow, not taken
+// from the pending counter, which goes up and down: prism sometimes loses a bundle's
+// decrement of it, and a job that delivered everything then seemed to hold some.
+func heldAtEnd(counts report.Counts, j planJob) {
+	for _, in := range j.Integrations {
+		c := counts[in.ID]
+		if in.Type.IsObjectStore() || c == nil {
+			continue
+		}
+		c[metricname.Pending] = max(0, c[metricname.Impressions]-c[metricname.Delivered]-c[metricname.DeadLettered])
+	}
 }
 
 // jobStatus is how a finished job ended: failed (err), incomplete (the runner ended

@@ -364,9 +364,15 @@ func TestDownDestinationDelaysNoOther(t *testing.T) {
 
 // A job the runner ended while the delivery core held impressions is incomplete, not
 // done: its impressions are nowhere, so the backfill must not say it delivered them.
+// What was held is worked out from the counters that only grow: a pending counter
+// the runner miscounted does not make a complete job incomplete.
 func TestJobStatus(t *testing.T) {
-	held := report.Counts{"acme-hook": {metricname.Delivered: 90, metricname.Pending: 10}}
+	j := planJob{Integrations: []config.Integration{{ID: "acme-hook", Type: config.Webhook}, {ID: "acme-s3", Type: config.S3}}}
 	dead := deadletterio.Tally{DeadLettered: map[string]int64{"acme-hook": 2}}
+	counts := func(impressions, delivered, deadLettered, pending int64) report.Counts {
+		return report.Counts{"acme-hook": {metricname.Impressions: impressions, metricname.Delivered: delivered,
+			metricname.DeadLettered: deadLettered, metricname.Pending: pending}, "acme-s3": {metricname.Impressions: 50, metricname.Delivered: 40}}
+	}
 	for _, c := range []struct {
 		err    error
 		counts report.Counts
@@ -374,10 +380,11 @@ func TestJobStatus(t *testing.T) {
 		want   string
 	}{
 		{errors.New("boom"), nil, deadletterio.Tally{}, "failed"},
-		{nil, held, dead, "incomplete"},
-		{nil, report.Counts{"acme-hook": {metricname.Delivered: 98, metricname.Pending: 0}}, dead, "dead_lettered"},
-		{nil, report.Counts{"acme-hook": {metricname.Delivered: 100}}, deadletterio.Tally{}, "done"},
+		{nil, counts(100, 88, 2, 0), dead, "incomplete"},
+		{nil, counts(100, 98, 2, 30), dead, "dead_lettered"},
+		{nil, counts(100, 100, 0, 30), deadletterio.Tally{}, "done"},
 	} {
+		heldAtEnd(c.counts, j)
 		got, why := jobStatus(c.err, c.counts, c.tally)
 		if got != c.want || (got == "incomplete" && !strings.Contains(why, "holding 10 impressions")) {
 			t.Errorf("jobStatus(%v, %v, %+v) = %s (%s), want %s", c.err, c.counts, c.tally, got, why, c.want)
