@@ -323,7 +323,9 @@ func TestDownDestinationDelaysNoOther(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(2 * time.Second) // for its last job to end
+	// Down a while longer, for its last job to end: a job that waited for the other
+	// destination would end only after it came back.
+	time.Sleep(10 * time.Second)
 	upAt := time.Now()
 	failedWhileDown := down.Status().Failed
 	o := downOpts
