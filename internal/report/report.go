@@ -180,6 +180,15 @@ func metricsOf(res beam.PipelineResult) (m metrics.Results, ok bool) {
 // it did.
 type Counts map[string]map[string]int64
 
+// HeldAtEnd is what an HTTP integration's delivery core still held when its batch job
+// ended: impressions that reached it and were neither delivered nor dead-lettered.
+// It is worked out from the counters that only grow, not read from the pending
+// counter, which goes up and down: prism sometimes loses a bundle's decrement of it,
+// and a job that delivered everything then seems to hold some.
+func HeldAtEnd(impressions, delivered, deadLettered int64) int64 {
+	return max(0, impressions-delivered-deadLettered)
+}
+
 // Pending is how many impressions the HTTP delivery core still held when the counts
 // were taken, over every integration.
 func (c Counts) Pending() int64 {

@@ -117,6 +117,15 @@ func (r *drainRun) addFresh(in arrival) error {
 	return nil
 }
 
+// binarySize is the size of imps in the binary coding, as arrivals count it.
+func binarySize(imps []impression.Impression) int {
+	n := 0
+	for i := range imps {
+		n += len(impression.AppendBinary(nil, imps[i]))
+	}
+	return n
+}
+
 // bound keeps of what arrived what fits under max_pending_impressions; the rest is
 // dead-lettered for replay, so an outage costs bounded memory and no data.
 func (r *drainRun) bound(in *arrival) *arrival {
@@ -177,14 +186,8 @@ func (r *drainRun) collect() error {
 		for _, b := range v.again {
 			again, from = append(again, b), append(from, e)
 		}
-		if len(v.fresh) > 0 {
-			back := arrival{imps: v.fresh}
-			for i := range v.fresh {
-				back.bytes += len(impression.AppendBinary(nil, v.fresh[i]))
-			}
-			if err := r.addFresh(back); err != nil {
-				return err
-			}
+		if err := r.addFresh(arrival{imps: v.fresh, bytes: binarySize(v.fresh)}); err != nil {
+			return err
 		}
 	}
 	r.sc.Entries = next
@@ -449,9 +452,7 @@ func (r *drainRun) packIfDue() (int, error) {
 		if err := r.st.addFresh(Batch{Integration: r.d.ID, Imps: rest}); err != nil {
 			return 0, err
 		}
-		for i := range rest {
-			sc.FreshBytes += len(impression.AppendBinary(nil, rest[i]))
-		}
+		sc.FreshBytes = binarySize(rest)
 		if len(waiting) > 0 { // looked at again within flushAfter
 			sc.FreshSince, sc.FreshLast = r.now.UnixMilli(), r.now.UnixMilli()
 		}

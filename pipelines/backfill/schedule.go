@@ -146,17 +146,14 @@ func runPlan(ctx context.Context, log *slog.Logger, cfg *config.Config, glob str
 }
 
 // heldAtEnd sets, in a finished job's counts, what each of its HTTP integrations
-// still held: impressions that reached the delivery core and were neither delivered
-// nor dead-lettered. It is worked out from the counters that only grow, not taken
-// from the pending counter, which goes up and down: prism sometimes loses a bundle's
-// decrement of it, and a job that delivered everything then seemed to hold some.
+// still held (report.HeldAtEnd).
 func heldAtEnd(counts report.Counts, j planJob) {
 	for _, in := range j.Integrations {
 		c := counts[in.ID]
 		if in.Type.IsObjectStore() || c == nil {
 			continue
 		}
-		c[metricname.Pending] = max(0, c[metricname.Impressions]-c[metricname.Delivered]-c[metricname.DeadLettered])
+		c[metricname.Pending] = report.HeldAtEnd(c[metricname.Impressions], c[metricname.Delivered], c[metricname.DeadLettered])
 	}
 }
 

@@ -172,15 +172,13 @@ func execute(ctx context.Context, log *slog.Logger, cfg *config.Config, root str
 	return job.ExitOK, nil
 }
 
-// pendingOf is how many impressions the delivery core still held at the end: those
-// that reached it and were neither delivered nor dead-lettered, from the counters that
-// only grow (the pending counter goes down too, and prism sometimes loses a
-// decrement).
+// pendingOf is how many impressions the delivery core still held at the end
+// (report.HeldAtEnd).
 func pendingOf(rep *report.Report) int64 {
 	var n int64
 	for _, in := range rep.Integrations {
 		if !config.Type(in.Type).IsObjectStore() {
-			n += max(0, in.Impressions-in.Delivered-in.DeadLettered)
+			n += report.HeldAtEnd(in.Impressions, in.Delivered, in.DeadLettered)
 		}
 	}
 	return n
