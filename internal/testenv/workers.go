@@ -3,8 +3,10 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,15 +33,36 @@ type Workers struct {
 // ExternalWorkers starts a job server and the worker pool of the pipeline binary bin.
 func ExternalWorkers(t testing.TB, bin string) *Workers {
 	t.Helper()
-	jobPort := mustFreePort(t)
-	// The job server lives as long as the test's process: prism has no way to stop
-	// one. A test that needs a fresh one starts another.
-	if _, err := prism.CreateJobServer(context.Background(), prism.Options{Port: jobPort}); err != nil {
-		t.Fatal(err)
-	}
+	jobPort := prismJobServer(t)
 	w := WorkerPool(t, bin)
 	w.Flags = append([]string{"--runner", "universal", "--endpoint", "localhost:" + strconv.Itoa(jobPort)}, w.Flags...)
 	return w
+}
+
+// prismJobServer starts a prism job server in this process and returns its port. It
+// lives as long as the process: prism has no way to stop one; a test that needs a
+// fresh one starts another. A free port can be taken by another process before prism
+// binds it, and prism then panics ("address already in use"): another port is tried.
+func prismJobServer(t testing.TB) int {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port := mustFreePort(t)
+		err := func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("prism job server on port %d: %v", port, r)
+				}
+			}()
+			_, err = prism.CreateJobServer(context.Background(), prism.Options{Port: port})
+			return err
+		}()
+		if err == nil {
+			return port
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+	}
 }
 
 // FlinkWorkers starts the worker pool of the pipeline binary bin, for FlinkJobServer's
